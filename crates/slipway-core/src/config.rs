@@ -1,0 +1,257 @@
+//! The one validated configuration of a virtual network.
+//!
+//! The command line (and later the drop-in front-ends) build a [`NetworkConfig`]; every component
+//! receives its part at construction. Runtime changes arrive as typed commands, never by mutating
+//! this struct from the outside.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// An IPv4 or IPv6 prefix such as `192.168.127.0/24` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpCidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpCidr {
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, CidrError> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(CidrError::PrefixTooLong { prefix, max });
+        }
+        Ok(Self { addr, prefix })
+    }
+
+    /// True when `ip` lies inside this prefix (an IPv4 address never matches an IPv6 prefix).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = prefix_mask_v4(self.prefix);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The netmask of an IPv4 prefix length as a host-order integer.
+pub fn prefix_mask_v4(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("expected ADDRESS/PREFIX, e.g. 192.168.127.0/24")]
+    MissingSlash,
+    #[error("'{0}' is not an IP address")]
+    BadAddress(String),
+    #[error("'{0}' is not a prefix length")]
+    BadPrefix(String),
+    #[error("prefix length {prefix} is longer than {max}")]
+    PrefixTooLong { prefix: u8, max: u8 },
+}
+
+impl FromStr for IpCidr {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s.split_once('/').ok_or(CidrError::MissingSlash)?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| CidrError::BadAddress(addr.to_string()))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| CidrError::BadPrefix(prefix.to_string()))?;
+        IpCidr::new(addr, prefix)
+    }
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+/// Everything the core needs to know about one virtual network.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The guest subnet's network address (host bits zero).
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    /// The router's address; also the DNS server. Default: the subnet's `.1`.
+    pub gateway: Ipv4Addr,
+    /// The address that reaches the host's 127.0.0.1, or `None` (`--no-host-loopback`).
+    pub host_loopback_alias: Option<Ipv4Addr>,
+    /// First and last address DHCP hands out (inclusive).
+    pub pool_start: Ipv4Addr,
+    pub pool_end: Ipv4Addr,
+    /// The link MTU announced to guests (DHCP option 26, TAP MTU) and used for the TCP MSS.
+    pub mtu: u16,
+    /// The MAC address of the gateway (and of every address slipway owns).
+    pub gateway_mac: Mac,
+    /// Local DNS names answered authoritatively (lower case, no trailing dot).
+    pub dns_records: Vec<(String, IpAddr)>,
+    /// The DNS search list handed to guests (DHCP option 119).
+    pub search_domains: Vec<String>,
+    /// When non-empty, only host-side destinations inside one of these prefixes may be reached.
+    pub egress_allow: Vec<IpCidr>,
+    /// DHCP lease time.
+    pub lease_time: Duration,
+    /// Addresses that must always be handed to a given MAC (gvproxy's static lease).
+    pub static_leases: Vec<(Mac, Ipv4Addr)>,
+}
+
+/// The largest MTU slipway accepts: 65535 minus room for the Ethernet header and framing.
+pub const MAX_MTU: u16 = 65520;
+/// The smallest MTU slipway accepts (IPv4 requires 576, IPv6 1280).
+pub const MIN_MTU: u16 = 576;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--subnet {0}: only IPv4 subnets are supported here")]
+    SubnetNotIpv4(IpCidr),
+    #[error("--subnet {0}: the prefix must be between /8 and /30 so that the gateway, the host alias and guests fit")]
+    SubnetSize(IpCidr),
+    #[error("--mtu {0}: must be between {MIN_MTU} and {MAX_MTU}")]
+    Mtu(u32),
+}
+
+impl NetworkConfig {
+    /// The default plan around `subnet`: gateway and DNS `.1`, host alias `.254` (the last usable
+    /// address of larger subnets), DHCP pool from `.2` up to the address before the alias.
+    pub fn from_subnet(cidr: IpCidr) -> Result<Self, ConfigError> {
+        let IpAddr::V4(addr) = cidr.addr else {
+            return Err(ConfigError::SubnetNotIpv4(cidr));
+        };
+        if !(8..=30).contains(&cidr.prefix) {
+            return Err(ConfigError::SubnetSize(cidr));
+        }
+        let mask = prefix_mask_v4(cidr.prefix);
+        let net = u32::from(addr) & mask;
+        let broadcast = net | !mask;
+        let gateway = net + 1;
+        // .254 for a /24; in general the last usable address, capped at .254 of the first /24.
+        let alias = if cidr.prefix <= 24 {
+            net + 254
+        } else {
+            broadcast - 1
+        };
+        let pool_start = net + 2;
+        let pool_end = (alias - 1).min(broadcast - 1);
+        Ok(Self {
+            subnet: Ipv4Addr::from(net),
+            prefix: cidr.prefix,
+            gateway: Ipv4Addr::from(gateway),
+            host_loopback_alias: Some(Ipv4Addr::from(alias)),
+            pool_start: Ipv4Addr::from(pool_start),
+            pool_end: Ipv4Addr::from(pool_end),
+            mtu: 1500,
+            gateway_mac: [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd],
+            dns_records: Vec::new(),
+            search_domains: Vec::new(),
+            egress_allow: Vec::new(),
+            lease_time: Duration::from_secs(3600),
+            static_leases: Vec::new(),
+        })
+    }
+
+    pub fn set_mtu(&mut self, mtu: u32) -> Result<(), ConfigError> {
+        if !(u32::from(MIN_MTU)..=u32::from(MAX_MTU)).contains(&mtu) {
+            return Err(ConfigError::Mtu(mtu));
+        }
+        self.mtu = mtu as u16;
+        Ok(())
+    }
+
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(prefix_mask_v4(self.prefix))
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) | !prefix_mask_v4(self.prefix))
+    }
+
+    /// True for an address inside the guest subnet.
+    pub fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        let mask = prefix_mask_v4(self.prefix);
+        u32::from(ip) & mask == u32::from(self.subnet)
+    }
+
+    /// True for the addresses slipway itself answers ARP for.
+    pub fn owns(&self, ip: Ipv4Addr) -> bool {
+        ip == self.gateway || Some(ip) == self.host_loopback_alias
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self::from_subnet(IpCidr {
+            addr: IpAddr::V4(Ipv4Addr::new(192, 168, 127, 0)),
+            prefix: 24,
+        })
+        .expect("the default subnet is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan_matches_gvproxy() {
+        let c = NetworkConfig::default();
+        assert_eq!(c.gateway, Ipv4Addr::new(192, 168, 127, 1));
+        assert_eq!(
+            c.host_loopback_alias,
+            Some(Ipv4Addr::new(192, 168, 127, 254))
+        );
+        assert_eq!(c.pool_start, Ipv4Addr::new(192, 168, 127, 2));
+        assert_eq!(c.pool_end, Ipv4Addr::new(192, 168, 127, 253));
+        assert_eq!(c.broadcast(), Ipv4Addr::new(192, 168, 127, 255));
+    }
+
+    #[test]
+    fn cidr_parse_errors_say_what_is_wrong() {
+        assert_eq!(
+            "300.1.2.3/24".parse::<IpCidr>(),
+            Err(CidrError::BadAddress("300.1.2.3".into()))
+        );
+        assert_eq!("10.0.0.0".parse::<IpCidr>(), Err(CidrError::MissingSlash));
+        assert_eq!(
+            "10.0.0.0/33".parse::<IpCidr>(),
+            Err(CidrError::PrefixTooLong {
+                prefix: 33,
+                max: 32
+            })
+        );
+        let c: IpCidr = "10.0.2.0/24".parse().unwrap();
+        assert!(c.contains("10.0.2.77".parse().unwrap()));
+        assert!(!c.contains("10.0.3.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn small_subnet_plan() {
+        let c = NetworkConfig::from_subnet("10.0.0.0/29".parse().unwrap()).unwrap();
+        assert_eq!(c.gateway, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(c.host_loopback_alias, Some(Ipv4Addr::new(10, 0, 0, 6)));
+        assert_eq!(c.pool_end, Ipv4Addr::new(10, 0, 0, 5));
+    }
+}

@@ -1,0 +1,1 @@
+//! Checked packet views, builders and checksums.
