@@ -1,0 +1,80 @@
+//! Flows: guest connections translated onto host sockets.
+//!
+//! Each engine (TCP, UDP, ICMP echo) keeps a bounded table of flows keyed by the guest's 4-tuple
+//! and acts on host sockets only through [`HostSockets`], which the driver implements with real
+//! non-blocking sockets registered in its event loop (token = [`SocketRef`]) and tests implement
+//! with simulated ones. Readiness comes back through the engines' `on_socket_*` methods.
+
+pub mod icmp;
+pub mod tcp;
+pub mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+
+/// Which engine a host socket belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowKind {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// Names one host socket: the engine and the flow's slot in that engine's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketRef {
+    pub kind: FlowKind,
+    pub index: u32,
+}
+
+/// Where a guest TCP connection goes on the host side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpTarget {
+    /// A real host socket connected to this address.
+    Host(SocketAddr),
+    /// slipway's own DNS-over-TCP service (the guest connected to the gateway's port 53).
+    DnsService,
+}
+
+/// Outcome of starting a non-blocking connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectProgress {
+    Connected,
+    InProgress,
+}
+
+/// The host-socket operations the engines need. All calls are non-blocking; `WouldBlock` is a
+/// normal answer. Sockets are created registered for readable and writable readiness (edge
+/// triggered) under their [`SocketRef`].
+pub trait HostSockets {
+    fn tcp_connect(&mut self, id: SocketRef, target: TcpTarget) -> io::Result<ConnectProgress>;
+    /// The result of a connect that was in progress (`SO_ERROR`).
+    fn tcp_connect_result(&mut self, id: SocketRef) -> io::Result<()>;
+    /// Write guest payload; returns how many bytes the kernel accepted.
+    fn tcp_write(&mut self, id: SocketRef, data: &[u8]) -> io::Result<usize>;
+    /// Peek received data starting `offset` bytes past the head of the receive queue into the
+    /// buffers in order (scatter). Ok(0) with non-empty buffers means end of stream at `offset`.
+    fn tcp_peek(&mut self, id: SocketRef, offset: usize, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize>;
+    /// Drop `len` bytes from the head of the receive queue (the guest acknowledged them).
+    fn tcp_discard(&mut self, id: SocketRef, len: usize) -> io::Result<()>;
+    /// Free space in the socket's send buffer: the window advertised to the guest.
+    fn tcp_send_space(&mut self, id: SocketRef) -> usize;
+    fn tcp_shutdown_write(&mut self, id: SocketRef);
+    /// Close the socket; `abort` resets the connection (SO_LINGER 0).
+    fn tcp_close(&mut self, id: SocketRef, abort: bool);
+
+    /// Open a UDP socket connected to `dst`.
+    fn udp_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<()>;
+    fn udp_send(&mut self, id: SocketRef, payload: &[u8]) -> io::Result<usize>;
+    fn udp_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize>;
+    fn udp_close(&mut self, id: SocketRef);
+
+    /// Open an unprivileged ICMP echo ("ping") socket connected to `dst`; returns the echo
+    /// identifier the kernel assigned (replies carry it).
+    fn ping_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<u16>;
+    /// Send an ICMP echo request message (header included; the kernel sets id and checksum).
+    fn ping_send(&mut self, id: SocketRef, message: &[u8]) -> io::Result<usize>;
+    /// Receive an ICMP message (header included).
+    fn ping_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize>;
+    fn ping_close(&mut self, id: SocketRef);
+}

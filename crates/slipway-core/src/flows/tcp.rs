@@ -1,0 +1,984 @@
+//! TCP by translation (ARCHITECTURE.md D1, TCP.md): each guest connection maps onto one host
+//! kernel socket; slipway keeps only sequence arithmetic, never a copy of the byte stream.
+//!
+//! Theory of operation:
+//! - Guest SYN → a non-blocking `connect()`. Success → SYN-ACK (MSS from the MTU, window scaling
+//!   when the guest offers it). Refused → RST; unreachable or timed out → ICMP unreachable, so the
+//!   guest's application sees the right error at once. Pending connects never block other flows.
+//! - Guest → host: in-order payload is written to the socket; only what the kernel accepted is
+//!   ACKed, and the advertised window is the free space of the socket's send buffer, so
+//!   backpressure reaches the guest and slipway buffers nothing. Gaps get a duplicate ACK; the
+//!   guest's own TCP retransmits.
+//! - Host → guest: received data stays in the kernel socket until the guest ACKs it. It is peeked
+//!   (scatter, straight into the payload areas of frames in the TX arena) from offset
+//!   `snd_nxt - snd_una`, within the guest's window, and discarded when ACKed. Three duplicate
+//!   ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una`: the socket's receive queue is
+//!   the retransmission buffer.
+//! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
+//!   all data was sent. Both FINs done and ours acknowledged → the socket is closed and the flow
+//!   freed (the guest keeps TIME_WAIT). Guest RST → abortive close; host error → RST to the guest.
+//! - ACKs for guest data are sent once per flow per batch ([`TcpEngine::flush_acks`]).
+//!
+//! Limits (see [`TcpLimits`]): flows per network, pending connects, connect timeout, RTO bounds,
+//! retransmission attempts, segments per peek; window scale 7 (windows up to 8 MiB).
+
+use super::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
+use crate::config::Mac;
+use crate::counters::{Counters, DropReason};
+use crate::frames::{self, ETH_IP_LEN, TCP_FRAME_OVERHEAD};
+use crate::switch::Switch;
+use crate::tx::TxQueue;
+use slipway_wire::icmp;
+use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Bounds of the TCP engine.
+#[derive(Debug, Clone)]
+pub struct TcpLimits {
+    pub max_flows: usize,
+    pub max_pending_connects: usize,
+    pub connect_timeout: Duration,
+    pub rto_min: Duration,
+    pub rto_max: Duration,
+    /// Retransmissions (or unanswered window probes) before a flow is reset.
+    pub max_retries: u8,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_flows: 65536,
+            max_pending_connects: 8192,
+            connect_timeout: Duration::from_secs(30),
+            rto_min: Duration::from_millis(200),
+            rto_max: Duration::from_secs(30),
+            max_retries: 12,
+        }
+    }
+}
+
+/// Our window scale (RFC 7323): windows up to 65535 << 7 ≈ 8 MiB.
+pub const OUR_WINDOW_SCALE: u8 = 7;
+/// Segments filled by one scatter peek.
+pub const MAX_SEGMENTS_PER_PEEK: usize = 32;
+/// The MSS assumed when a guest SYN carries none (RFC 9293).
+const DEFAULT_GUEST_MSS: u16 = 536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub guest_ip: Ipv4Addr,
+    pub guest_port: u16,
+    pub remote_ip: Ipv4Addr,
+    pub remote_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Guest SYN received, host connect in progress.
+    Connecting,
+    /// Host connected, SYN-ACK sent, waiting for the guest's ACK.
+    SynAckSent,
+    Established,
+}
+
+#[derive(Debug)]
+struct TcpFlow {
+    key: FlowKey,
+    guest_mac: Mac,
+    state: State,
+    guest_isn: u32,
+    /// Next byte expected from the guest.
+    rcv_nxt: u32,
+    our_isn: u32,
+    /// Oldest byte the guest has not acknowledged.
+    snd_una: u32,
+    /// Next byte to send.
+    snd_nxt: u32,
+    /// Highest sequence sent so far (snd_nxt may be rewound below it).
+    snd_max: u32,
+    guest_wnd: u32,
+    guest_wscale: u8,
+    our_wscale: u8,
+    mss: u16,
+    /// Guest FIN received and passed on as shutdown(SHUT_WR).
+    guest_fin: bool,
+    /// The host socket reached end of stream.
+    host_eof: bool,
+    /// Our FIN has been sent at sequence `fin_seq`.
+    fin_sent: bool,
+    fin_seq: u32,
+    fin_acked: bool,
+    dup_acks: u8,
+    retries: u8,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    /// (sequence, time) of one segment being timed (Karn: cleared on retransmission).
+    rtt_probe: Option<(u32, Duration)>,
+    deadline: Option<Duration>,
+    in_timer_list: bool,
+    ack_owed: bool,
+    in_push_list: bool,
+    last_window_sent: u32,
+    ident: u16,
+}
+
+impl TcpFlow {
+    fn in_flight(&self) -> u32 {
+        self.snd_nxt.wrapping_sub(self.snd_una)
+    }
+    /// Bytes already sent past `snd_una` that are still in the socket (excludes our FIN).
+    fn data_offset(&self) -> usize {
+        let mut n = self.snd_nxt.wrapping_sub(self.snd_una);
+        if self.fin_sent && seq_le(self.fin_seq.wrapping_add(1), self.snd_nxt) {
+            n -= 1;
+        }
+        n as usize
+    }
+}
+
+#[inline]
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+#[inline]
+fn seq_le(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) <= 0
+}
+
+/// Shared context of one call into the engine.
+pub struct TcpCtx<'a> {
+    pub now: Duration,
+    pub tx: &'a mut TxQueue,
+    pub switch: &'a Switch,
+    pub counters: &'a mut Counters,
+    pub gateway_mac: Mac,
+    pub mtu: u16,
+}
+
+/// The TCP engine of one network.
+pub struct TcpEngine {
+    limits: TcpLimits,
+    slots: Vec<Option<TcpFlow>>,
+    free: Vec<u32>,
+    by_key: HashMap<FlowKey, u32>,
+    pending_connects: usize,
+    timer_list: Vec<u32>,
+    ack_list: Vec<u32>,
+    push_list: Vec<u32>,
+    rng: u64,
+    next_deadline: Option<Duration>,
+}
+
+/// A summary of one flow for the API and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpFlowInfo {
+    pub key: FlowKey,
+    pub state: &'static str,
+}
+
+impl TcpEngine {
+    pub fn new(limits: TcpLimits, seed: u64) -> Self {
+        Self {
+            limits,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            pending_connects: 0,
+            timer_list: Vec::new(),
+            ack_list: Vec::new(),
+            push_list: Vec::new(),
+            rng: seed | 1,
+            next_deadline: None,
+        }
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn flows(&self) -> Vec<TcpFlowInfo> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|f| TcpFlowInfo {
+                key: f.key,
+                state: match f.state {
+                    State::Connecting => "connecting",
+                    State::SynAckSent => "syn_ack_sent",
+                    State::Established if f.guest_fin || f.fin_sent => "closing",
+                    State::Established => "established",
+                },
+            })
+            .collect()
+    }
+
+    fn random(&mut self) -> u32 {
+        // xorshift64*: deterministic for a given seed (tests), seeded randomly by the driver.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    fn sock(index: u32) -> SocketRef {
+        SocketRef { kind: FlowKind::Tcp, index }
+    }
+
+    /// Handle one TCP segment from a guest. `target` is where a new connection would go (the
+    /// caller has applied address translation and egress policy: `None` = refused by policy).
+    /// `ip_packet` is the whole IPv4 packet (quoted in ICMP errors).
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_guest_segment(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        guest_mac: Mac,
+        key: FlowKey,
+        seg: &TcpSegment<'_>,
+        target: Option<TcpTarget>,
+    ) {
+        let flags = seg.flags();
+        if let Some(&index) = self.by_key.get(&key) {
+            let is_new_syn = flags & (tcp::SYN | tcp::ACK) == tcp::SYN;
+            let same_isn = self.slots[index as usize].as_ref().is_some_and(|f| f.guest_isn == seg.seq());
+            if is_new_syn && !same_isn {
+                // The guest reuses the 4-tuple for a new connection: forget the old one.
+                self.free_flow(sockets, index, true);
+                ctx.counters.tcp_flows_closed += 1;
+            } else {
+                self.on_flow_segment(ctx, sockets, index, seg);
+                return;
+            }
+        }
+        if flags & tcp::RST != 0 {
+            return;
+        }
+        if flags & (tcp::SYN | tcp::ACK) != tcp::SYN {
+            // No flow: answer with RST so the guest stops (RFC 9293 §3.10.7.1).
+            ctx.counters.drop(DropReason::TcpNoFlow);
+            send_rst_for(ctx, guest_mac, key, seg);
+            return;
+        }
+        let Some(target) = target else {
+            ctx.counters.drop(DropReason::EgressDenied);
+            send_rst_for(ctx, guest_mac, key, seg);
+            return;
+        };
+        if self.by_key.len() >= self.limits.max_flows {
+            ctx.counters.drop(DropReason::TcpFlowTableFull);
+            send_rst_for(ctx, guest_mac, key, seg);
+            return;
+        }
+        if self.pending_connects >= self.limits.max_pending_connects {
+            // Drop silently: the guest retransmits its SYN once connects complete.
+            ctx.counters.drop(DropReason::TcpPendingConnectsFull);
+            return;
+        }
+        let opts = seg.syn_options();
+        let our_max_mss = ctx.mtu.saturating_sub(40).max(64);
+        let (guest_wscale, our_wscale) = match opts.window_scale {
+            Some(ws) => (ws, OUR_WINDOW_SCALE),
+            None => (0, 0),
+        };
+        let our_isn = self.random();
+        let flow = TcpFlow {
+            key,
+            guest_mac,
+            state: State::Connecting,
+            guest_isn: seg.seq(),
+            rcv_nxt: seg.seq().wrapping_add(1),
+            our_isn,
+            snd_una: our_isn,
+            snd_nxt: our_isn.wrapping_add(1),
+            snd_max: our_isn.wrapping_add(1),
+            guest_wnd: u32::from(seg.window()),
+            guest_wscale,
+            our_wscale,
+            mss: opts.mss.unwrap_or(DEFAULT_GUEST_MSS).clamp(64, our_max_mss),
+            guest_fin: false,
+            host_eof: false,
+            fin_sent: false,
+            fin_seq: 0,
+            fin_acked: false,
+            dup_acks: 0,
+            retries: 0,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: self.limits.rto_min,
+            rtt_probe: None,
+            deadline: Some(ctx.now + self.limits.connect_timeout),
+            in_timer_list: false,
+            ack_owed: false,
+            in_push_list: false,
+            last_window_sent: 0,
+            ident: 0,
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(flow);
+                i
+            }
+            None => {
+                self.slots.push(Some(flow));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_key.insert(key, index);
+        ctx.counters.tcp_flows_opened += 1;
+        match sockets.tcp_connect(Self::sock(index), target) {
+            Ok(ConnectProgress::Connected) => self.connected(ctx, sockets, index),
+            Ok(ConnectProgress::InProgress) => {
+                self.pending_connects += 1;
+                self.arm(index);
+            }
+            Err(e) => self.connect_failed(ctx, sockets, index, &e),
+        }
+    }
+
+    fn connected(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
+        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        f.state = State::SynAckSent;
+        f.deadline = Some(ctx.now + f.rto);
+        let window = window_for(sockets, index, f);
+        send_syn_ack(ctx, f, window);
+        self.arm(index);
+    }
+
+    fn connect_failed(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, e: &io::Error) {
+        ctx.counters.drop(DropReason::TcpConnectFailed);
+        if let Some(f) = self.slots[index as usize].as_ref() {
+            match e.raw_os_error() {
+                Some(libc_errno::ECONNREFUSED) | Some(libc_errno::ECONNRESET) | None => send_rst_to_syn(ctx, f),
+                Some(libc_errno::EACCES) | Some(libc_errno::EPERM) => {
+                    send_unreachable(ctx, f, icmp::CODE_ADMIN_PROHIBITED)
+                }
+                Some(libc_errno::ENETUNREACH) => send_unreachable(ctx, f, icmp::CODE_NET_UNREACHABLE),
+                Some(_) => send_unreachable(ctx, f, icmp::CODE_HOST_UNREACHABLE),
+            }
+        }
+        self.free_flow(sockets, index, false);
+        ctx.counters.tcp_flows_closed += 1;
+    }
+
+    /// Readiness of a TCP host socket.
+    pub fn on_socket_event(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+        readable: bool,
+        writable: bool,
+    ) {
+        let Some(f) = self.slots.get(index as usize).and_then(|s| s.as_ref()) else { return };
+        match f.state {
+            State::Connecting => {
+                if !writable && !readable {
+                    return;
+                }
+                self.pending_connects -= 1;
+                match sockets.tcp_connect_result(Self::sock(index)) {
+                    Ok(()) => self.connected(ctx, sockets, index),
+                    Err(e) => self.connect_failed(ctx, sockets, index, &e),
+                }
+            }
+            State::SynAckSent => {}
+            State::Established => {
+                if writable {
+                    // Send buffer space opened: tell a guest that saw a small window.
+                    let window = window_for(sockets, index, f);
+                    if window > f.last_window_sent {
+                        self.owe_ack(index);
+                    }
+                }
+                if readable {
+                    self.push(ctx, sockets, index);
+                }
+            }
+        }
+    }
+
+    fn on_flow_segment(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, seg: &TcpSegment<'_>) {
+        let flags = seg.flags();
+        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        if flags & tcp::RST != 0 {
+            // Accept a reset whose sequence is within what we could expect (RFC 5961 relaxed).
+            let off = seg.seq().wrapping_sub(f.rcv_nxt);
+            if off <= 65535u32 << f.our_wscale || f.state == State::SynAckSent {
+                self.free_flow(sockets, index, true);
+                ctx.counters.tcp_flows_closed += 1;
+            }
+            return;
+        }
+        if flags & tcp::SYN != 0 {
+            // Retransmitted SYN: repeat our SYN-ACK if we already sent one.
+            if f.state == State::SynAckSent {
+                let window = window_for(sockets, index, f);
+                send_syn_ack(ctx, f, window);
+            }
+            return;
+        }
+        if f.state == State::Connecting || flags & tcp::ACK == 0 {
+            return;
+        }
+        let ack = seg.ack();
+        if f.state == State::SynAckSent {
+            if ack != f.our_isn.wrapping_add(1) {
+                send_rst_for(ctx, f.guest_mac, f.key, seg);
+                return;
+            }
+            f.state = State::Established;
+            f.snd_una = ack;
+            f.deadline = None;
+            f.retries = 0;
+            f.guest_wnd = u32::from(seg.window()) << f.guest_wscale;
+        } else {
+            self.process_ack(ctx, sockets, index, seg);
+        }
+        self.process_data(ctx, sockets, index, seg);
+        self.push(ctx, sockets, index);
+        self.maybe_close(ctx, sockets, index);
+    }
+
+    fn process_ack(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, seg: &TcpSegment<'_>) {
+        let rto_min = self.limits.rto_min;
+        let rto_max = self.limits.rto_max;
+        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        let ack = seg.ack();
+        let new_wnd = u32::from(seg.window()) << f.guest_wscale;
+        if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
+            let mut acked = ack.wrapping_sub(f.snd_una);
+            if f.fin_sent && seq_lt(f.fin_seq, ack) {
+                f.fin_acked = true;
+                acked -= 1;
+            }
+            if acked > 0 {
+                if let Err(e) = sockets.tcp_discard(Self::sock(index), acked as usize) {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.host_error(ctx, sockets, index);
+                        return;
+                    }
+                }
+            }
+            f.snd_una = ack;
+            if seq_lt(f.snd_nxt, ack) {
+                f.snd_nxt = ack;
+            }
+            f.dup_acks = 0;
+            f.retries = 0;
+            if let Some((probe_seq, sent_at)) = f.rtt_probe {
+                if seq_lt(probe_seq, ack) {
+                    update_rtt(f, ctx.now.saturating_sub(sent_at), rto_min, rto_max);
+                    f.rtt_probe = None;
+                }
+            }
+            f.deadline = (f.in_flight() > 0).then(|| ctx.now + f.rto);
+        } else if ack == f.snd_una
+            && seg.payload().is_empty()
+            && seg.flags() & tcp::FIN == 0
+            && new_wnd == f.guest_wnd
+            && f.in_flight() > 0
+        {
+            f.dup_acks = f.dup_acks.saturating_add(1);
+            if f.dup_acks == 3 {
+                // Fast retransmit: resend from the oldest unacknowledged byte.
+                rewind(f);
+            }
+        }
+        f.guest_wnd = new_wnd;
+    }
+
+    fn process_data(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, seg: &TcpSegment<'_>) {
+        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        let payload = seg.payload();
+        let seq = seg.seq();
+        let fin = seg.flags() & tcp::FIN != 0;
+        if payload.is_empty() && !fin {
+            return;
+        }
+        let offset = f.rcv_nxt.wrapping_sub(seq) as i32;
+        if offset < 0 {
+            // A gap: duplicate ACK so the guest retransmits what is missing.
+            ctx.counters.drop(DropReason::TcpOutOfWindow);
+            self.owe_ack(index);
+            return;
+        }
+        let offset = offset as usize;
+        let mut all_data_in = offset >= payload.len();
+        if !all_data_in && !f.guest_fin {
+            let data = &payload[offset..];
+            match sockets.tcp_write(Self::sock(index), data) {
+                Ok(n) => {
+                    f.rcv_nxt = f.rcv_nxt.wrapping_add(n as u32);
+                    all_data_in = n == data.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    self.host_error(ctx, sockets, index);
+                    return;
+                }
+            }
+        }
+        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        if fin && all_data_in && !f.guest_fin && seq.wrapping_add(payload.len() as u32) == f.rcv_nxt {
+            f.rcv_nxt = f.rcv_nxt.wrapping_add(1);
+            f.guest_fin = true;
+            sockets.tcp_shutdown_write(Self::sock(index));
+        }
+        self.owe_ack(index);
+    }
+
+    /// Send host data the guest's window allows, then our FIN once the host side ended.
+    fn push(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
+        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        if f.state != State::Established || f.fin_sent {
+            return;
+        }
+        let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+        let mss = usize::from(f.mss);
+        let stride = TCP_FRAME_OVERHEAD + mss;
+        let mut window_field = None;
+        loop {
+            let room = f.guest_wnd.saturating_sub(f.in_flight()) as usize;
+            if room == 0 {
+                // Zero window: probe it on the timer (persist).
+                if f.deadline.is_none() {
+                    f.deadline = Some(ctx.now + f.rto);
+                    if !f.in_timer_list {
+                        f.in_timer_list = true;
+                        self.timer_list.push(index);
+                    }
+                }
+                break;
+            }
+            if ctx.tx.over_budget() {
+                if !f.in_push_list {
+                    f.in_push_list = true;
+                    self.push_list.push(index);
+                }
+                break;
+            }
+            let want = room.min(mss * MAX_SEGMENTS_PER_PEEK);
+            let nseg = want.div_ceil(mss);
+            let arena = ctx.tx.reserve(nseg * stride);
+            let got = {
+                let mut iov: [IoSliceMut<'_>; MAX_SEGMENTS_PER_PEEK] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+                let mut rest: &mut [u8] = arena;
+                let mut left = want;
+                for slot in iov.iter_mut().take(nseg) {
+                    let (frame, tail) = rest.split_at_mut(stride);
+                    rest = tail;
+                    let take = left.min(mss);
+                    left -= take;
+                    *slot = IoSliceMut::new(&mut frame[TCP_FRAME_OVERHEAD..TCP_FRAME_OVERHEAD + take]);
+                }
+                sockets.tcp_peek(Self::sock(index), f.data_offset(), &mut iov[..nseg])
+            };
+            let n = match got {
+                Ok(0) => {
+                    ctx.tx.finish(0);
+                    f.host_eof = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ctx.tx.finish(0);
+                    break;
+                }
+                Err(_) => {
+                    ctx.tx.finish(0);
+                    self.host_error(ctx, sockets, index);
+                    return;
+                }
+            };
+            let window = *window_field.get_or_insert_with(|| window_for(sockets, index, f));
+            let arena = ctx.tx.reserve_again();
+            let full = n / mss;
+            let segs = n.div_ceil(mss);
+            let mut used = 0;
+            for k in 0..segs {
+                let len = if k < full { mss } else { n - full * mss };
+                let frame = &mut arena[k * stride..k * stride + TCP_FRAME_OVERHEAD + len];
+                let h = TcpHeader {
+                    src_port: f.key.remote_port,
+                    dst_port: f.key.guest_port,
+                    seq: f.snd_nxt.wrapping_add((k * mss) as u32),
+                    ack: f.rcv_nxt,
+                    flags: if k + 1 == segs { tcp::ACK | tcp::PSH } else { tcp::ACK },
+                    window: (window >> f.our_wscale).min(65535) as u16,
+                    syn_options: None,
+                };
+                f.ident = f.ident.wrapping_add(1);
+                frames::write_tcp_v4(frame, f.guest_mac, ctx.gateway_mac, f.key.remote_ip, f.key.guest_ip, &h, f.ident);
+                used = k * stride + TCP_FRAME_OVERHEAD + len;
+            }
+            for k in 0..segs {
+                let len = if k < full { mss } else { n - full * mss };
+                ctx.tx.commit_at(dest, k * stride, TCP_FRAME_OVERHEAD + len);
+            }
+            ctx.tx.finish(used);
+            if f.rtt_probe.is_none() && f.snd_nxt == f.snd_max {
+                f.rtt_probe = Some((f.snd_nxt, ctx.now));
+            }
+            f.snd_nxt = f.snd_nxt.wrapping_add(n as u32);
+            if seq_lt(f.snd_max, f.snd_nxt) {
+                f.snd_max = f.snd_nxt;
+            }
+            f.last_window_sent = window;
+            f.ack_owed = false;
+            if f.deadline.is_none() {
+                f.deadline = Some(ctx.now + f.rto);
+            }
+            if !f.in_timer_list {
+                f.in_timer_list = true;
+                self.timer_list.push(index);
+            }
+            if n < want {
+                break;
+            }
+        }
+        if f.host_eof && !f.fin_sent {
+            f.fin_sent = true;
+            f.fin_seq = f.snd_nxt;
+            let window = window_for(sockets, index, f);
+            send_control(ctx, f, f.snd_nxt, tcp::FIN | tcp::ACK, window);
+            f.snd_nxt = f.snd_nxt.wrapping_add(1);
+            if seq_lt(f.snd_max, f.snd_nxt) {
+                f.snd_max = f.snd_nxt;
+            }
+            f.ack_owed = false;
+            if f.deadline.is_none() {
+                f.deadline = Some(ctx.now + f.rto);
+            }
+            if !f.in_timer_list {
+                f.in_timer_list = true;
+                self.timer_list.push(index);
+            }
+        }
+    }
+
+    fn maybe_close(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
+        let Some(f) = self.slots[index as usize].as_ref() else { return };
+        if f.guest_fin && f.fin_acked {
+            if f.ack_owed {
+                // The ACK of the guest's FIN must go out before the flow disappears.
+                let window = window_for(sockets, index, f);
+                send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
+            }
+            self.free_flow(sockets, index, false);
+            ctx.counters.tcp_flows_closed += 1;
+        }
+    }
+
+    /// The host socket failed: reset the guest's connection and forget the flow.
+    fn host_error(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
+        if let Some(f) = self.slots[index as usize].as_ref() {
+            send_control(ctx, f, f.snd_nxt, tcp::RST | tcp::ACK, 0);
+        }
+        self.free_flow(sockets, index, false);
+        ctx.counters.tcp_flows_closed += 1;
+    }
+
+    fn owe_ack(&mut self, index: u32) {
+        if let Some(f) = self.slots[index as usize].as_mut() {
+            if !f.ack_owed {
+                f.ack_owed = true;
+                self.ack_list.push(index);
+            }
+        }
+    }
+
+    fn arm(&mut self, index: u32) {
+        if let Some(f) = self.slots[index as usize].as_mut() {
+            if !f.in_timer_list {
+                f.in_timer_list = true;
+                self.timer_list.push(index);
+            }
+            if let Some(d) = f.deadline {
+                self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
+            }
+        }
+    }
+
+    fn free_flow(&mut self, sockets: &mut dyn HostSockets, index: u32, abort: bool) {
+        if let Some(f) = self.slots[index as usize].take() {
+            if f.state == State::Connecting {
+                self.pending_connects = self.pending_connects.saturating_sub(1);
+            }
+            self.by_key.remove(&f.key);
+            sockets.tcp_close(Self::sock(index), abort);
+            self.free.push(index);
+        }
+    }
+
+    /// Send the ACKs owed for guest data received in this batch (one per flow).
+    pub fn flush_acks(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) {
+        let mut list = std::mem::take(&mut self.ack_list);
+        for &index in &list {
+            let Some(f) = self.slots[index as usize].as_mut() else { continue };
+            if !f.ack_owed {
+                continue;
+            }
+            f.ack_owed = false;
+            let window = window_for(sockets, index, f);
+            f.last_window_sent = window;
+            send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
+        }
+        list.clear();
+        self.ack_list = list;
+    }
+
+    /// Resume flows that stopped because the TX budget ran out (call after a flush).
+    pub fn resume_pushes(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) {
+        let mut list = std::mem::take(&mut self.push_list);
+        for &index in &list {
+            if let Some(f) = self.slots[index as usize].as_mut() {
+                f.in_push_list = false;
+                self.push(ctx, sockets, index);
+            }
+        }
+        list.clear();
+        if self.push_list.is_empty() {
+            self.push_list = list;
+        }
+    }
+
+    pub fn has_pending_pushes(&self) -> bool {
+        !self.push_list.is_empty()
+    }
+
+    /// The earliest time [`on_timers`](Self::on_timers) has work to do.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.next_deadline
+    }
+
+    /// Run expired timers: connect timeouts, SYN-ACK and data retransmission, window probes.
+    pub fn on_timers(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) {
+        let list = std::mem::take(&mut self.timer_list);
+        let mut keep = Vec::with_capacity(list.len());
+        let mut next: Option<Duration> = None;
+        for index in list {
+            let Some(f) = self.slots[index as usize].as_mut() else { continue };
+            let Some(deadline) = f.deadline else {
+                f.in_timer_list = false;
+                continue;
+            };
+            if deadline > ctx.now {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                keep.push(index);
+                continue;
+            }
+            match f.state {
+                State::Connecting => {
+                    ctx.counters.drop(DropReason::TcpConnectTimeout);
+                    send_unreachable(ctx, f, icmp::CODE_HOST_UNREACHABLE);
+                    self.free_flow(sockets, index, true);
+                    ctx.counters.tcp_flows_closed += 1;
+                    continue;
+                }
+                State::SynAckSent | State::Established if f.retries >= self.limits.max_retries => {
+                    ctx.counters.drop(DropReason::TcpRetransmitLimit);
+                    send_control(ctx, f, f.snd_nxt, tcp::RST | tcp::ACK, 0);
+                    self.free_flow(sockets, index, true);
+                    ctx.counters.tcp_flows_closed += 1;
+                    continue;
+                }
+                State::SynAckSent => {
+                    f.retries += 1;
+                    f.rto = (f.rto * 2).min(self.limits.rto_max);
+                    let window = window_for(sockets, index, f);
+                    send_syn_ack(ctx, f, window);
+                    f.deadline = Some(ctx.now + f.rto);
+                }
+                State::Established => {
+                    f.retries += 1;
+                    f.rto = (f.rto * 2).min(self.limits.rto_max);
+                    f.rtt_probe = None;
+                    if f.in_flight() > 0 {
+                        rewind(f);
+                        f.deadline = None;
+                        self.push(ctx, sockets, index);
+                    } else {
+                        // Zero-window probe: an ACK one below snd_una makes the guest answer with
+                        // its current window.
+                        let window = window_for(sockets, index, f);
+                        send_control(ctx, f, f.snd_una.wrapping_sub(1), tcp::ACK, window);
+                        f.deadline = None;
+                        self.push(ctx, sockets, index);
+                    }
+                    let Some(f) = self.slots[index as usize].as_mut() else { continue };
+                    if f.deadline.is_none() && (f.in_flight() > 0 || f.guest_wnd == 0) {
+                        f.deadline = Some(ctx.now + f.rto);
+                    }
+                }
+            }
+            let Some(f) = self.slots[index as usize].as_mut() else { continue };
+            if let Some(d) = f.deadline {
+                next = Some(next.map_or(d, |n| n.min(d)));
+                keep.push(index);
+            } else {
+                f.in_timer_list = false;
+            }
+        }
+        // Flows armed during this call were appended to self.timer_list.
+        for &index in &self.timer_list {
+            if let Some(d) = self.slots[index as usize].as_ref().and_then(|f| f.deadline) {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        keep.append(&mut self.timer_list);
+        keep.dedup();
+        self.timer_list = keep;
+        self.next_deadline = next;
+    }
+
+    /// Recompute the next deadline after arming timers outside `on_timers`.
+    pub fn refresh_deadline(&mut self) {
+        let mut next: Option<Duration> = None;
+        for &index in &self.timer_list {
+            if let Some(d) = self.slots[index as usize].as_ref().and_then(|f| f.deadline) {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        self.next_deadline = next;
+    }
+}
+
+/// Errno values used to pick the guest-visible error (stable across Linux architectures).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const EACCES: i32 = 13;
+    pub const ENETUNREACH: i32 = 101;
+    pub const ECONNRESET: i32 = 104;
+    pub const ECONNREFUSED: i32 = 111;
+}
+
+fn rewind(f: &mut TcpFlow) {
+    f.snd_nxt = f.snd_una;
+    if f.fin_sent && !f.fin_acked {
+        f.fin_sent = false;
+    }
+    f.rtt_probe = None;
+    f.dup_acks = 0;
+}
+
+fn update_rtt(f: &mut TcpFlow, sample: Duration, rto_min: Duration, rto_max: Duration) {
+    // RFC 6298.
+    match f.srtt {
+        None => {
+            f.srtt = Some(sample);
+            f.rttvar = sample / 2;
+        }
+        Some(srtt) => {
+            let diff = if srtt > sample { srtt - sample } else { sample - srtt };
+            f.rttvar = (f.rttvar * 3 + diff) / 4;
+            f.srtt = Some((srtt * 7 + sample) / 8);
+        }
+    }
+    let srtt = f.srtt.unwrap_or(sample);
+    f.rto = (srtt + (f.rttvar * 4).max(Duration::from_millis(1))).clamp(rto_min, rto_max);
+}
+
+fn window_for(sockets: &mut dyn HostSockets, index: u32, f: &TcpFlow) -> u32 {
+    let space = sockets.tcp_send_space(TcpEngine::sock(index)) as u32;
+    space.min(65535u32 << f.our_wscale)
+}
+
+fn send_syn_ack(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let h = TcpHeader {
+        src_port: f.key.remote_port,
+        dst_port: f.key.guest_port,
+        seq: f.our_isn,
+        ack: f.rcv_nxt,
+        flags: tcp::SYN | tcp::ACK,
+        // The window in a SYN is never scaled.
+        window: window.min(65535) as u16,
+        syn_options: Some(SynOptions {
+            mss: Some(f.mss.max(ctx.mtu.saturating_sub(40).min(f.mss))),
+            window_scale: (f.our_wscale > 0).then_some(f.our_wscale),
+        }),
+    };
+    push_tcp(ctx, dest, f.guest_mac, f.key, &h);
+}
+
+fn send_control(ctx: &mut TcpCtx<'_>, f: &TcpFlow, seq: u32, flags: u8, window: u32) {
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let h = TcpHeader {
+        src_port: f.key.remote_port,
+        dst_port: f.key.guest_port,
+        seq,
+        ack: f.rcv_nxt,
+        flags,
+        window: (window >> f.our_wscale).min(65535) as u16,
+        syn_options: None,
+    };
+    push_tcp(ctx, dest, f.guest_mac, f.key, &h);
+}
+
+/// RST answering a SYN whose connect failed.
+fn send_rst_to_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow) {
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let h = TcpHeader {
+        src_port: f.key.remote_port,
+        dst_port: f.key.guest_port,
+        seq: 0,
+        ack: f.guest_isn.wrapping_add(1),
+        flags: tcp::RST | tcp::ACK,
+        window: 0,
+        syn_options: None,
+    };
+    push_tcp(ctx, dest, f.guest_mac, f.key, &h);
+}
+
+/// RST for a segment that belongs to no flow (RFC 9293 §3.10.7.1).
+fn send_rst_for(ctx: &mut TcpCtx<'_>, guest_mac: Mac, key: FlowKey, seg: &TcpSegment<'_>) {
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) else { return };
+    let (seq, ack, flags) = if seg.flags() & tcp::ACK != 0 {
+        (seg.ack(), 0, tcp::RST)
+    } else {
+        let mut len = seg.payload().len() as u32;
+        if seg.flags() & tcp::SYN != 0 {
+            len += 1;
+        }
+        if seg.flags() & tcp::FIN != 0 {
+            len += 1;
+        }
+        (0, seg.seq().wrapping_add(len), tcp::RST | tcp::ACK)
+    };
+    let h = TcpHeader {
+        src_port: key.remote_port,
+        dst_port: key.guest_port,
+        seq,
+        ack,
+        flags,
+        window: 0,
+        syn_options: None,
+    };
+    push_tcp(ctx, dest, guest_mac, key, &h);
+}
+
+/// ICMP destination unreachable quoting a reconstruction of the guest's SYN.
+fn send_unreachable(ctx: &mut TcpCtx<'_>, f: &TcpFlow, code: u8) {
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let mut quote = [0u8; 28];
+    slipway_wire::ipv4::write_header(&mut quote, f.key.guest_ip, f.key.remote_ip, slipway_wire::ipv4::PROTO_TCP, 20, 64, 0);
+    quote[20..22].copy_from_slice(&f.key.guest_port.to_be_bytes());
+    quote[22..24].copy_from_slice(&f.key.remote_port.to_be_bytes());
+    quote[24..28].copy_from_slice(&f.guest_isn.to_be_bytes());
+    frames::push_icmp_v4(ctx.tx, dest, f.guest_mac, ctx.gateway_mac, f.key.remote_ip, f.key.guest_ip, icmp::DEST_UNREACHABLE, code, [0; 4], &quote);
+}
+
+fn push_tcp(ctx: &mut TcpCtx<'_>, dest: crate::tx::TxDest, guest_mac: Mac, key: FlowKey, h: &TcpHeader) {
+    let len = ETH_IP_LEN + h.header_len();
+    let gw = ctx.gateway_mac;
+    ctx.tx.push_with(dest, len, |frame| {
+        frames::write_tcp_v4(frame, guest_mac, gw, key.remote_ip, key.guest_ip, h, 0);
+        len
+    });
+}

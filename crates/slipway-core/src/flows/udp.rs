@@ -1,0 +1,222 @@
+//! UDP by translation: one connected host socket per guest flow, expired when idle.
+//!
+//! Theory of operation: a guest datagram to `remote:port` finds (or opens) the flow for its
+//! 4-tuple, whose host socket is connected to the translated destination, and is sent with one
+//! `send`. Datagrams the host socket receives are read straight into the payload area of a frame
+//! and sent to the guest from `remote:port` as the guest addressed it. An ICMP error the kernel
+//! reports (ECONNREFUSED) becomes an ICMP port unreachable for the guest.
+//!
+//! Limits: [`UdpLimits::max_flows`] flows (a new flow beyond it is refused and counted),
+//! idle expiry after [`UdpLimits::idle_timeout`], datagrams up to 65507 bytes.
+
+use super::{FlowKind, HostSockets, SocketRef};
+use crate::config::Mac;
+use crate::counters::{Counters, DropReason};
+use crate::frames::{self, ETH_IP_LEN};
+use crate::switch::Switch;
+use crate::tx::TxQueue;
+use slipway_wire::{icmp, udp};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct UdpLimits {
+    pub max_flows: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Default for UdpLimits {
+    fn default() -> Self {
+        Self { max_flows: 4096, idle_timeout: Duration::from_secs(60) }
+    }
+}
+
+const MAX_DATAGRAM: usize = 65507;
+/// Datagrams read from one socket per readiness event before yielding to other work.
+const READ_BUDGET: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpKey {
+    pub guest_ip: Ipv4Addr,
+    pub guest_port: u16,
+    pub remote_ip: Ipv4Addr,
+    pub remote_port: u16,
+}
+
+struct UdpFlow {
+    key: UdpKey,
+    guest_mac: Mac,
+    last_active: Duration,
+}
+
+pub struct UdpCtx<'a> {
+    pub now: Duration,
+    pub tx: &'a mut TxQueue,
+    pub switch: &'a Switch,
+    pub counters: &'a mut Counters,
+    pub gateway_mac: Mac,
+}
+
+pub struct UdpEngine {
+    limits: UdpLimits,
+    slots: Vec<Option<UdpFlow>>,
+    free: Vec<u32>,
+    by_key: HashMap<UdpKey, u32>,
+    pending_reads: Vec<u32>,
+}
+
+impl UdpEngine {
+    pub fn new(limits: UdpLimits) -> Self {
+        Self { limits, slots: Vec::new(), free: Vec::new(), by_key: HashMap::new(), pending_reads: Vec::new() }
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn sock(index: u32) -> SocketRef {
+        SocketRef { kind: FlowKind::Udp, index }
+    }
+
+    /// A datagram from a guest. `target` is the translated host destination (None: refused by
+    /// policy, answered with ICMP administratively prohibited). `ip_packet` is quoted in errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_guest_datagram(
+        &mut self,
+        ctx: &mut UdpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        guest_mac: Mac,
+        key: UdpKey,
+        target: Option<SocketAddr>,
+        payload: &[u8],
+        ip_packet: (&[u8], usize),
+    ) {
+        let Some(target) = target else {
+            ctx.counters.drop(DropReason::EgressDenied);
+            if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
+                frames::push_unreachable_v4(ctx.tx, dest, guest_mac, ctx.gateway_mac, key.remote_ip, key.guest_ip, icmp::CODE_ADMIN_PROHIBITED, ip_packet.0, ip_packet.1);
+            }
+            return;
+        };
+        let index = match self.by_key.get(&key) {
+            Some(&i) => i,
+            None => {
+                if self.by_key.len() >= self.limits.max_flows {
+                    ctx.counters.drop(DropReason::UdpFlowTableFull);
+                    return;
+                }
+                let index = match self.free.pop() {
+                    Some(i) => i,
+                    None => {
+                        self.slots.push(None);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                if let Err(e) = sockets.udp_open(Self::sock(index), target) {
+                    self.free.push(index);
+                    ctx.counters.drop(DropReason::UdpSendFailed);
+                    let code = match e.kind() {
+                        io::ErrorKind::PermissionDenied => icmp::CODE_ADMIN_PROHIBITED,
+                        _ => icmp::CODE_NET_UNREACHABLE,
+                    };
+                    if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
+                        frames::push_unreachable_v4(ctx.tx, dest, guest_mac, ctx.gateway_mac, key.remote_ip, key.guest_ip, code, ip_packet.0, ip_packet.1);
+                    }
+                    return;
+                }
+                self.slots[index as usize] = Some(UdpFlow { key, guest_mac, last_active: ctx.now });
+                self.by_key.insert(key, index);
+                ctx.counters.udp_flows_opened += 1;
+                index
+            }
+        };
+        if let Some(f) = self.slots[index as usize].as_mut() {
+            f.last_active = ctx.now;
+            f.guest_mac = guest_mac;
+        }
+        match sockets.udp_send(Self::sock(index), payload) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(111) => {
+                // ECONNREFUSED from an earlier ICMP error: tell the guest.
+                ctx.counters.drop(DropReason::UdpClosedPort);
+                if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
+                    frames::push_unreachable_v4(ctx.tx, dest, guest_mac, ctx.gateway_mac, key.remote_ip, key.guest_ip, icmp::CODE_PORT_UNREACHABLE, ip_packet.0, ip_packet.1);
+                }
+            }
+            Err(_) => ctx.counters.drop(DropReason::UdpSendFailed),
+        }
+    }
+
+    /// The host socket of flow `index` is readable: forward what it received to the guest.
+    pub fn on_socket_readable(&mut self, ctx: &mut UdpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
+        let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) else { return };
+        let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+        let hdr = ETH_IP_LEN + udp::HEADER_LEN;
+        for _ in 0..READ_BUDGET {
+            if ctx.tx.over_budget() {
+                if !self.pending_reads.contains(&index) {
+                    self.pending_reads.push(index);
+                }
+                return;
+            }
+            let buf = ctx.tx.reserve(hdr + MAX_DATAGRAM);
+            match sockets.udp_recv(Self::sock(index), &mut buf[hdr..]) {
+                Ok(n) => {
+                    frames::write_udp_v4_in_place(
+                        &mut buf[..hdr + n],
+                        f.guest_mac,
+                        ctx.gateway_mac,
+                        (f.key.remote_ip, f.key.remote_port),
+                        (f.key.guest_ip, f.key.guest_port),
+                        n,
+                        None,
+                    );
+                    ctx.tx.commit_at(dest, 0, hdr + n);
+                    ctx.tx.finish(hdr + n);
+                    f.last_active = ctx.now;
+                }
+                Err(e) => {
+                    ctx.tx.finish(0);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        ctx.counters.drop(DropReason::UdpClosedPort);
+                        continue;
+                    }
+                    return;
+                }
+            }
+        }
+        if !self.pending_reads.contains(&index) {
+            self.pending_reads.push(index);
+        }
+    }
+
+    /// Continue reads that were cut short by a budget.
+    pub fn resume_reads(&mut self, ctx: &mut UdpCtx<'_>, sockets: &mut dyn HostSockets) {
+        let list = std::mem::take(&mut self.pending_reads);
+        for index in list {
+            self.on_socket_readable(ctx, sockets, index);
+        }
+    }
+
+    pub fn has_pending_reads(&self) -> bool {
+        !self.pending_reads.is_empty()
+    }
+
+    /// Close flows idle longer than the limit.
+    pub fn expire(&mut self, now: Duration, counters: &mut Counters, sockets: &mut dyn HostSockets) {
+        let timeout = self.limits.idle_timeout;
+        for i in 0..self.slots.len() {
+            let expired = self.slots[i].as_ref().is_some_and(|f| now.saturating_sub(f.last_active) >= timeout);
+            if expired {
+                if let Some(f) = self.slots[i].take() {
+                    self.by_key.remove(&f.key);
+                    sockets.udp_close(Self::sock(i as u32));
+                    self.free.push(i as u32);
+                    counters.udp_flows_expired += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! One virtual network: the switch, the gateway's services and the flow engines, wired in
+//! data-path order. The driver feeds it frames, socket readiness and time, and drains its TX queue.
+//!
+//! Theory of operation: a frame from guest port P enters [`Network::on_guest_frame`]. The switch
+//! learns its source MAC and forwards guest-to-guest traffic (copying it into the TX queue). Frames
+//! for the gateway (its MAC, or broadcast) are dispatched by protocol: ARP for owned addresses;
+//! IPv4 to the gateway itself (DHCP on UDP 67, DNS on UDP/TCP 53, ICMP echo); IPv4 to the
+//! host-loopback alias or to outside addresses goes to the TCP, UDP and ICMP engines after address
+//! translation (alias → 127.0.0.1) and the egress policy. Everything the network sends to guests is
+//! built in the TX queue, which the driver flushes once per batch.
+
+use crate::config::{Mac, NetworkConfig};
+use crate::counters::{Counters, DropReason};
+use crate::flows::icmp::{PingCtx, PingEngine, PingKey};
+use crate::flows::tcp::{FlowKey, TcpCtx, TcpEngine, TcpLimits};
+use crate::flows::udp::{UdpCtx, UdpEngine, UdpKey, UdpLimits};
+use crate::flows::{FlowKind, HostSockets, SocketRef, TcpTarget};
+use crate::frames;
+use crate::gateway;
+use crate::services::dhcp4::Dhcp4Server;
+use crate::switch::{LearnError, Switch};
+use crate::tx::{TxDest, TxQueue};
+use slipway_wire::ethernet::{self, EthernetFrame};
+use slipway_wire::{icmp, ipv4, udp, ArpPacket, Icmpv4Packet, Ipv4Packet, TcpSegment, UdpDatagram};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const DNS_PORT: u16 = 53;
+/// Neighbour (IP → MAC) entries kept per network.
+pub const MAX_NEIGHBORS: usize = 4096;
+/// DNS queries waiting to be handed to the DNS service per batch.
+pub const MAX_DNS_QUEUE: usize = 1024;
+/// How often idle UDP and ping flows are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A DNS query a guest sent to the gateway over UDP, for the DNS service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsQuery {
+    pub guest_mac: Mac,
+    pub guest_ip: Ipv4Addr,
+    pub guest_port: u16,
+    pub server_ip: Ipv4Addr,
+    pub payload: Vec<u8>,
+}
+
+pub struct Network {
+    cfg: NetworkConfig,
+    switch: Switch,
+    tx: TxQueue,
+    counters: Counters,
+    dhcp: Dhcp4Server,
+    tcp: TcpEngine,
+    udp: UdpEngine,
+    ping: PingEngine,
+    neighbors: HashMap<Ipv4Addr, Mac>,
+    dns_queries: Vec<DnsQuery>,
+    next_sweep: Duration,
+}
+
+impl Network {
+    pub fn new(cfg: NetworkConfig, seed: u64) -> Self {
+        Self::with_limits(cfg, seed, TcpLimits::default(), UdpLimits::default())
+    }
+
+    pub fn with_limits(cfg: NetworkConfig, seed: u64, tcp_limits: TcpLimits, udp_limits: UdpLimits) -> Self {
+        Self {
+            switch: Switch::new(cfg.gateway_mac),
+            tx: TxQueue::new(),
+            counters: Counters::default(),
+            dhcp: Dhcp4Server::new(&cfg),
+            tcp: TcpEngine::new(tcp_limits, seed),
+            udp: UdpEngine::new(udp_limits),
+            ping: PingEngine::default(),
+            neighbors: HashMap::new(),
+            dns_queries: Vec::new(),
+            next_sweep: SWEEP_INTERVAL,
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.cfg
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn dhcp(&self) -> &Dhcp4Server {
+        &self.dhcp
+    }
+    pub fn dhcp_mut(&mut self) -> &mut Dhcp4Server {
+        &mut self.dhcp
+    }
+    pub fn tcp(&self) -> &TcpEngine {
+        &self.tcp
+    }
+    pub fn udp(&self) -> &UdpEngine {
+        &self.udp
+    }
+    pub fn ping_refused_by_host(&self) -> bool {
+        self.ping.refused_by_host
+    }
+
+    /// A guest link came up: its switch port. None when the switch is full.
+    pub fn port_up(&mut self) -> Option<u16> {
+        self.switch.port_up()
+    }
+
+    pub fn port_down(&mut self, port: u16) {
+        self.switch.port_down(port);
+    }
+
+    /// Frames for guests built since the last [`clear_tx`](Self::clear_tx).
+    pub fn tx(&self) -> &TxQueue {
+        &self.tx
+    }
+
+    pub fn clear_tx(&mut self) {
+        self.tx.clear();
+    }
+
+    /// DNS queries for the DNS service (drain after each batch).
+    pub fn take_dns_queries(&mut self) -> std::vec::Drain<'_, DnsQuery> {
+        self.dns_queries.drain(..)
+    }
+
+    fn tcp_ctx(&mut self, now: Duration) -> (TcpCtx<'_>, &mut TcpEngine) {
+        (
+            TcpCtx {
+                now,
+                tx: &mut self.tx,
+                switch: &self.switch,
+                counters: &mut self.counters,
+                gateway_mac: self.cfg.gateway_mac,
+                mtu: self.cfg.mtu,
+            },
+            &mut self.tcp,
+        )
+    }
+
+    /// One Ethernet frame from the guest on `port`.
+    pub fn on_guest_frame(&mut self, now: Duration, port: u16, frame: &[u8], sockets: &mut dyn HostSockets) {
+        self.counters.frames_from_guests += 1;
+        self.counters.bytes_from_guests += frame.len() as u64;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.counters.drop(DropReason::EthernetTruncated);
+            return;
+        };
+        let fwd = match self.switch.forward(port, eth.src(), eth.dst()) {
+            Ok(f) => f,
+            Err(LearnError::BadSourceMac) => {
+                self.counters.drop(DropReason::BadSourceMac);
+                return;
+            }
+            Err(LearnError::TableFull) => {
+                self.counters.drop(DropReason::MacTableFull);
+                return;
+            }
+        };
+        if let Some(p) = fwd.to_port {
+            self.tx.push_copy(TxDest::Port(p), frame);
+        }
+        if fwd.flood {
+            self.tx.push_copy(TxDest::Flood { except: Some(port) }, frame);
+        }
+        if !fwd.to_gateway {
+            return;
+        }
+        match eth.ethertype() {
+            ethernet::ETHERTYPE_ARP => self.on_arp(eth.src(), eth.payload()),
+            ethernet::ETHERTYPE_IPV4 => self.on_ipv4(now, eth.src(), eth.dst(), eth.payload(), sockets),
+            ethernet::ETHERTYPE_IPV6 => self.counters.drop(DropReason::Ipv6Unsupported),
+            _ => self.counters.drop(DropReason::UnknownEthertype),
+        }
+    }
+
+    fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: Mac) {
+        if let Some(m) = self.neighbors.get_mut(&ip) {
+            *m = mac;
+        } else if self.neighbors.len() < MAX_NEIGHBORS {
+            self.neighbors.insert(ip, mac);
+        } else {
+            self.counters.drop(DropReason::NeighborTableFull);
+        }
+    }
+
+    /// The MAC of a guest address, from ARP and IP traffic seen or DHCP leases.
+    pub fn neighbor(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.neighbors.get(&ip).copied()
+    }
+
+    fn on_arp(&mut self, src_mac: Mac, payload: &[u8]) {
+        let Ok(pkt) = ArpPacket::new_checked(payload) else {
+            self.counters.drop(DropReason::ArpMalformed);
+            return;
+        };
+        if let Some((ip, mac)) = gateway::arp::sender_binding(&self.cfg, &pkt) {
+            if mac == src_mac {
+                self.learn_neighbor(ip, mac);
+            }
+        }
+        let mut out = [0u8; 42];
+        if gateway::arp::reply_to(&self.cfg, &pkt, &mut out) {
+            if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) {
+                self.tx.push_copy(dest, &out);
+            }
+        } else if pkt.operation() == slipway_wire::arp::OP_REQUEST {
+            self.counters.drop(DropReason::ArpNotForUs);
+        }
+    }
+
+    fn on_ipv4(&mut self, now: Duration, src_mac: Mac, dst_mac: Mac, payload: &[u8], sockets: &mut dyn HostSockets) {
+        let ip = match Ipv4Packet::new_checked(payload) {
+            Ok(ip) => ip,
+            Err(_) => {
+                self.counters.drop(DropReason::Ipv4Malformed);
+                return;
+            }
+        };
+        if ip.is_fragment() {
+            self.counters.drop(DropReason::Ipv4Fragment);
+            return;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        // DHCP arrives from 0.0.0.0 or the client's address, to broadcast or to us.
+        if ip.protocol() == ipv4::PROTO_UDP {
+            if let Ok(u) = UdpDatagram::new_checked(ip.payload()) {
+                if u.dst_port() == DHCP_SERVER_PORT && (dst == Ipv4Addr::BROADCAST || dst == self.cfg.gateway) {
+                    self.on_dhcp(now, src_mac, u.payload());
+                    return;
+                }
+            }
+        }
+        if ethernet::is_multicast(&dst_mac) {
+            // Other broadcast/multicast (mDNS, SSDP, ...) is not routed off the segment.
+            self.counters.drop(DropReason::UdpNotRouted);
+            return;
+        }
+        if self.cfg.in_subnet(src) && !self.cfg.owns(src) {
+            self.learn_neighbor(src, src_mac);
+        }
+        if dst == self.cfg.broadcast() || dst.is_multicast() || dst.is_broadcast() || dst.is_unspecified() {
+            self.counters.drop(DropReason::UdpNotRouted);
+            return;
+        }
+        if self.cfg.in_subnet(dst) && !self.cfg.owns(dst) {
+            // Another guest's address sent to the router's MAC: not ours to route.
+            self.counters.drop(DropReason::Ipv4NotForGateway);
+            return;
+        }
+        match ip.protocol() {
+            ipv4::PROTO_TCP => self.on_tcp(now, src_mac, &ip, sockets),
+            ipv4::PROTO_UDP => self.on_udp(now, src_mac, &ip, sockets),
+            ipv4::PROTO_ICMP => self.on_icmp(now, src_mac, &ip, sockets),
+            _ => self.counters.drop(DropReason::UnknownIpProtocol),
+        }
+    }
+
+    /// Host-side address for a guest destination: the alias becomes the host's loopback. None =
+    /// the egress policy refuses it.
+    fn translate(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let host = if Some(dst) == self.cfg.host_loopback_alias { Ipv4Addr::LOCALHOST } else { dst };
+        if self.cfg.egress_allow.is_empty() || self.cfg.egress_allow.iter().any(|c| c.contains(IpAddr::V4(host))) {
+            Some(host)
+        } else {
+            None
+        }
+    }
+
+    fn on_tcp(&mut self, now: Duration, src_mac: Mac, ip: &Ipv4Packet<'_>, sockets: &mut dyn HostSockets) {
+        let Ok(seg) = TcpSegment::new_checked(ip.payload()) else {
+            self.counters.drop(DropReason::TcpMalformed);
+            return;
+        };
+        if !seg.verify_v4(ip.src(), ip.dst()) {
+            self.counters.drop(DropReason::TcpBadChecksum);
+            return;
+        }
+        let key = FlowKey { guest_ip: ip.src(), guest_port: seg.src_port(), remote_ip: ip.dst(), remote_port: seg.dst_port() };
+        let target = if ip.dst() == self.cfg.gateway {
+            // The gateway's own TCP services: DNS. Other ports are refused with RST.
+            (seg.dst_port() == DNS_PORT).then_some(TcpTarget::DnsService)
+        } else {
+            self.translate(ip.dst()).map(|h| TcpTarget::Host(SocketAddr::new(h.into(), seg.dst_port())))
+        };
+        let (mut ctx, engine) = self.tcp_ctx(now);
+        engine.on_guest_segment(&mut ctx, sockets, src_mac, key, &seg, target);
+    }
+
+    fn on_udp(&mut self, now: Duration, src_mac: Mac, ip: &Ipv4Packet<'_>, sockets: &mut dyn HostSockets) {
+        let Ok(u) = UdpDatagram::new_checked(ip.payload()) else {
+            self.counters.drop(DropReason::UdpMalformed);
+            return;
+        };
+        if !u.verify_v4(ip.src(), ip.dst()) {
+            self.counters.drop(DropReason::UdpBadChecksum);
+            return;
+        }
+        if ip.dst() == self.cfg.gateway {
+            if u.dst_port() == DNS_PORT {
+                self.counters.dns_queries += 1;
+                if self.dns_queries.len() >= MAX_DNS_QUEUE {
+                    self.counters.drop(DropReason::DnsQueueFull);
+                    return;
+                }
+                self.dns_queries.push(DnsQuery {
+                    guest_mac: src_mac,
+                    guest_ip: ip.src(),
+                    guest_port: u.src_port(),
+                    server_ip: ip.dst(),
+                    payload: u.payload().to_vec(),
+                });
+            } else {
+                self.counters.drop(DropReason::UdpClosedPort);
+                if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) {
+                    frames::push_unreachable_v4(&mut self.tx, dest, src_mac, self.cfg.gateway_mac, ip.dst(), ip.src(), icmp::CODE_PORT_UNREACHABLE, ip.packet(), ip.header_len());
+                }
+            }
+            return;
+        }
+        let key = UdpKey { guest_ip: ip.src(), guest_port: u.src_port(), remote_ip: ip.dst(), remote_port: u.dst_port() };
+        let target = self.translate(ip.dst()).map(|h| SocketAddr::new(h.into(), u.dst_port()));
+        let mut ctx = UdpCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+        self.udp.on_guest_datagram(&mut ctx, sockets, src_mac, key, target, u.payload(), (ip.packet(), ip.header_len()));
+    }
+
+    fn on_icmp(&mut self, now: Duration, src_mac: Mac, ip: &Ipv4Packet<'_>, sockets: &mut dyn HostSockets) {
+        let Ok(msg) = Icmpv4Packet::new_checked(ip.payload()) else {
+            self.counters.drop(DropReason::IcmpMalformed);
+            return;
+        };
+        if !gateway::icmp::is_echo_request(&msg) {
+            self.counters.drop(DropReason::IcmpUnsupportedType);
+            return;
+        }
+        if self.cfg.owns(ip.dst()) {
+            if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) {
+                frames::push_icmp_v4(
+                    &mut self.tx,
+                    dest,
+                    src_mac,
+                    self.cfg.gateway_mac,
+                    ip.dst(),
+                    ip.src(),
+                    icmp::ECHO_REPLY,
+                    0,
+                    icmp::echo_rest(msg.echo_ident(), msg.echo_seq()),
+                    msg.payload(),
+                );
+            }
+            return;
+        }
+        let key = PingKey { guest_ip: ip.src(), ident: msg.echo_ident(), remote_ip: ip.dst() };
+        let target = self.translate(ip.dst());
+        let mut ctx = PingCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+        self.ping.on_guest_echo(&mut ctx, sockets, src_mac, key, target, msg.as_bytes(), (ip.packet(), ip.header_len()));
+    }
+
+    fn on_dhcp(&mut self, now: Duration, src_mac: Mac, payload: &[u8]) {
+        match self.dhcp.handle(now, src_mac, payload) {
+            Ok(Some(reply)) => {
+                if !ethernet::is_multicast(&reply.dst_mac) {
+                    self.learn_neighbor(reply.dst_ip, reply.dst_mac);
+                }
+                let dest = if ethernet::is_multicast(&reply.dst_mac) {
+                    frames::dest_for(&self.switch, &mut self.counters, &src_mac)
+                } else {
+                    frames::dest_for(&self.switch, &mut self.counters, &reply.dst_mac)
+                };
+                if let Some(dest) = dest {
+                    frames::push_udp_v4(
+                        &mut self.tx,
+                        dest,
+                        reply.dst_mac,
+                        self.cfg.gateway_mac,
+                        (self.cfg.gateway, DHCP_SERVER_PORT),
+                        (reply.dst_ip, DHCP_CLIENT_PORT),
+                        &reply.payload,
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(_) => self.counters.drop(DropReason::DhcpDropped),
+        }
+    }
+
+    /// A reply from the DNS service for a guest's UDP query.
+    pub fn on_dns_reply(&mut self, query_from: (Mac, Ipv4Addr, u16), server_ip: Ipv4Addr, payload: &[u8]) {
+        let (mac, ip, port) = query_from;
+        let max = usize::from(self.cfg.mtu).saturating_sub(ipv4::HEADER_LEN + udp::HEADER_LEN);
+        if payload.len() > max {
+            self.counters.drop(DropReason::DnsReplyTooLarge);
+            return;
+        }
+        if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &mac) {
+            frames::push_udp_v4(&mut self.tx, dest, mac, self.cfg.gateway_mac, (server_ip, DNS_PORT), (ip, port), payload);
+        }
+    }
+
+    /// Readiness of a host socket.
+    pub fn on_socket_event(&mut self, now: Duration, id: SocketRef, readable: bool, writable: bool, sockets: &mut dyn HostSockets) {
+        match id.kind {
+            FlowKind::Tcp => {
+                let (mut ctx, engine) = self.tcp_ctx(now);
+                engine.on_socket_event(&mut ctx, sockets, id.index, readable, writable);
+            }
+            FlowKind::Udp if readable => {
+                let mut ctx = UdpCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+                self.udp.on_socket_readable(&mut ctx, sockets, id.index);
+            }
+            FlowKind::Icmp if readable => {
+                let mut ctx = PingCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+                self.ping.on_socket_readable(&mut ctx, sockets, id.index);
+            }
+            _ => {}
+        }
+    }
+
+    /// End of a batch of guest frames: send the ACKs owed.
+    pub fn end_of_batch(&mut self, now: Duration, sockets: &mut dyn HostSockets) {
+        let (mut ctx, engine) = self.tcp_ctx(now);
+        engine.flush_acks(&mut ctx, sockets);
+        engine.refresh_deadline();
+    }
+
+    /// After the driver flushed the TX queue: continue work that stopped at the TX budget.
+    pub fn after_flush(&mut self, now: Duration, sockets: &mut dyn HostSockets) {
+        if self.tcp.has_pending_pushes() {
+            let (mut ctx, engine) = self.tcp_ctx(now);
+            engine.resume_pushes(&mut ctx, sockets);
+        }
+        if self.udp.has_pending_reads() {
+            let mut ctx = UdpCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+            self.udp.resume_reads(&mut ctx, sockets);
+        }
+    }
+
+    /// True when work is waiting for the next flush (the driver should not sleep).
+    pub fn has_pending_work(&self) -> bool {
+        self.tcp.has_pending_pushes() || self.udp.has_pending_reads()
+    }
+
+    /// The next time [`on_timers`](Self::on_timers) must run.
+    pub fn next_deadline(&self) -> Duration {
+        let sweep = self.next_sweep;
+        self.tcp.next_deadline().map_or(sweep, |d| d.min(sweep))
+    }
+
+    pub fn on_timers(&mut self, now: Duration, sockets: &mut dyn HostSockets) {
+        if self.tcp.next_deadline().is_some_and(|d| d <= now) {
+            let (mut ctx, engine) = self.tcp_ctx(now);
+            engine.on_timers(&mut ctx, sockets);
+        }
+        if now >= self.next_sweep {
+            self.udp.expire(now, &mut self.counters, sockets);
+            self.ping.expire(now, sockets);
+            self.next_sweep = now + SWEEP_INTERVAL;
+        }
+    }
+}
