@@ -1,1 +1,3 @@
+mod netns;
+
 fn main() {}
