@@ -1,0 +1,521 @@
+//! The TCP translation engine driven through the whole core with a simulated host socket and
+//! virtual time: handshake, data both ways, loss and retransmission, zero window, backpressure,
+//! half-close, resets, refused and timed-out connects.
+
+use slipway_core::flows::{ConnectProgress, HostSockets, SocketRef, TcpTarget};
+use slipway_core::{Network, NetworkConfig};
+use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
+use slipway_wire::{ethernet, ipv4, EthernetFrame, Ipv4Packet};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+const GUEST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 2);
+const ALIAS: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 254);
+
+#[derive(Default)]
+struct SimTcp {
+    target: Option<TcpTarget>,
+    connected: bool,
+    /// Bytes the engine wrote (what the host application received).
+    written: Vec<u8>,
+    /// Free space of the send buffer.
+    send_space: usize,
+    /// Host → guest bytes not yet discarded.
+    queue: VecDeque<u8>,
+    eof: bool,
+    shut_wr: bool,
+    closed: Option<bool>,
+}
+
+#[derive(Default)]
+struct Sim {
+    tcp: HashMap<u32, SimTcp>,
+    connect_result: Option<io::ErrorKind>,
+    connect_errno: Option<i32>,
+    in_progress: bool,
+    default_space: usize,
+}
+
+impl Sim {
+    fn new() -> Self {
+        Self { default_space: 1 << 20, ..Default::default() }
+    }
+    fn only(&mut self) -> &mut SimTcp {
+        assert_eq!(self.tcp.len(), 1);
+        self.tcp.values_mut().next().unwrap()
+    }
+}
+
+impl HostSockets for Sim {
+    fn tcp_connect(&mut self, id: SocketRef, target: TcpTarget) -> io::Result<ConnectProgress> {
+        if let Some(errno) = self.connect_errno {
+            if !self.in_progress {
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
+        let _ = self.connect_result;
+        self.tcp.insert(
+            id.index,
+            SimTcp { target: Some(target), connected: !self.in_progress, send_space: self.default_space, ..Default::default() },
+        );
+        Ok(if self.in_progress { ConnectProgress::InProgress } else { ConnectProgress::Connected })
+    }
+    fn tcp_connect_result(&mut self, _id: SocketRef) -> io::Result<()> {
+        match self.connect_errno {
+            Some(e) => Err(io::Error::from_raw_os_error(e)),
+            None => Ok(()),
+        }
+    }
+    fn tcp_write(&mut self, id: SocketRef, data: &[u8]) -> io::Result<usize> {
+        let s = self.tcp.get_mut(&id.index).unwrap();
+        let n = data.len().min(s.send_space);
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        s.written.extend_from_slice(&data[..n]);
+        s.send_space -= n;
+        Ok(n)
+    }
+    fn tcp_peek(&mut self, id: SocketRef, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let s = self.tcp.get_mut(&id.index).unwrap();
+        if offset >= s.queue.len() {
+            return if s.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let mut n = 0;
+        let mut it = s.queue.iter().skip(offset);
+        for b in bufs.iter_mut() {
+            for byte in b.iter_mut() {
+                match it.next() {
+                    Some(v) => {
+                        *byte = *v;
+                        n += 1;
+                    }
+                    None => return Ok(n),
+                }
+            }
+        }
+        Ok(n)
+    }
+    fn tcp_discard(&mut self, id: SocketRef, len: usize) -> io::Result<()> {
+        let s = self.tcp.get_mut(&id.index).unwrap();
+        assert!(len <= s.queue.len(), "discarding {len} of {}", s.queue.len());
+        s.queue.drain(..len);
+        Ok(())
+    }
+    fn tcp_send_space(&mut self, id: SocketRef) -> usize {
+        self.tcp.get(&id.index).map_or(0, |s| s.send_space)
+    }
+    fn tcp_shutdown_write(&mut self, id: SocketRef) {
+        self.tcp.get_mut(&id.index).unwrap().shut_wr = true;
+    }
+    fn tcp_close(&mut self, id: SocketRef, abort: bool) {
+        if let Some(s) = self.tcp.get_mut(&id.index) {
+            s.closed = Some(abort);
+        }
+    }
+    fn udp_open(&mut self, _: SocketRef, _: SocketAddr) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_send(&mut self, _: SocketRef, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_recv(&mut self, _: SocketRef, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    fn udp_close(&mut self, _: SocketRef) {}
+    fn ping_open(&mut self, _: SocketRef, _: SocketAddr) -> io::Result<u16> {
+        Err(io::ErrorKind::PermissionDenied.into())
+    }
+    fn ping_send(&mut self, _: SocketRef, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn ping_recv(&mut self, _: SocketRef, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    fn ping_close(&mut self, _: SocketRef) {}
+}
+
+/// A segment the engine sent to the guest.
+#[derive(Debug, Clone)]
+struct Out {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    payload: Vec<u8>,
+    mss: Option<u16>,
+    wscale: Option<u8>,
+}
+
+struct Harness {
+    net: Network,
+    sim: Sim,
+    now: Duration,
+    port: u16,
+    guest_port: u16,
+    remote_port: u16,
+    /// Guest-side sequence state.
+    guest_seq: u32,
+    /// Next byte the guest expects from slipway.
+    guest_ack: u32,
+    guest_window: u16,
+    icmp: usize,
+}
+
+impl Harness {
+    fn new(mtu: u16) -> Self {
+        let mut cfg = NetworkConfig::default();
+        cfg.mtu = mtu;
+        let mut net = Network::new(cfg, 42);
+        let port = net.port_up().unwrap();
+        Self {
+            net,
+            sim: Sim::new(),
+            now: Duration::from_secs(1),
+            port,
+            guest_port: 40000,
+            remote_port: 8080,
+            guest_seq: 1000,
+            guest_ack: 0,
+            guest_window: 65535,
+            icmp: 0,
+        }
+    }
+
+    fn send(&mut self, flags: u8, seq: u32, payload: &[u8], syn_opts: Option<SynOptions>) {
+        let h = TcpHeader {
+            src_port: self.guest_port,
+            dst_port: self.remote_port,
+            seq,
+            ack: if flags & tcp::ACK != 0 { self.guest_ack } else { 0 },
+            flags,
+            window: self.guest_window,
+            syn_options: syn_opts,
+        };
+        let l4 = h.header_len() + payload.len();
+        let mut f = vec![0u8; 34 + l4];
+        f[34 + h.header_len()..].copy_from_slice(payload);
+        slipway_core::frames::write_tcp_v4(&mut f, NetworkConfig::default().gateway_mac, GUEST_MAC, GUEST_IP, ALIAS, &h, 1);
+        self.net.on_guest_frame(self.now, self.port, &f, &mut self.sim);
+        self.net.end_of_batch(self.now, &mut self.sim);
+    }
+
+    fn data(&mut self, payload: &[u8]) {
+        let seq = self.guest_seq;
+        self.send(tcp::ACK | tcp::PSH, seq, payload, None);
+        self.guest_seq = self.guest_seq.wrapping_add(payload.len() as u32);
+    }
+
+    fn ack(&mut self) {
+        let seq = self.guest_seq;
+        self.send(tcp::ACK, seq, &[], None);
+    }
+
+    /// Drain what the network sent to the guest.
+    fn take(&mut self) -> Vec<Out> {
+        let mut out = Vec::new();
+        for (_, frame) in self.net.tx().frames() {
+            let eth = EthernetFrame::new_checked(frame).unwrap();
+            assert_eq!(eth.ethertype(), ethernet::ETHERTYPE_IPV4);
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            if ip.protocol() == ipv4::PROTO_ICMP {
+                self.icmp += 1;
+                continue;
+            }
+            let seg = TcpSegment::new_checked(ip.payload()).unwrap();
+            assert!(seg.verify_v4(ip.src(), ip.dst()), "bad checksum from the engine");
+            assert_eq!((ip.src(), ip.dst()), (ALIAS, GUEST_IP));
+            let o = seg.syn_options();
+            out.push(Out {
+                seq: seg.seq(),
+                ack: seg.ack(),
+                flags: seg.flags(),
+                window: seg.window(),
+                payload: seg.payload().to_vec(),
+                mss: o.mss,
+                wscale: o.window_scale,
+            });
+        }
+        self.net.clear_tx();
+        self.net.after_flush(self.now, &mut self.sim);
+        out
+    }
+
+    fn socket_event(&mut self, readable: bool, writable: bool) {
+        let index = *self.sim.tcp.keys().next().unwrap();
+        let id = SocketRef { kind: slipway_core::flows::FlowKind::Tcp, index };
+        self.net.on_socket_event(self.now, id, readable, writable, &mut self.sim);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.net.on_timers(self.now, &mut self.sim);
+    }
+
+    /// SYN → SYN-ACK → ACK.
+    fn establish(&mut self) -> Out {
+        let seq = self.guest_seq;
+        self.send(tcp::SYN, seq, &[], Some(SynOptions { mss: Some(1460), window_scale: Some(7) }));
+        self.guest_seq += 1;
+        let out = self.take();
+        assert_eq!(out.len(), 1, "{out:?}");
+        let sa = out[0].clone();
+        assert_eq!(sa.flags, tcp::SYN | tcp::ACK);
+        assert_eq!(sa.ack, self.guest_seq);
+        self.guest_ack = sa.seq.wrapping_add(1);
+        self.ack();
+        assert!(self.take().is_empty());
+        sa
+    }
+
+    /// Receive host data as a guest that accepts everything in order; returns the bytes.
+    fn receive_all(&mut self) -> Vec<u8> {
+        let mut got = Vec::new();
+        for o in self.take() {
+            if o.seq == self.guest_ack && !o.payload.is_empty() {
+                got.extend_from_slice(&o.payload);
+                self.guest_ack = self.guest_ack.wrapping_add(o.payload.len() as u32);
+            }
+        }
+        got
+    }
+}
+
+#[test]
+fn handshake_maps_alias_to_host_loopback_and_negotiates_options() {
+    let mut h = Harness::new(1500);
+    let sa = h.establish();
+    assert_eq!(sa.mss, Some(1460));
+    assert_eq!(sa.wscale, Some(7));
+    let s = h.sim.only();
+    assert_eq!(s.target, Some(TcpTarget::Host("127.0.0.1:8080".parse().unwrap())));
+    assert_eq!(h.net.tcp().flow_count(), 1);
+}
+
+#[test]
+fn data_both_ways_and_orderly_close() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    h.data(b"GET / HTTP/1.0\r\n\r\n");
+    let acks = h.take();
+    assert_eq!(acks.len(), 1, "one ACK per flow per batch");
+    assert_eq!(acks[0].ack, h.guest_seq);
+    assert_eq!(h.sim.only().written, b"GET / HTTP/1.0\r\n\r\n");
+
+    // 10 kB from the host arrives in MSS-sized segments with PSH on the last.
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    h.sim.only().queue.extend(body.iter().copied());
+    h.socket_event(true, false);
+    let segs = h.take();
+    assert_eq!(segs.len(), 7);
+    assert!(segs.iter().take(6).all(|s| s.payload.len() == 1460));
+    assert_eq!(segs.last().unwrap().flags & tcp::PSH, tcp::PSH);
+    let mut got = Vec::new();
+    for s in &segs {
+        got.extend_from_slice(&s.payload);
+    }
+    assert_eq!(got, body);
+    h.guest_ack = h.guest_ack.wrapping_add(body.len() as u32);
+    h.ack();
+    assert!(h.sim.only().queue.is_empty(), "acknowledged bytes are discarded from the socket");
+
+    // Host closes → FIN after the data; guest FIN → shutdown(SHUT_WR); flow freed.
+    h.sim.only().eof = true;
+    h.socket_event(true, false);
+    let fin = h.take();
+    assert_eq!(fin.len(), 1);
+    assert_eq!(fin[0].flags, tcp::FIN | tcp::ACK);
+    assert_eq!(fin[0].seq, h.guest_ack);
+    h.guest_ack += 1;
+    let seq = h.guest_seq;
+    h.send(tcp::FIN | tcp::ACK, seq, &[], None);
+    h.guest_seq += 1;
+    let last = h.take();
+    assert_eq!(last.len(), 1);
+    assert_eq!((last[0].flags, last[0].ack), (tcp::ACK, h.guest_seq));
+    assert!(h.sim.only().shut_wr);
+    assert_eq!(h.sim.only().closed, Some(false));
+    assert_eq!(h.net.tcp().flow_count(), 0);
+}
+
+#[test]
+fn guest_half_close_keeps_host_data_flowing() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    let seq = h.guest_seq;
+    h.send(tcp::FIN | tcp::ACK, seq, b"bye", None);
+    h.guest_seq += 4;
+    let a = h.take();
+    assert_eq!(a.last().unwrap().ack, h.guest_seq);
+    assert!(h.sim.only().shut_wr);
+    assert_eq!(h.sim.only().written, b"bye");
+    h.sim.only().queue.extend(b"still talking".iter().copied());
+    h.socket_event(true, false);
+    assert_eq!(h.receive_all(), b"still talking");
+    h.ack();
+    assert_eq!(h.net.tcp().flow_count(), 1);
+}
+
+#[test]
+fn lost_segment_is_retransmitted_on_timeout_and_on_three_duplicate_acks() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    let body: Vec<u8> = (0..5 * 1460u32).map(|i| i as u8).collect();
+    h.sim.only().queue.extend(body.iter().copied());
+    h.socket_event(true, false);
+    let segs = h.take();
+    assert_eq!(segs.len(), 5);
+    // The guest lost segment 2: it ACKs segment 1 three more times (dup ACKs for 3, 4, 5).
+    h.guest_ack = segs[1].seq;
+    h.ack();
+    assert!(h.take().is_empty());
+    for _ in 0..3 {
+        h.ack();
+    }
+    let re = h.take();
+    assert!(!re.is_empty(), "fast retransmit after three duplicate ACKs");
+    assert_eq!(re[0].seq, segs[1].seq);
+    assert_eq!(re[0].payload, segs[1].payload);
+
+    // Now lose everything and wait: the retransmission timer rewinds again.
+    h.advance(Duration::from_secs(2));
+    let re = h.take();
+    assert!(!re.is_empty(), "retransmission on timeout");
+    assert_eq!(re[0].seq, segs[1].seq);
+    let got = {
+        let mut g = segs[0].payload.clone();
+        for o in &re {
+            if o.seq == segs[0].seq.wrapping_add(g.len() as u32) {
+                g.extend_from_slice(&o.payload);
+            }
+        }
+        g
+    };
+    assert_eq!(got, body);
+}
+
+#[test]
+fn zero_window_is_probed_and_sending_resumes_when_it_opens() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    h.guest_window = 0;
+    h.ack();
+    h.sim.only().queue.extend(std::iter::repeat_n(7u8, 3000));
+    h.socket_event(true, false);
+    assert!(h.take().is_empty(), "nothing is sent into a zero window");
+    h.advance(Duration::from_secs(1));
+    let probe = h.take();
+    assert_eq!(probe.len(), 1, "a window probe");
+    assert!(probe[0].payload.is_empty());
+    h.guest_window = 1000; // scaled by 2^7 = 128000 bytes
+    h.ack();
+    assert_eq!(h.receive_all().len(), 3000);
+}
+
+#[test]
+fn guest_data_beyond_the_send_buffer_is_not_acknowledged() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    h.sim.only().send_space = 10;
+    h.data(b"0123456789abcdef");
+    let a = h.take();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].ack, h.guest_seq - 6, "only what the kernel accepted is acknowledged");
+    assert_eq!(a[0].window, 0);
+    // A segment after the gap is not written: duplicate ACK.
+    let seq = h.guest_seq;
+    h.send(tcp::ACK, seq, b"later", None);
+    let d = h.take();
+    assert_eq!(d[0].ack, h.guest_seq - 6);
+    assert_eq!(h.sim.only().written, b"0123456789");
+}
+
+#[test]
+fn refused_connect_resets_the_guest_and_frees_the_flow() {
+    let mut h = Harness::new(1500);
+    h.sim.connect_errno = Some(111);
+    let seq = h.guest_seq;
+    h.send(tcp::SYN, seq, &[], None);
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags, tcp::RST | tcp::ACK);
+    assert_eq!(out[0].ack, seq + 1);
+    assert_eq!(h.net.tcp().flow_count(), 0);
+}
+
+#[test]
+fn slow_connect_times_out_with_icmp_and_does_not_block_others() {
+    let mut h = Harness::new(1500);
+    h.sim.in_progress = true;
+    for i in 0..100 {
+        h.guest_port = 30000 + i;
+        let seq = h.guest_seq;
+        h.send(tcp::SYN, seq, &[], None);
+    }
+    assert!(h.take().is_empty());
+    assert_eq!(h.net.tcp().flow_count(), 100);
+    // Another connection completes at once while 100 are pending.
+    h.sim.in_progress = false;
+    h.guest_port = 50000;
+    h.establish();
+    h.advance(Duration::from_secs(31));
+    h.take();
+    assert_eq!(h.icmp, 100, "each timed-out connect gets an ICMP unreachable");
+    assert_eq!(h.net.tcp().flow_count(), 1);
+}
+
+#[test]
+fn guest_reset_aborts_the_host_socket() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    let seq = h.guest_seq;
+    h.send(tcp::RST, seq, &[], None);
+    assert_eq!(h.sim.only().closed, Some(true));
+    assert_eq!(h.net.tcp().flow_count(), 0);
+}
+
+#[test]
+fn segment_without_flow_gets_reset() {
+    let mut h = Harness::new(1500);
+    h.guest_ack = 5;
+    h.data(b"stray");
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags & tcp::RST, tcp::RST);
+    assert_eq!(out[0].seq, 5);
+}
+
+#[test]
+fn large_mtu_uses_large_segments() {
+    let mut h = Harness::new(65520);
+    let seq = h.guest_seq;
+    h.send(tcp::SYN, seq, &[], Some(SynOptions { mss: Some(65480), window_scale: Some(9) }));
+    h.guest_seq += 1;
+    let sa = h.take();
+    assert_eq!(sa[0].mss, Some(65480));
+    h.guest_ack = sa[0].seq + 1;
+    h.guest_window = 4096; // × 512
+    h.ack();
+    h.sim.only().queue.extend(std::iter::repeat_n(1u8, 200_000));
+    h.socket_event(true, false);
+    let segs = h.take();
+    assert_eq!(segs.len(), 4);
+    assert_eq!(segs[0].payload.len(), 65480);
+}
+
+#[test]
+fn egress_policy_refuses_with_reset() {
+    let mut cfg = NetworkConfig::default();
+    cfg.egress_allow.push("10.99.0.0/16".parse().unwrap());
+    let mut h = Harness::new(1500);
+    h.net = Network::new(cfg, 1);
+    h.port = h.net.port_up().unwrap();
+    let seq = h.guest_seq;
+    h.send(tcp::SYN, seq, &[], None);
+    let out = h.take();
+    assert_eq!(out[0].flags & tcp::RST, tcp::RST);
+    assert!(h.sim.tcp.is_empty(), "no host socket for a denied destination");
+}
