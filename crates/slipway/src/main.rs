@@ -1,1 +1,3 @@
+mod link;
+
 fn main() {}
