@@ -1,3 +1,4 @@
+mod link;
 mod netns;
 
 fn main() {}
