@@ -1,0 +1,214 @@
+//! The command line: `slipway serve [OPTIONS]`, validated into one [`NetworkConfig`] plus the
+//! list of guest links to open.
+
+use clap::{Args, Parser, Subcommand};
+use slipway_core::{IpCidr, NetworkConfig};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "slipway",
+    version,
+    about = "A user-mode network stack for virtual machines and containers",
+    long_about = "slipway gives VMs and network namespaces a complete network without root, \
+                  bridges or NAT rules: it answers as their router (ARP, DHCP, DNS, ICMP) and \
+                  replays their TCP, UDP and ping traffic as ordinary host sockets."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one virtual network in the foreground.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # A QEMU guest (QEMU 7.2+):
+  slipway serve --qemu /tmp/slipway.sock &
+  qemu-system-x86_64 ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/slipway.sock \\
+      -device virtio-net-pci,netdev=n0
+
+  # A network namespace (slipway creates tap0 inside it and configures it):
+  ip netns add demo && slipway serve --netns /run/netns/demo
+
+  # Inside the guest, the host's 127.0.0.1 is reachable as 192.168.127.254 (host.slipway.internal).
+";
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Listen on a unix stream socket for QEMU guests (4-byte big-endian length framing;
+    /// QEMU `-netdev stream` / `-netdev socket`). Repeatable; keeps accepting guests.
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Vec<PathBuf>,
+    /// Unix datagram socket, one frame per datagram (QEMU `-netdev dgram`, vfkit). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub dgram: Vec<PathBuf>,
+    /// Unix stream socket speaking vpnkit/hyperkit's handshake and framing. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub vpnkit: Vec<PathBuf>,
+    /// Unix seqpacket socket, one frame per message (User Mode Linux BESS). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub bess: Vec<PathBuf>,
+    /// One guest on stdin/stdout (2-byte little-endian length framing).
+    #[arg(long)]
+    pub stdio: bool,
+    /// Attach a network namespace: a PID or a path such as /run/netns/NAME or /proc/PID/ns/net.
+    /// slipway creates a TAP device inside it and configures address, route and MTU. Repeatable.
+    #[arg(long, value_name = "TARGET")]
+    pub netns: Vec<String>,
+    /// Name of the TAP device created inside each --netns namespace.
+    #[arg(long, value_name = "NAME", default_value = "tap0")]
+    pub tap_name: String,
+    /// The guest subnet: gateway and DNS at .1, host-loopback alias at .254, DHCP from .2.
+    #[arg(long, value_name = "CIDR", default_value = "192.168.127.0/24")]
+    pub subnet: String,
+    /// Link MTU announced to guests (DHCP option 26) and used for TCP segments (576..=65520).
+    #[arg(long, value_name = "N", default_value_t = 1500)]
+    pub mtu: u32,
+    /// DNS server to forward queries to (repeatable; tried in order). Default: the nameservers
+    /// of /etc/resolv.conf, re-read when it changes.
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub dns_upstream: Vec<String>,
+    /// A local DNS name answered by the gateway (repeatable), e.g. db.internal=192.168.127.254.
+    #[arg(long, value_name = "NAME=IP")]
+    pub dns_record: Vec<String>,
+    /// Do not map the alias address to the host's loopback.
+    #[arg(long)]
+    pub no_host_loopback: bool,
+    /// Only these host-side destinations may be reached (repeatable); the alias counts as
+    /// 127.0.0.1. Anything else is refused with a TCP RST or ICMP unreachable and counted.
+    #[arg(long, value_name = "CIDR")]
+    pub egress_allow: Vec<String>,
+    /// Write every frame crossing the switch to FILE (pcap format).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// More log output (-v info about each guest, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// A mistake on the command line, said so that a person can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("--subnet {value}: {reason}")]
+    Subnet { value: String, reason: String },
+    #[error("--egress-allow {value}: {reason}")]
+    EgressAllow { value: String, reason: String },
+    #[error("--dns-upstream {0}: expected an IP address with an optional port, e.g. 127.0.0.1:5353 or [::1]:53")]
+    DnsUpstream(String),
+    #[error("--dns-record {0}: expected NAME=IP, e.g. db.internal=192.168.127.254")]
+    DnsRecord(String),
+    #[error("{0}")]
+    Config(#[from] slipway_core::config::ConfigError),
+    #[error("no guest link given: use --qemu, --dgram, --vpnkit, --bess, --stdio or --netns (see --help)")]
+    NoLinks,
+}
+
+/// Parse `ADDR[:PORT]` with port 53 by default.
+pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, CliError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let trimmed = s.trim_start_matches('[').trim_end_matches(']');
+    trimmed.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)).map_err(|_| CliError::DnsUpstream(s.to_string()))
+}
+
+impl ServeArgs {
+    /// Validate everything into the network's configuration.
+    pub fn network_config(&self) -> Result<NetworkConfig, CliError> {
+        let cidr: IpCidr = self.subnet.parse().map_err(|e: slipway_core::config::CidrError| CliError::Subnet {
+            value: self.subnet.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut cfg = NetworkConfig::from_subnet(cidr).map_err(|e| CliError::Subnet { value: self.subnet.clone(), reason: e.to_string() })?;
+        cfg.set_mtu(self.mtu)?;
+        if self.no_host_loopback {
+            cfg.host_loopback_alias = None;
+        }
+        for e in &self.egress_allow {
+            let c: IpCidr = e.parse().map_err(|err: slipway_core::config::CidrError| CliError::EgressAllow {
+                value: e.clone(),
+                reason: err.to_string(),
+            })?;
+            cfg.egress_allow.push(c);
+        }
+        for r in &self.dns_record {
+            let (name, ip) = r.split_once('=').ok_or_else(|| CliError::DnsRecord(r.clone()))?;
+            let ip: IpAddr = ip.trim().parse().map_err(|_| CliError::DnsRecord(r.clone()))?;
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            if name.is_empty() {
+                return Err(CliError::DnsRecord(r.clone()));
+            }
+            cfg.dns_records.push((name, ip));
+        }
+        Ok(cfg)
+    }
+
+    pub fn dns_upstreams(&self) -> Result<Vec<SocketAddr>, CliError> {
+        self.dns_upstream.iter().map(|s| parse_dns_upstream(s)).collect()
+    }
+
+    pub fn has_links(&self) -> bool {
+        !(self.qemu.is_empty() && self.dgram.is_empty() && self.vpnkit.is_empty() && self.bess.is_empty() && !self.stdio && self.netns.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut v = vec!["slipway", "serve"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Serve(a) => a,
+        }
+    }
+
+    #[test]
+    fn bad_subnet_says_what_is_wrong() {
+        let e = serve(&["--subnet", "300.1.2.3/24"]).network_config().unwrap_err().to_string();
+        assert_eq!(e, "--subnet 300.1.2.3/24: '300.1.2.3' is not an IP address");
+        let e = serve(&["--subnet", "10.0.0.0/31"]).network_config().unwrap_err().to_string();
+        assert!(e.contains("between /8 and /30"), "{e}");
+        let e = serve(&["--mtu", "70000"]).network_config().unwrap_err().to_string();
+        assert!(e.contains("576 and 65520"), "{e}");
+    }
+
+    #[test]
+    fn options_reach_the_config() {
+        let a = serve(&[
+            "--subnet",
+            "10.0.2.0/24",
+            "--mtu",
+            "65520",
+            "--no-host-loopback",
+            "--egress-allow",
+            "127.0.0.0/8",
+            "--dns-record",
+            "DB.Internal.=10.0.2.254",
+            "--dns-upstream",
+            "127.0.0.1:5353",
+            "--dns-upstream",
+            "::1",
+            "--qemu",
+            "/tmp/x",
+        ]);
+        let c = a.network_config().unwrap();
+        assert_eq!(c.gateway.to_string(), "10.0.2.1");
+        assert_eq!(c.mtu, 65520);
+        assert_eq!(c.host_loopback_alias, None);
+        assert_eq!(c.egress_allow.len(), 1);
+        assert_eq!(c.dns_records, vec![("db.internal".to_string(), "10.0.2.254".parse().unwrap())]);
+        assert_eq!(a.dns_upstreams().unwrap(), vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert!(a.has_links());
+        assert!(serve(&["--dns-record", "nonsense"]).network_config().is_err());
+        assert!(serve(&["--dns-upstream", "host:53"]).dns_upstreams().is_err());
+    }
+}

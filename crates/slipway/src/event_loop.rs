@@ -1,0 +1,332 @@
+//! The data plane: one single-threaded readiness loop per virtual network (ARCHITECTURE.md D3).
+//!
+//! Theory of operation: one `epoll` (mio) wait returns a batch of events. Guest links are read
+//! (many frames per wake-up) and each frame goes through the core [`Network`]; host sockets'
+//! readiness goes to the flow engines. After the batch the core sends the ACKs it owes, DNS
+//! queries are handed to the DNS service thread, timers run, and the TX queue is flushed: each
+//! guest link gets all of its frames in one call (`writev`/`sendmmsg`). Work cut short by a budget
+//! (a link with more frames, flows with more data than the TX budget) runs again before the
+//! loop sleeps. DNS replies arrive from the DNS thread over a channel with a wake-up.
+//!
+//! Limits: [`READ_BUDGET`] frames per link per batch; the core's TX budget per flush.
+
+use crate::dns_forwarder::{DnsClient, DnsForwarder, DnsReply};
+use crate::link::{GuestLink, LinkListener, LinkStatus};
+use crate::pcap::PcapWriter;
+use crate::sockets::{socket_ref, HostSocketTable};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slipway_core::tx::TxDest;
+use slipway_core::Network;
+use std::cell::RefCell;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Frames read from one link per batch before other work gets a turn.
+pub const READ_BUDGET: usize = 256;
+const WAKER: Token = Token(0);
+const LISTENER_BASE: usize = 16;
+const LINK_BASE: usize = 1 << 16;
+
+struct LinkSlot {
+    link: Box<dyn GuestLink>,
+    /// The read budget ran out: read again before sleeping.
+    more_to_read: bool,
+}
+
+pub struct Driver {
+    poll: Poll,
+    net: Network,
+    sockets: HostSocketTable,
+    listeners: Vec<Box<dyn LinkListener>>,
+    links: Vec<Option<LinkSlot>>,
+    dns: DnsForwarder,
+    dns_replies: Receiver<DnsReply>,
+    dns_streams: Rc<RefCell<Vec<UnixStream>>>,
+    pcap: Option<PcapWriter>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    ping_hint_logged: bool,
+}
+
+impl Driver {
+    /// Build the loop. `make_dns` starts the DNS service given the callback for its replies.
+    pub fn new(
+        net: Network,
+        make_dns: impl FnOnce(Box<dyn Fn(DnsReply) + Send + Sync>) -> io::Result<DnsForwarder>,
+        pcap: Option<PcapWriter>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel::<DnsReply>();
+        let tx = std::sync::Mutex::new(tx);
+        let w = waker.clone();
+        let dns = make_dns(Box::new(move |reply| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(reply);
+            }
+            let _ = w.wake();
+        }))?;
+        // Guest TCP connections to the gateway's port 53 are handed to the DNS service after the
+        // batch in which they were accepted.
+        let dns_streams: Rc<RefCell<Vec<UnixStream>>> = Rc::default();
+        let queue = dns_streams.clone();
+        let sockets = HostSocketTable::new(poll.registry().try_clone()?, Some(Box::new(move |s| queue.borrow_mut().push(s))));
+        Ok(Self {
+            poll,
+            net,
+            sockets,
+            listeners: Vec::new(),
+            links: Vec::new(),
+            dns,
+            dns_replies: rx,
+            dns_streams,
+            pcap,
+            start: Instant::now(),
+            stop,
+            ping_hint_logged: false,
+        })
+    }
+
+    pub fn network(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn add_listener(&mut self, mut l: Box<dyn LinkListener>) -> io::Result<()> {
+        let token = Token(LISTENER_BASE + self.listeners.len());
+        self.poll.registry().register(l.source(), token, Interest::READABLE)?;
+        tracing::info!("listening for guests on {}", l.describe());
+        self.listeners.push(l);
+        Ok(())
+    }
+
+    /// Attach a guest link; returns its switch port.
+    pub fn add_link(&mut self, mut link: Box<dyn GuestLink>) -> io::Result<u16> {
+        let port = self.net.port_up().ok_or_else(|| io::Error::other("the switch has no free port"))?;
+        let token = Token(LINK_BASE + usize::from(port));
+        self.poll.registry().register(link.source(), token, Interest::READABLE | Interest::WRITABLE)?;
+        tracing::info!("guest link up: {} (port {port})", link.describe());
+        let i = usize::from(port);
+        if self.links.len() <= i {
+            self.links.resize_with(i + 1, || None);
+        }
+        // Frames already buffered by a handshake may be waiting: read once right away.
+        self.links[i] = Some(LinkSlot { link, more_to_read: true });
+        Ok(port)
+    }
+
+    fn remove_link(&mut self, port: u16, why: &str) {
+        if let Some(mut slot) = self.links.get_mut(usize::from(port)).and_then(|s| s.take()) {
+            let _ = self.poll.registry().deregister(slot.link.source());
+            let c = slot.link.counters();
+            tracing::info!(
+                "guest link down: {} ({why}); frames in {} out {}, dropped (queue full) {}",
+                slot.link.describe(),
+                c.frames_in,
+                c.frames_out,
+                c.dropped_queue_full
+            );
+            self.net.port_down(port);
+        }
+    }
+
+    fn read_link(&mut self, port: u16) {
+        let now = self.now();
+        let Some(slot) = self.links.get_mut(usize::from(port)).and_then(|s| s.as_mut()) else { return };
+        let net = &mut self.net;
+        let sockets = &mut self.sockets;
+        let pcap = &mut self.pcap;
+        let mut frames = 0usize;
+        let result = slot.link.read_frames(READ_BUDGET, &mut |frame| {
+            frames += 1;
+            if let Some(p) = pcap.as_mut() {
+                p.record(frame);
+            }
+            net.on_guest_frame(now, port, frame, sockets);
+        });
+        slot.more_to_read = frames >= READ_BUDGET;
+        match result {
+            Ok(LinkStatus::Open) => {}
+            Ok(LinkStatus::Closed) => self.remove_link(port, "guest disconnected"),
+            Err(e) => {
+                tracing::warn!("closing guest link on port {port}: {e}");
+                self.remove_link(port, "protocol error");
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        let links = match self.listeners[i].accept() {
+            Ok(links) => links,
+            Err(e) => {
+                tracing::warn!("accepting a guest on {} failed: {e}", self.listeners[i].describe());
+                return;
+            }
+        };
+        for link in links {
+            if let Err(e) = self.add_link(link) {
+                tracing::warn!("cannot attach guest: {e}");
+            }
+        }
+    }
+
+    /// Send every queued frame to its link(s), then let the core continue work that waited for room.
+    fn flush(&mut self) {
+        for _round in 0..64 {
+            if self.net.tx().is_empty() {
+                break;
+            }
+            let frames: Vec<(TxDest, &[u8])> = self.net.tx().frames().collect();
+            if let Some(p) = self.pcap.as_mut() {
+                for (_, f) in &frames {
+                    p.record(f);
+                }
+            }
+            let mut start = 0;
+            while start < frames.len() {
+                let dest = frames[start].0;
+                let mut end = start + 1;
+                while end < frames.len() && frames[end].0 == dest {
+                    end += 1;
+                }
+                let batch: Vec<&[u8]> = frames[start..end].iter().map(|(_, f)| *f).collect();
+                match dest {
+                    TxDest::Port(p) => send_to(&mut self.links, p, &batch),
+                    TxDest::Flood { except } => {
+                        for p in 0..self.links.len() as u16 {
+                            if Some(p) != except {
+                                send_to(&mut self.links, p, &batch);
+                            }
+                        }
+                    }
+                }
+                start = end;
+            }
+            drop(frames);
+            self.net.clear_tx();
+            let now = self.now();
+            self.net.after_flush(now, &mut self.sockets);
+        }
+        if let Some(p) = self.pcap.as_mut() {
+            p.flush();
+        }
+    }
+
+    fn deliver_dns(&mut self) {
+        for stream in self.dns_streams.borrow_mut().drain(..) {
+            self.dns.serve_tcp(stream);
+        }
+        while let Ok(reply) = self.dns_replies.try_recv() {
+            let (IpAddr::V4(ip), IpAddr::V4(server)) = (reply.client.guest_ip, reply.client.server_ip) else { continue };
+            self.net.on_dns_reply((reply.client.guest_mac, ip, reply.client.guest_port), server, &reply.payload);
+        }
+        let queries: Vec<_> = self.net.take_dns_queries().collect();
+        for q in queries {
+            let client = DnsClient { guest_mac: q.guest_mac, guest_ip: q.guest_ip.into(), guest_port: q.guest_port, server_ip: q.server_ip.into() };
+            if !self.dns.query_udp(client, q.payload) {
+                tracing::debug!("DNS queue full; query dropped");
+            }
+        }
+    }
+
+    /// Run until the stop flag is set.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = self.now();
+            let busy = self.net.has_pending_work() || self.links.iter().flatten().any(|s| s.more_to_read);
+            let timeout = if busy {
+                Duration::ZERO
+            } else {
+                self.net.next_deadline().saturating_sub(now).min(Duration::from_millis(500))
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = self.now();
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == WAKER {
+                    continue;
+                } else if let Some(id) = socket_ref(t) {
+                    let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                    self.net.on_socket_event(now, id, readable, writable, &mut self.sockets);
+                } else if t.0 >= LINK_BASE {
+                    let port = (t.0 - LINK_BASE) as u16;
+                    if ev.is_writable() {
+                        if let Some(slot) = self.links.get_mut(usize::from(port)).and_then(|s| s.as_mut()) {
+                            if let Err(e) = slot.link.flush() {
+                                tracing::warn!("guest link on port {port} failed: {e}");
+                                self.remove_link(port, "write failed");
+                                continue;
+                            }
+                        }
+                    }
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        self.read_link(port);
+                    }
+                } else if t.0 >= LISTENER_BASE {
+                    self.accept(t.0 - LISTENER_BASE);
+                }
+            }
+            // Links whose read budget ran out last time.
+            for port in 0..self.links.len() as u16 {
+                if self.links[usize::from(port)].as_ref().is_some_and(|s| s.more_to_read) {
+                    self.read_link(port);
+                }
+            }
+            let now = self.now();
+            self.net.end_of_batch(now, &mut self.sockets);
+            self.deliver_dns();
+            if self.net.next_deadline() <= now {
+                self.net.on_timers(now, &mut self.sockets);
+            }
+            self.flush();
+            if !self.ping_hint_logged && self.net.ping_refused_by_host() {
+                self.ping_hint_logged = true;
+                tracing::warn!(
+                    "the host refuses unprivileged ICMP sockets, so guests cannot ping outside addresses; \
+                     allow them with: sysctl -w net.ipv4.ping_group_range=\"0 2147483647\""
+                );
+            }
+        }
+        self.log_counters();
+        Ok(())
+    }
+
+    pub fn log_counters(&self) {
+        let c = self.net.counters();
+        tracing::info!(
+            "frames from guests {}, TCP flows opened {} closed {}, UDP flows {}, DNS queries {}",
+            c.frames_from_guests,
+            c.tcp_flows_opened,
+            c.tcp_flows_closed,
+            c.udp_flows_opened,
+            c.dns_queries
+        );
+        for (reason, n) in c.drops() {
+            tracing::info!("dropped {reason}: {n}");
+        }
+    }
+}
+
+fn send_to(links: &mut [Option<LinkSlot>], port: u16, frames: &[&[u8]]) {
+    if let Some(slot) = links.get_mut(usize::from(port)).and_then(|s| s.as_mut()) {
+        if let Err(e) = slot.link.send_frames(frames) {
+            tracing::debug!("sending to port {port} failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Host sockets: the driver's implementation of the core's [`HostSockets`] trait.
+//!
+//! Theory of operation: every host socket the engines ask for is created non-blocking and
+//! close-on-exec and registered with the event loop for readable and writable readiness
+//! (edge-triggered) under a token that encodes its [`SocketRef`]. TCP data toward the guest is
+//! peeked, never read: with `SO_PEEK_OFF` (TCP from Linux 6.9, unix sockets always) the kernel
+//! keeps the peek offset and one `recvmsg(MSG_PEEK)` scatters new bytes straight into frame
+//! payloads; without it, the already-sent prefix is peeked into a scratch buffer and skipped.
+//! Acknowledged bytes are dropped with `recv(MSG_TRUNC)`.
+//!
+//! Limits: sockets are bounded by the engines' flow limits and the process's fd limit (raised to
+//! its hard maximum at start-up).
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// Tokens at or above this value name host sockets.
+pub const SOCKET_TOKEN_BASE: usize = 1 << 32;
+
+pub fn token_for(id: SocketRef) -> Token {
+    let kind = match id.kind {
+        FlowKind::Tcp => 0usize,
+        FlowKind::Udp => 1,
+        FlowKind::Icmp => 2,
+    };
+    Token(SOCKET_TOKEN_BASE + (kind << 28) + id.index as usize)
+}
+
+pub fn socket_ref(token: Token) -> Option<SocketRef> {
+    let v = token.0.checked_sub(SOCKET_TOKEN_BASE)?;
+    let kind = match v >> 28 {
+        0 => FlowKind::Tcp,
+        1 => FlowKind::Udp,
+        2 => FlowKind::Icmp,
+        _ => return None,
+    };
+    Some(SocketRef { kind, index: (v & ((1 << 28) - 1)) as u32 })
+}
+
+struct TcpSock {
+    fd: OwnedFd,
+    /// The kernel's peek offset as we last left it; None when SO_PEEK_OFF is unavailable.
+    peek_off: Option<usize>,
+}
+
+/// Hands the guest's end of a DNS-over-TCP connection to the DNS service.
+pub type DnsTcpHandler = Box<dyn FnMut(UnixStream)>;
+
+pub struct HostSocketTable {
+    registry: Registry,
+    tcp: Vec<Option<TcpSock>>,
+    udp: Vec<Option<OwnedFd>>,
+    ping: Vec<Option<OwnedFd>>,
+    scratch: Vec<u8>,
+    dns_tcp: Option<DnsTcpHandler>,
+}
+
+fn slot<T>(v: &mut Vec<Option<T>>, index: u32) -> &mut Option<T> {
+    let i = index as usize;
+    if v.len() <= i {
+        v.resize_with(i + 1, || None);
+    }
+    &mut v[i]
+}
+
+fn not_open() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "no such host socket")
+}
+
+fn cvt(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+impl HostSocketTable {
+    pub fn new(registry: Registry, dns_tcp: Option<DnsTcpHandler>) -> Self {
+        Self { registry, tcp: Vec::new(), udp: Vec::new(), ping: Vec::new(), scratch: Vec::new(), dns_tcp }
+    }
+
+    fn register(&self, fd: RawFd, id: SocketRef) -> io::Result<()> {
+        self.registry.register(&mut SourceFd(&fd), token_for(id), Interest::READABLE | Interest::WRITABLE)
+    }
+
+    fn deregister(&self, fd: RawFd) {
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+    }
+
+    fn tcp_sock(&mut self, id: SocketRef) -> io::Result<&mut TcpSock> {
+        self.tcp.get_mut(id.index as usize).and_then(|s| s.as_mut()).ok_or_else(not_open)
+    }
+
+    fn open_tcp_fd(&mut self, id: SocketRef, fd: OwnedFd) -> io::Result<()> {
+        // SAFETY: fd is a valid socket we own; the option value is a properly sized c_int.
+        let peek = unsafe {
+            let zero: libc::c_int = 0;
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                &zero as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        };
+        self.register(fd.as_raw_fd(), id)?;
+        *slot(&mut self.tcp, id.index) = Some(TcpSock { fd, peek_off: peek.then_some(0) });
+        Ok(())
+    }
+}
+
+fn domain_of(addr: &SocketAddr) -> Domain {
+    if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    }
+}
+
+impl HostSockets for HostSocketTable {
+    fn tcp_connect(&mut self, id: SocketRef, target: TcpTarget) -> io::Result<ConnectProgress> {
+        match target {
+            TcpTarget::DnsService => {
+                let (ours, theirs) = UnixStream::pair()?;
+                ours.set_nonblocking(true)?;
+                let Some(handler) = self.dns_tcp.as_mut() else {
+                    return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+                };
+                handler(theirs);
+                self.open_tcp_fd(id, OwnedFd::from(ours))?;
+                Ok(ConnectProgress::Connected)
+            }
+            TcpTarget::Host(addr) => {
+                let s = Socket::new(domain_of(&addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+                s.set_tcp_nodelay(true)?;
+                let progress = match s.connect(&SockAddr::from(addr)) {
+                    Ok(()) => ConnectProgress::Connected,
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => ConnectProgress::InProgress,
+                    Err(e) => return Err(e),
+                };
+                self.open_tcp_fd(id, OwnedFd::from(s))?;
+                Ok(progress)
+            }
+        }
+    }
+
+    fn tcp_connect_result(&mut self, id: SocketRef) -> io::Result<()> {
+        let fd = self.tcp_sock(id)?.fd.as_raw_fd();
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: valid fd, pointers to properly sized locals.
+        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+        Ok(())
+    }
+
+    fn tcp_write(&mut self, id: SocketRef, data: &[u8]) -> io::Result<usize> {
+        let fd = self.tcp_sock(id)?.fd.as_raw_fd();
+        // SAFETY: valid fd and buffer.
+        cvt(unsafe { libc::send(fd, data.as_ptr() as *const libc::c_void, data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+    }
+
+    fn tcp_peek(&mut self, id: SocketRef, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let sock = self.tcp.get_mut(id.index as usize).and_then(|s| s.as_mut()).ok_or_else(not_open)?;
+        let fd = sock.fd.as_raw_fd();
+        if let Some(current) = sock.peek_off {
+            if current != offset {
+                let v = offset as libc::c_int;
+                // SAFETY: valid fd; c_int option value.
+                let r = unsafe {
+                    libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, &v as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+                };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                sock.peek_off = Some(offset);
+            }
+            // SAFETY: msghdr points at the caller's iovecs (IoSliceMut is ABI-compatible with iovec).
+            let n = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = bufs.as_mut_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = bufs.len();
+                cvt(libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT))?
+            };
+            sock.peek_off = Some(offset + n);
+            return Ok(n);
+        }
+        // No SO_PEEK_OFF: peek the sent prefix plus the wanted bytes, copy out the tail.
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        self.scratch.resize(offset + want, 0);
+        // SAFETY: valid fd, scratch is offset + want bytes long.
+        let n = cvt(unsafe { libc::recv(fd, self.scratch.as_mut_ptr() as *mut libc::c_void, offset + want, libc::MSG_PEEK | libc::MSG_DONTWAIT) })?;
+        if n == 0 {
+            return Ok(0);
+        }
+        if n <= offset {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut src = &self.scratch[offset..n];
+        let mut copied = 0;
+        for b in bufs.iter_mut() {
+            if src.is_empty() {
+                break;
+            }
+            let k = b.len().min(src.len());
+            b[..k].copy_from_slice(&src[..k]);
+            src = &src[k..];
+            copied += k;
+        }
+        Ok(copied)
+    }
+
+    fn tcp_discard(&mut self, id: SocketRef, len: usize) -> io::Result<()> {
+        let sock = self.tcp_sock(id)?;
+        let fd = sock.fd.as_raw_fd();
+        let mut left = len;
+        while left > 0 {
+            // SAFETY: MSG_TRUNC with a null buffer discards bytes from a stream socket's queue.
+            let n = cvt(unsafe { libc::recv(fd, std::ptr::null_mut(), left, libc::MSG_TRUNC | libc::MSG_DONTWAIT) })?;
+            if n == 0 {
+                break;
+            }
+            left -= n.min(left);
+        }
+        // The kernel moves the peek offset back by what was consumed.
+        if let Some(off) = sock.peek_off.as_mut() {
+            *off = off.saturating_sub(len);
+        }
+        Ok(())
+    }
+
+    fn tcp_send_space(&mut self, id: SocketRef) -> usize {
+        let Ok(sock) = self.tcp_sock(id) else { return 0 };
+        let fd = sock.fd.as_raw_fd();
+        let mut sndbuf: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let mut outq: libc::c_int = 0;
+        // SAFETY: valid fd, properly sized out-parameters.
+        unsafe {
+            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &mut sndbuf as *mut _ as *mut libc::c_void, &mut len) < 0 {
+                return 0;
+            }
+            if libc::ioctl(fd, libc::TIOCOUTQ, &mut outq) < 0 {
+                return 0;
+            }
+        }
+        // SO_SNDBUF counts kernel overhead too; about half of it holds payload.
+        ((sndbuf.max(0) as usize) / 2).saturating_sub(outq.max(0) as usize)
+    }
+
+    fn tcp_shutdown_write(&mut self, id: SocketRef) {
+        if let Ok(s) = self.tcp_sock(id) {
+            // SAFETY: valid fd.
+            unsafe { libc::shutdown(s.fd.as_raw_fd(), libc::SHUT_WR) };
+        }
+    }
+
+    fn tcp_close(&mut self, id: SocketRef, abort: bool) {
+        if let Some(s) = self.tcp.get_mut(id.index as usize).and_then(|s| s.take()) {
+            let fd = s.fd.as_raw_fd();
+            self.deregister(fd);
+            if abort {
+                let l = libc::linger { l_onoff: 1, l_linger: 0 };
+                // SAFETY: valid fd; linger struct.
+                unsafe {
+                    libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l as *const _ as *const libc::c_void, std::mem::size_of::<libc::linger>() as libc::socklen_t)
+                };
+            }
+        }
+    }
+
+    fn udp_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<()> {
+        let s = Socket::new(domain_of(&dst), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+        s.connect(&SockAddr::from(dst))?;
+        let fd = OwnedFd::from(s);
+        self.registry.register(&mut SourceFd(&fd.as_raw_fd()), token_for(id), Interest::READABLE)?;
+        *slot(&mut self.udp, id.index) = Some(fd);
+        Ok(())
+    }
+
+    fn udp_send(&mut self, id: SocketRef, payload: &[u8]) -> io::Result<usize> {
+        let fd = self.udp.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        // SAFETY: valid fd and buffer.
+        cvt(unsafe { libc::send(fd, payload.as_ptr() as *const libc::c_void, payload.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+    }
+
+    fn udp_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.udp.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        // SAFETY: valid fd and buffer.
+        cvt(unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) })
+    }
+
+    fn udp_close(&mut self, id: SocketRef) {
+        if let Some(fd) = self.udp.get_mut(id.index as usize).and_then(|s| s.take()) {
+            self.deregister(fd.as_raw_fd());
+        }
+    }
+
+    fn ping_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<u16> {
+        let proto = if dst.is_ipv4() { Protocol::ICMPV4 } else { Protocol::ICMPV6 };
+        let s = Socket::new(domain_of(&dst), Type::DGRAM.nonblocking().cloexec(), Some(proto))?;
+        s.connect(&SockAddr::from(dst))?;
+        let ident = s.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(0);
+        let fd = OwnedFd::from(s);
+        self.registry.register(&mut SourceFd(&fd.as_raw_fd()), token_for(id), Interest::READABLE)?;
+        *slot(&mut self.ping, id.index) = Some(fd);
+        Ok(ident)
+    }
+
+    fn ping_send(&mut self, id: SocketRef, message: &[u8]) -> io::Result<usize> {
+        let fd = self.ping.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        // SAFETY: valid fd and buffer.
+        cvt(unsafe { libc::send(fd, message.as_ptr() as *const libc::c_void, message.len(), libc::MSG_DONTWAIT) })
+    }
+
+    fn ping_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.ping.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        // SAFETY: valid fd and buffer.
+        cvt(unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) })
+    }
+
+    fn ping_close(&mut self, id: SocketRef) {
+        if let Some(fd) = self.ping.get_mut(id.index as usize).and_then(|s| s.take()) {
+            self.deregister(fd.as_raw_fd());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn tokens_round_trip() {
+        for kind in [FlowKind::Tcp, FlowKind::Udp, FlowKind::Icmp] {
+            for index in [0u32, 1, 65535, (1 << 28) - 1] {
+                let id = SocketRef { kind, index };
+                assert_eq!(socket_ref(token_for(id)), Some(id));
+            }
+        }
+        assert_eq!(socket_ref(Token(5)), None);
+    }
+
+    /// The peek-offset bookkeeping the TCP engine relies on, against a real kernel socket.
+    #[test]
+    fn peek_offset_tracks_discards() {
+        let poll = mio::Poll::new().unwrap();
+        let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let id = SocketRef { kind: FlowKind::Tcp, index: 3 };
+        table.open_tcp_fd(id, OwnedFd::from(ours)).unwrap();
+        theirs.write_all(b"0123456789").unwrap();
+        let mut a = [0u8; 4];
+        let n = table.tcp_peek(id, 0, &mut [IoSliceMut::new(&mut a)]).unwrap();
+        assert_eq!(&a[..n], b"0123");
+        let (mut b, mut c) = ([0u8; 2], [0u8; 2]);
+        let n = table.tcp_peek(id, 4, &mut [IoSliceMut::new(&mut b), IoSliceMut::new(&mut c)]).unwrap();
+        assert_eq!((n, &b, &c), (4, b"45", b"67"));
+        table.tcp_discard(id, 3).unwrap();
+        // Offset 5 past the new head is "8".
+        let mut d = [0u8; 8];
+        let n = table.tcp_peek(id, 5, &mut [IoSliceMut::new(&mut d)]).unwrap();
+        assert_eq!(&d[..n], b"89");
+        // Rewind (retransmission) to the head.
+        let n = table.tcp_peek(id, 0, &mut [IoSliceMut::new(&mut d)]).unwrap();
+        assert_eq!(&d[..n], b"3456789");
+        drop(theirs);
+        let n = table.tcp_peek(id, 7, &mut [IoSliceMut::new(&mut d)]).unwrap();
+        assert_eq!(n, 0, "end of stream after all data");
+        table.tcp_close(id, false);
+    }
+}
