@@ -45,6 +45,8 @@ pub fn socket_ref(token: Token) -> Option<SocketRef> {
 
 struct TcpSock {
     fd: OwnedFd,
+    /// A real TCP socket (discard with MSG_TRUNC); false for the unix stream to the DNS service.
+    is_tcp: bool,
     /// The kernel's peek offset as we last left it; None when SO_PEEK_OFF is unavailable.
     peek_off: Option<usize>,
 }
@@ -98,7 +100,7 @@ impl HostSocketTable {
         self.tcp.get_mut(id.index as usize).and_then(|s| s.as_mut()).ok_or_else(not_open)
     }
 
-    fn open_tcp_fd(&mut self, id: SocketRef, fd: OwnedFd) -> io::Result<()> {
+    fn open_tcp_fd(&mut self, id: SocketRef, fd: OwnedFd, is_tcp: bool) -> io::Result<()> {
         // SAFETY: fd is a valid socket we own; the option value is a properly sized c_int.
         let peek = unsafe {
             let zero: libc::c_int = 0;
@@ -111,7 +113,7 @@ impl HostSocketTable {
             ) == 0
         };
         self.register(fd.as_raw_fd(), id)?;
-        *slot(&mut self.tcp, id.index) = Some(TcpSock { fd, peek_off: peek.then_some(0) });
+        *slot(&mut self.tcp, id.index) = Some(TcpSock { fd, is_tcp, peek_off: peek.then_some(0) });
         Ok(())
     }
 }
@@ -134,7 +136,7 @@ impl HostSockets for HostSocketTable {
                     return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
                 };
                 handler(theirs);
-                self.open_tcp_fd(id, OwnedFd::from(ours))?;
+                self.open_tcp_fd(id, OwnedFd::from(ours), false)?;
                 Ok(ConnectProgress::Connected)
             }
             TcpTarget::Host(addr) => {
@@ -145,7 +147,7 @@ impl HostSockets for HostSocketTable {
                     Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => ConnectProgress::InProgress,
                     Err(e) => return Err(e),
                 };
-                self.open_tcp_fd(id, OwnedFd::from(s))?;
+                self.open_tcp_fd(id, OwnedFd::from(s), true)?;
                 Ok(progress)
             }
         }
@@ -223,12 +225,20 @@ impl HostSockets for HostSocketTable {
     }
 
     fn tcp_discard(&mut self, id: SocketRef, len: usize) -> io::Result<()> {
-        let sock = self.tcp_sock(id)?;
+        let sock = self.tcp.get_mut(id.index as usize).and_then(|s| s.as_mut()).ok_or_else(not_open)?;
         let fd = sock.fd.as_raw_fd();
         let mut left = len;
         while left > 0 {
-            // SAFETY: MSG_TRUNC with a null buffer discards bytes from a stream socket's queue.
-            let n = cvt(unsafe { libc::recv(fd, std::ptr::null_mut(), left, libc::MSG_TRUNC | libc::MSG_DONTWAIT) })?;
+            let n = if sock.is_tcp {
+                // SAFETY: on TCP, MSG_TRUNC with a null buffer drops bytes from the receive queue.
+                cvt(unsafe { libc::recv(fd, std::ptr::null_mut(), left, libc::MSG_TRUNC | libc::MSG_DONTWAIT) })?
+            } else {
+                // Unix streams have no discard: read into scratch space.
+                let chunk = left.min(1 << 16);
+                self.scratch.resize(chunk.max(self.scratch.len()), 0);
+                // SAFETY: valid fd; scratch holds at least `chunk` bytes.
+                cvt(unsafe { libc::recv(fd, self.scratch.as_mut_ptr() as *mut libc::c_void, chunk, libc::MSG_DONTWAIT) })?
+            };
             if n == 0 {
                 break;
             }
@@ -244,20 +254,19 @@ impl HostSockets for HostSocketTable {
     fn tcp_send_space(&mut self, id: SocketRef) -> usize {
         let Ok(sock) = self.tcp_sock(id) else { return 0 };
         let fd = sock.fd.as_raw_fd();
-        let mut sndbuf: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        let mut outq: libc::c_int = 0;
-        // SAFETY: valid fd, properly sized out-parameters.
-        unsafe {
-            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &mut sndbuf as *mut _ as *mut libc::c_void, &mut len) < 0 {
-                return 0;
-            }
-            if libc::ioctl(fd, libc::TIOCOUTQ, &mut outq) < 0 {
-                return 0;
-            }
+        // SO_MEMINFO reports the send buffer and the memory queued in it exactly as the kernel
+        // judges them when a write arrives (truesize, not payload).
+        let mut info = [0u32; 9];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: valid fd; the kernel writes at most `len` bytes into `info`.
+        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_MEMINFO, info.as_mut_ptr() as *mut libc::c_void, &mut len) };
+        if r < 0 || (len as usize) < 6 * 4 {
+            return 0;
         }
-        // SO_SNDBUF counts kernel overhead too; about half of it holds payload.
-        ((sndbuf.max(0) as usize) / 2).saturating_sub(outq.max(0) as usize)
+        let (sndbuf, queued) = (info[3] as usize, info[5] as usize);
+        // Queued memory includes per-buffer overhead; keep a quarter in reserve so a guest that
+        // fills the window rarely meets a refused write (each costs it a retransmission).
+        sndbuf.saturating_sub(queued) / 4 * 3
     }
 
     fn tcp_shutdown_write(&mut self, id: SocketRef) {
@@ -355,15 +364,9 @@ mod tests {
     }
 
     /// The peek-offset bookkeeping the TCP engine relies on, against a real kernel socket.
-    #[test]
-    fn peek_offset_tracks_discards() {
-        let poll = mio::Poll::new().unwrap();
-        let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let id = SocketRef { kind: FlowKind::Tcp, index: 3 };
-        table.open_tcp_fd(id, OwnedFd::from(ours)).unwrap();
-        theirs.write_all(b"0123456789").unwrap();
+    fn peek_and_discard_sequence(table: &mut HostSocketTable, id: SocketRef, mut peer: impl Write) {
+        peer.write_all(b"0123456789").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let mut a = [0u8; 4];
         let n = table.tcp_peek(id, 0, &mut [IoSliceMut::new(&mut a)]).unwrap();
         assert_eq!(&a[..n], b"0123");
@@ -378,9 +381,36 @@ mod tests {
         // Rewind (retransmission) to the head.
         let n = table.tcp_peek(id, 0, &mut [IoSliceMut::new(&mut d)]).unwrap();
         assert_eq!(&d[..n], b"3456789");
-        drop(theirs);
+        drop(peer);
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let n = table.tcp_peek(id, 7, &mut [IoSliceMut::new(&mut d)]).unwrap();
         assert_eq!(n, 0, "end of stream after all data");
         table.tcp_close(id, false);
+    }
+
+    #[test]
+    fn peek_offset_tracks_discards_on_unix_streams() {
+        let poll = mio::Poll::new().unwrap();
+        let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let id = SocketRef { kind: FlowKind::Tcp, index: 3 };
+        table.open_tcp_fd(id, OwnedFd::from(ours), false).unwrap();
+        peek_and_discard_sequence(&mut table, id, theirs);
+    }
+
+    #[test]
+    fn peek_offset_tracks_discards_on_tcp_loopback() {
+        let poll = mio::Poll::new().unwrap();
+        let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let id = SocketRef { kind: FlowKind::Tcp, index: 7 };
+        let progress = table.tcp_connect(id, TcpTarget::Host(listener.local_addr().unwrap())).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        if progress == ConnectProgress::InProgress {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            table.tcp_connect_result(id).unwrap();
+        }
+        peek_and_discard_sequence(&mut table, id, peer);
     }
 }

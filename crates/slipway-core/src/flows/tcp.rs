@@ -64,6 +64,8 @@ impl Default for TcpLimits {
 pub const OUR_WINDOW_SCALE: u8 = 7;
 /// Segments filled by one scatter peek.
 pub const MAX_SEGMENTS_PER_PEEK: usize = 32;
+/// How often a flow whose advertised window is closed checks the socket for space.
+pub const WINDOW_POLL: Duration = Duration::from_millis(5);
 /// The MSS assumed when a guest SYN carries none (RFC 9293).
 const DEFAULT_GUEST_MSS: u16 = 536;
 
@@ -123,6 +125,9 @@ struct TcpFlow {
     ack_owed: bool,
     in_push_list: bool,
     last_window_sent: u32,
+    /// The host socket refused part of the guest's data: when it becomes writable again, the
+    /// guest gets a window update and duplicate ACKs so it retransmits at once.
+    write_blocked: bool,
     ident: u16,
 }
 
@@ -317,6 +322,7 @@ impl TcpEngine {
             ack_owed: false,
             in_push_list: false,
             last_window_sent: 0,
+            write_blocked: false,
             ident: 0,
         };
         let index = match self.free.pop() {
@@ -390,9 +396,18 @@ impl TcpEngine {
             State::SynAckSent => {}
             State::Established => {
                 if writable {
-                    // Send buffer space opened: tell a guest that saw a small window.
                     let window = window_for(sockets, index, f);
-                    if window > f.last_window_sent {
+                    if f.write_blocked && window > 0 {
+                        // Space again after a refused write: a window update, then three
+                        // duplicate ACKs so the guest fast-retransmits what was not written.
+                        let f = self.slots[index as usize].as_mut().expect("flow checked above");
+                        f.write_blocked = false;
+                        f.last_window_sent = window;
+                        for _ in 0..4 {
+                            send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
+                        }
+                    } else if window > f.last_window_sent {
+                        // Send buffer space opened: tell a guest that saw a small window.
                         self.owe_ack(index);
                     }
                 }
@@ -499,13 +514,19 @@ impl TcpEngine {
         let seq = seg.seq();
         let fin = seg.flags() & tcp::FIN != 0;
         if payload.is_empty() && !fin {
+            // A window probe or keep-alive (sequence below rcv_nxt) must be answered with our
+            // current window, or a guest facing a zero window would wait for ever.
+            if seq != f.rcv_nxt {
+                self.owe_ack(index);
+            }
             return;
         }
         let offset = f.rcv_nxt.wrapping_sub(seq) as i32;
         if offset < 0 {
-            // A gap: duplicate ACK so the guest retransmits what is missing.
+            // A gap: one immediate duplicate ACK per out-of-order segment (RFC 5681 §4.2), with
+            // the window unchanged so the guest counts it as a duplicate and fast-retransmits.
             ctx.counters.drop(DropReason::TcpOutOfWindow);
-            self.owe_ack(index);
+            send_control(ctx, f, f.snd_nxt, tcp::ACK, f.last_window_sent);
             return;
         }
         let offset = offset as usize;
@@ -516,8 +537,9 @@ impl TcpEngine {
                 Ok(n) => {
                     f.rcv_nxt = f.rcv_nxt.wrapping_add(n as u32);
                     all_data_in = n == data.len();
+                    f.write_blocked |= !all_data_in;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => f.write_blocked = true,
                 Err(_) => {
                     self.host_error(ctx, sockets, index);
                     return;
@@ -728,6 +750,15 @@ impl TcpEngine {
             let window = window_for(sockets, index, f);
             f.last_window_sent = window;
             send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
+            if window < u32::from(f.mss) && f.deadline.is_none() {
+                // The kernel only signals writability after a refused write; poll for space
+                // so the guest learns when its window opens.
+                f.deadline = Some(ctx.now + WINDOW_POLL);
+                if !f.in_timer_list {
+                    f.in_timer_list = true;
+                    self.timer_list.push(index);
+                }
+            }
         }
         list.clear();
         self.ack_list = list;
@@ -794,6 +825,18 @@ impl TcpEngine {
                     let window = window_for(sockets, index, f);
                     send_syn_ack(ctx, f, window);
                     f.deadline = Some(ctx.now + f.rto);
+                }
+                State::Established if f.in_flight() == 0 && f.guest_wnd > 0 => {
+                    // Window poll: tell the guest if the socket has room again.
+                    let window = window_for(sockets, index, f);
+                    f.deadline = None;
+                    if window > f.last_window_sent {
+                        f.last_window_sent = window;
+                        send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
+                    }
+                    if window < u32::from(f.mss) {
+                        f.deadline = Some(ctx.now + WINDOW_POLL);
+                    }
                 }
                 State::Established => {
                     f.retries += 1;
