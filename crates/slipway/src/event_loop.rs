@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// Frames read from one link per batch before other work gets a turn.
 pub const READ_BUDGET: usize = 256;
+/// How soon queued output of a link is retried when the socket gives no writable signal.
+const OUTPUT_RETRY: Duration = Duration::from_millis(1);
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 16;
 const LINK_BASE: usize = 1 << 16;
@@ -245,8 +247,13 @@ impl Driver {
         while !self.stop.load(Ordering::Relaxed) {
             let now = self.now();
             let busy = self.net.has_pending_work() || self.links.iter().flatten().any(|s| s.more_to_read);
+            // Datagram sockets do not signal writability when their peer drains: retry queued
+            // output on a short tick instead.
+            let backlog = self.links.iter().flatten().any(|s| s.link.has_pending_output());
             let timeout = if busy {
                 Duration::ZERO
+            } else if backlog {
+                OUTPUT_RETRY
             } else {
                 self.net.next_deadline().saturating_sub(now).min(Duration::from_millis(500))
             };
@@ -280,6 +287,18 @@ impl Driver {
                     }
                 } else if t.0 >= LISTENER_BASE {
                     self.accept(t.0 - LISTENER_BASE);
+                }
+            }
+            if backlog {
+                for port in 0..self.links.len() as u16 {
+                    let failed = match self.links[usize::from(port)].as_mut() {
+                        Some(slot) if slot.link.has_pending_output() => slot.link.flush().err(),
+                        _ => None,
+                    };
+                    if let Some(e) = failed {
+                        tracing::warn!("guest link on port {port} failed: {e}");
+                        self.remove_link(port, "write failed");
+                    }
                 }
             }
             // Links whose read budget ran out last time.
