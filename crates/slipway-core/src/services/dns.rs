@@ -543,11 +543,13 @@ mod tests {
 
     #[test]
     fn configured_records_override_builtins() {
-        let mut cfg = NetworkConfig::default();
-        cfg.dns_records = vec![
-            ("host.docker.internal".into(), "fd00::1".parse().unwrap()),
-            ("db.internal".into(), "10.1.2.3".parse().unwrap()),
-        ];
+        let cfg = NetworkConfig {
+            dns_records: vec![
+                ("host.docker.internal".into(), "fd00::1".parse().unwrap()),
+                ("db.internal".into(), "10.1.2.3".parse().unwrap()),
+            ],
+            ..NetworkConfig::default()
+        };
         let z = LocalZone::new(&cfg);
         let r = ask(&z, "host.docker.internal.", RecordType::A).unwrap();
         assert!(r.answers.is_empty(), "the built-in IPv4 address is gone");
@@ -563,8 +565,10 @@ mod tests {
 
     #[test]
     fn no_host_loopback_removes_host_names() {
-        let mut cfg = NetworkConfig::default();
-        cfg.host_loopback_alias = None;
+        let cfg = NetworkConfig {
+            host_loopback_alias: None,
+            ..NetworkConfig::default()
+        };
         let z = LocalZone::new(&cfg);
         assert!(z.records().iter().all(|(n, _)| !n.starts_with("host.")));
         let r = ask(&z, "host.slipway.internal.", RecordType::A).unwrap();
