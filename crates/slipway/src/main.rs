@@ -1,1 +1,4 @@
+#[allow(dead_code)]
+mod dns_forwarder;
+
 fn main() {}
