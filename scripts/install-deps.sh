@@ -100,7 +100,7 @@ if [ "$mode" != --packages-only ]; then
         mkdir -p "$kernel_cache"
         rm -rf "$kernel_cache/$kver.partial"
         dpkg-deb -x "$tmp"/"$kpkg"_*.deb "$kernel_cache/$kver.partial"
-        rm -rf "$kernel_cache/$kver"
+        rm -rf "${kernel_cache:?}/${kver:?}"
         mv "$kernel_cache/$kver.partial" "$kernel_cache/$kver"
     fi
     # A stable name for the build: .build/e2e/kernel/current -> 6.1.0-N-amd64

@@ -15,6 +15,7 @@
 # (sha256 compared), an upload (sha256 computed by the server), a short iperf3 run.
 # Prints boot -> lease time. Ends with "e2e: N passed, N failed".
 set -euo pipefail
+# shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 e2e_enter_isolated_netns "$@"
 
@@ -25,6 +26,7 @@ blob_mib=${E2E_SMOKE_BLOB_MIB:-8}
 
 # Servers on 127.0.0.1.
 mkdir -p "$E2E_WORK/www"
+e2e_on_exit rm -rf "$E2E_WORK/www"
 blob_sha=$(e2e_random_file "$E2E_WORK/www/blob.bin" "$blob_mib")
 e2e_http_server_start "$E2E_WORK/www"
 e2e_dnsmasq_start 53 "e2e.test=$gateway"

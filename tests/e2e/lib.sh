@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # globals here are set for the test scripts that source this
 # Harness for slipway's end-to-end tests: a real Linux guest in QEMU, real network namespaces.
 # Source it from a bash test script (set -euo pipefail is set here too).
 #
@@ -27,7 +27,7 @@
 #
 # Processes started with the helpers below are stopped by PID when the script exits (EXIT, INT,
 # TERM traps), namespaces made by e2e_netns_create are deleted. Logs go to $E2E_WORK (kept after
-# the run: .build/e2e/runs/NAME-PID/).
+# the run: .build/e2e/runs/NAME-PID/, the last 10 runs of each test).
 #
 # Functions (arguments in CAPS; [..] optional). Those that start a server set global variables
 # rather than print, because they must run in the calling shell to keep the PID.
@@ -173,10 +173,15 @@ e2e_enter_isolated_netns() {
     local links
     links=$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
     [ "$links" = "lo " ] || e2e_die "isolated namespace has links other than lo: $links"
-    local name
+    local name old
     name=$(basename "$0" .sh)
     E2E_WORK="${E2E_WORK:-$E2E_BUILD_DIR/runs/$name-$$}"
     mkdir -p "$E2E_WORK"
+    # Keep the logs of the last 10 runs of this test.
+    while read -r old; do
+        [ -n "$old" ] && rm -rf "$old"
+    done < <(find "$E2E_BUILD_DIR/runs" -mindepth 1 -maxdepth 1 -type d -name "$name-*" \
+        -printf '%T@ %p\n' | sort -rn | tail -n +11 | cut -d' ' -f2-)
     e2e_log "isolated network namespace (only lo); logs in $E2E_WORK"
 }
 
@@ -367,6 +372,7 @@ e2e_boot_guest() {
     if [ -z "$E2E_BOOT_LEASE_S" ] && grep -qa '^E2E-LEASE ' "$log"; then
         E2E_BOOT_LEASE_S=$E2E_BOOT_TOTAL_S # lease and power-off within one poll
     fi
+    e2e_log "guest ran ${E2E_BOOT_TOTAL_S} s, lease after ${E2E_BOOT_LEASE_S:-(no lease)}${E2E_BOOT_LEASE_S:+ s}; log $log"
     if [ "$rc" = 0 ]; then
         if grep -qa '^E2E-DONE rc=0 ' "$log"; then
             rc=0
@@ -374,7 +380,7 @@ e2e_boot_guest() {
             rc=1
         else
             rc=125
-            e2e_log "QEMU exited without E2E-DONE; its output:"
+            e2e_log "QEMU exited without E2E-DONE (guest crashed?); see $log"
             sed 's/^/  qemu: /' "$log.qemu" >&2
         fi
     fi

@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2034,SC1091 # variables are for the test script; the lease file is made at boot
 # Helpers for e2e test scripts running inside the guest (busybox sh). /init sources this file
 # before the test script, so a script may use these functions and variables directly:
 #
