@@ -67,7 +67,10 @@
 #       E2E_QEMU_EXTRA_ARGS. Sets E2E_BOOT_LEASE_S (seconds from QEMU start to the guest's
 #       E2E-LEASE line, "" if none) and E2E_BOOT_TOTAL_S. Returns 0 when the guest printed
 #       "E2E-DONE rc=0", 1 for another rc, 124 on timeout (QEMU killed), 125 if QEMU exited
-#       without E2E-DONE.
+#       without E2E-DONE. The guest kills SCRIPT itself 30 s before TIMEOUT_S (half of it when
+#       TIMEOUT_S <= 60) and prints "E2E-FAIL script-timeout". Extra kernel parameters:
+#       E2E_KERNEL_ARGS (no dots if /init must see them). SCRIPT and LOG paths must not contain
+#       commas (QEMU option syntax). Guest: 256 MiB, 1 vCPU, accelerator from e2e_qemu_accel.
 #
 #   Reading the guest's markers from LOG (guest prints E2E-PASS NAME / E2E-FAIL NAME REASON /
 #   E2E-RESULT NAME=VALUE / E2E-LEASE key=value...):

@@ -21,8 +21,8 @@
 #   e2e_http_put_halfclose FILE HOST PORT [PATH=/upload]
 #                                 the same for any bytes, over busybox nc, which shuts down its
 #                                 sending side after FILE (TCP half-close) and then waits for
-#                                 the answer and the server's FIN. passt 2023-03 never delivers
-#                                 that FIN to the guest: it hangs there (FIN_WAIT2).
+#                                 the answer and the server's FIN. Against passt 2023-03 this
+#                                 mostly hangs in FIN_WAIT2 (see README.md).
 #
 # NAME is one word ([A-Za-z0-9_.-]); the harness greps these lines from the serial log.
 
