@@ -102,6 +102,10 @@ if [ "$mode" != --packages-only ]; then
         dpkg-deb -x "$tmp"/"$kpkg"_*.deb "$kernel_cache/$kver.partial"
         rm -rf "${kernel_cache:?}/${kver:?}"
         mv "$kernel_cache/$kver.partial" "$kernel_cache/$kver"
+        # An unpacked kernel is ~400 MB: drop the versions this one replaces.
+        for old in "$kernel_cache"/*-amd64; do
+            [ "$old" = "$kernel_cache/$kver" ] || rm -rf "$old"
+        done
     fi
     # A stable name for the build: .build/e2e/kernel/current -> 6.1.0-N-amd64
     if [ "$(readlink "$kernel_cache/current" 2>/dev/null || true)" != "$kver" ]; then

@@ -41,7 +41,7 @@ chmod 1777 "$E2E_WORK/passt"
 sock="$E2E_WORK/passt/passt.sock"
 passt_args=(--foreground --socket "$sock" --one-off
     --dns "$gateway" --no-dhcp-search)
-if [ "${E2E_PCAP:-0}" = 1 ]; then passt_args+=(--pcap "$E2E_WORK/passt.pcap"); fi
+if [ "${E2E_PCAP:-0}" = 1 ]; then passt_args+=(--pcap "$E2E_WORK/passt/passt.pcap"); fi
 e2e_spawn passt passt "${passt_args[@]}"
 e2e_wait_path "$sock" 10
 
