@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Run the end-to-end suite: install what it needs, build the guest, run each test, and close with
+# one line "e2e: N passed, N failed" summing the tests' own counts. Exits non-zero if any check
+# failed or any test script failed to finish. Run as root (CI does).
+#
+#     tests/e2e/run.sh                 # every test below
+#     tests/e2e/run.sh guest-smoke     # only the named ones
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_root=$(cd "$here/../.." && pwd)
+
+all_tests=(harness-selftest guest-smoke)
+if [ "$#" -gt 0 ]; then tests=("$@"); else tests=("${all_tests[@]}"); fi
+
+"$repo_root/scripts/install-deps.sh"
+"$here/build-guest.sh" >/dev/null
+
+passed=0
+failed=0
+for t in "${tests[@]}"; do
+    script="$here/$t.sh"
+    [ -x "$script" ] || {
+        echo "e2e: no test $t ($script)" >&2
+        failed=$((failed + 1))
+        continue
+    }
+    echo "=== $t"
+    out=$(mktemp)
+    start=$(date +%s)
+    rc=0
+    p=0
+    f=0
+    # Each test's own closing line is shown as "[name] e2e: ...", so that the suite's total below
+    # is the only "N passed, N failed" line of the run.
+    "$script" 2>&1 | tee "$out" | sed -u -E "s/^(e2e: [0-9]+ passed, [0-9]+ failed)\$/[$t] \1/" ||
+        rc=$?
+    line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1 || true)
+    rm -f "$out"
+    if [ -n "$line" ]; then
+        read -r p f <<<"$(sed -E 's/^e2e: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/' <<<"$line")"
+        passed=$((passed + p))
+        failed=$((failed + f))
+    fi
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+        echo "e2e: $t exited with status $rc" >&2
+        failed=$((failed + 1))
+    fi
+    echo "=== $t: $(($(date +%s) - start)) s"
+done
+
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]
