@@ -38,9 +38,7 @@ cargo build --release --locked
 # Unit and core tests. Tests that open sockets only use loopback or namespaces they create.
 step "cargo test" cargo test --workspace --locked
 if [ -z "${SKIP_E2E:-}" ]; then
-    for t in tests/e2e/test-*.sh; do
-        step "e2e $(basename "$t" .sh)" "$t"
-    done
+    step "end-to-end" tests/e2e/run.sh
 fi
 if [ -z "${SKIP_FUZZ:-}" ] && [ -x scripts/fuzz-smoke.sh ]; then
     step "fuzz smoke" env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz-smoke.sh

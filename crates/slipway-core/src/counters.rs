@@ -103,7 +103,10 @@ impl Counters {
 
     /// Non-zero drop counts, for reports.
     pub fn drops(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        DropReason::ALL.iter().map(|r| (r.as_str(), self.drops[*r as usize])).filter(|(_, n)| *n > 0)
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), self.drops[*r as usize]))
+            .filter(|(_, n)| *n > 0)
     }
 }
 

@@ -29,10 +29,26 @@ pub fn dest_for(switch: &Switch, counters: &mut Counters, mac: &Mac) -> Option<T
 /// Write Ethernet + IPv4 + TCP headers around a payload already at
 /// `frame[ETH_IP_LEN + h.header_len()..]`; `frame` is exactly the frame.
 #[allow(clippy::too_many_arguments)]
-pub fn write_tcp_v4(frame: &mut [u8], dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, h: &tcp::TcpHeader, ident: u16) {
+pub fn write_tcp_v4(
+    frame: &mut [u8],
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    h: &tcp::TcpHeader,
+    ident: u16,
+) {
     ethernet::write_header(frame, dst_mac, src_mac, ethernet::ETHERTYPE_IPV4);
     let l4_len = frame.len() - ETH_IP_LEN;
-    ipv4::write_header(&mut frame[ethernet::HEADER_LEN..], src, dst, ipv4::PROTO_TCP, l4_len, TTL, ident);
+    ipv4::write_header(
+        &mut frame[ethernet::HEADER_LEN..],
+        src,
+        dst,
+        ipv4::PROTO_TCP,
+        l4_len,
+        TTL,
+        ident,
+    );
     tcp::write_header_v4(&mut frame[ETH_IP_LEN..], h, src, dst);
 }
 
@@ -69,8 +85,22 @@ pub fn write_udp_v4_in_place(
         frame[l4 + udp::HEADER_LEN..l4 + udp::HEADER_LEN + p.len()].copy_from_slice(p);
     }
     ethernet::write_header(frame, dst_mac, src_mac, ethernet::ETHERTYPE_IPV4);
-    ipv4::write_header(&mut frame[ethernet::HEADER_LEN..], src.0, dst.0, ipv4::PROTO_UDP, udp::HEADER_LEN + payload_len, TTL, 0);
-    udp::write_header_v4(&mut frame[l4..l4 + udp::HEADER_LEN + payload_len], src.1, dst.1, src.0, dst.0);
+    ipv4::write_header(
+        &mut frame[ethernet::HEADER_LEN..],
+        src.0,
+        dst.0,
+        ipv4::PROTO_UDP,
+        udp::HEADER_LEN + payload_len,
+        TTL,
+        0,
+    );
+    udp::write_header_v4(
+        &mut frame[l4..l4 + udp::HEADER_LEN + payload_len],
+        src.1,
+        dst.1,
+        src.0,
+        dst.0,
+    );
 }
 
 /// Queue an ICMP message (type, code, rest-of-header, body) to a guest.
@@ -90,7 +120,15 @@ pub fn push_icmp_v4(
     let len = ETH_IP_LEN + icmp::HEADER_LEN + body.len();
     tx.push_with(dest, len, |f| {
         ethernet::write_header(f, dst_mac, src_mac, ethernet::ETHERTYPE_IPV4);
-        ipv4::write_header(&mut f[ethernet::HEADER_LEN..], src, dst, ipv4::PROTO_ICMP, icmp::HEADER_LEN + body.len(), TTL, 0);
+        ipv4::write_header(
+            &mut f[ethernet::HEADER_LEN..],
+            src,
+            dst,
+            ipv4::PROTO_ICMP,
+            icmp::HEADER_LEN + body.len(),
+            TTL,
+            0,
+        );
         let m = &mut f[ETH_IP_LEN..];
         m[icmp::HEADER_LEN..].copy_from_slice(body);
         icmp::write_header(m, msg_type, code, rest);
@@ -113,5 +151,16 @@ pub fn push_unreachable_v4(
     original_header_len: usize,
 ) {
     let quote = &original[..original.len().min(original_header_len + 8)];
-    push_icmp_v4(tx, dest, dst_mac, src_mac, src, dst, icmp::DEST_UNREACHABLE, code, [0; 4], quote);
+    push_icmp_v4(
+        tx,
+        dest,
+        dst_mac,
+        src_mac,
+        src,
+        dst,
+        icmp::DEST_UNREACHABLE,
+        code,
+        [0; 4],
+        quote,
+    );
 }

@@ -65,7 +65,12 @@ impl Network {
         Self::with_limits(cfg, seed, TcpLimits::default(), UdpLimits::default())
     }
 
-    pub fn with_limits(cfg: NetworkConfig, seed: u64, tcp_limits: TcpLimits, udp_limits: UdpLimits) -> Self {
+    pub fn with_limits(
+        cfg: NetworkConfig,
+        seed: u64,
+        tcp_limits: TcpLimits,
+        udp_limits: UdpLimits,
+    ) -> Self {
         Self {
             switch: Switch::new(cfg.gateway_mac),
             tx: TxQueue::new(),
@@ -141,7 +146,13 @@ impl Network {
     }
 
     /// One Ethernet frame from the guest on `port`.
-    pub fn on_guest_frame(&mut self, now: Duration, port: u16, frame: &[u8], sockets: &mut dyn HostSockets) {
+    pub fn on_guest_frame(
+        &mut self,
+        now: Duration,
+        port: u16,
+        frame: &[u8],
+        sockets: &mut dyn HostSockets,
+    ) {
         self.counters.frames_from_guests += 1;
         self.counters.bytes_from_guests += frame.len() as u64;
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
@@ -163,14 +174,17 @@ impl Network {
             self.tx.push_copy(TxDest::Port(p), frame);
         }
         if fwd.flood {
-            self.tx.push_copy(TxDest::Flood { except: Some(port) }, frame);
+            self.tx
+                .push_copy(TxDest::Flood { except: Some(port) }, frame);
         }
         if !fwd.to_gateway {
             return;
         }
         match eth.ethertype() {
             ethernet::ETHERTYPE_ARP => self.on_arp(eth.src(), eth.payload()),
-            ethernet::ETHERTYPE_IPV4 => self.on_ipv4(now, eth.src(), eth.dst(), eth.payload(), sockets),
+            ethernet::ETHERTYPE_IPV4 => {
+                self.on_ipv4(now, eth.src(), eth.dst(), eth.payload(), sockets)
+            }
             ethernet::ETHERTYPE_IPV6 => self.counters.drop(DropReason::Ipv6Unsupported),
             _ => self.counters.drop(DropReason::UnknownEthertype),
         }
@@ -211,7 +225,14 @@ impl Network {
         }
     }
 
-    fn on_ipv4(&mut self, now: Duration, src_mac: Mac, dst_mac: Mac, payload: &[u8], sockets: &mut dyn HostSockets) {
+    fn on_ipv4(
+        &mut self,
+        now: Duration,
+        src_mac: Mac,
+        dst_mac: Mac,
+        payload: &[u8],
+        sockets: &mut dyn HostSockets,
+    ) {
         let ip = match Ipv4Packet::new_checked(payload) {
             Ok(ip) => ip,
             Err(_) => {
@@ -227,7 +248,9 @@ impl Network {
         // DHCP arrives from 0.0.0.0 or the client's address, to broadcast or to us.
         if ip.protocol() == ipv4::PROTO_UDP {
             if let Ok(u) = UdpDatagram::new_checked(ip.payload()) {
-                if u.dst_port() == DHCP_SERVER_PORT && (dst == Ipv4Addr::BROADCAST || dst == self.cfg.gateway) {
+                if u.dst_port() == DHCP_SERVER_PORT
+                    && (dst == Ipv4Addr::BROADCAST || dst == self.cfg.gateway)
+                {
                     self.on_dhcp(now, src_mac, u.payload());
                     return;
                 }
@@ -241,7 +264,11 @@ impl Network {
         if self.cfg.in_subnet(src) && !self.cfg.owns(src) {
             self.learn_neighbor(src, src_mac);
         }
-        if dst == self.cfg.broadcast() || dst.is_multicast() || dst.is_broadcast() || dst.is_unspecified() {
+        if dst == self.cfg.broadcast()
+            || dst.is_multicast()
+            || dst.is_broadcast()
+            || dst.is_unspecified()
+        {
             self.counters.drop(DropReason::UdpNotRouted);
             return;
         }
@@ -261,15 +288,31 @@ impl Network {
     /// Host-side address for a guest destination: the alias becomes the host's loopback. None =
     /// the egress policy refuses it.
     fn translate(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let host = if Some(dst) == self.cfg.host_loopback_alias { Ipv4Addr::LOCALHOST } else { dst };
-        if self.cfg.egress_allow.is_empty() || self.cfg.egress_allow.iter().any(|c| c.contains(IpAddr::V4(host))) {
+        let host = if Some(dst) == self.cfg.host_loopback_alias {
+            Ipv4Addr::LOCALHOST
+        } else {
+            dst
+        };
+        if self.cfg.egress_allow.is_empty()
+            || self
+                .cfg
+                .egress_allow
+                .iter()
+                .any(|c| c.contains(IpAddr::V4(host)))
+        {
             Some(host)
         } else {
             None
         }
     }
 
-    fn on_tcp(&mut self, now: Duration, src_mac: Mac, ip: &Ipv4Packet<'_>, sockets: &mut dyn HostSockets) {
+    fn on_tcp(
+        &mut self,
+        now: Duration,
+        src_mac: Mac,
+        ip: &Ipv4Packet<'_>,
+        sockets: &mut dyn HostSockets,
+    ) {
         let Ok(seg) = TcpSegment::new_checked(ip.payload()) else {
             self.counters.drop(DropReason::TcpMalformed);
             return;
@@ -278,18 +321,30 @@ impl Network {
             self.counters.drop(DropReason::TcpBadChecksum);
             return;
         }
-        let key = FlowKey { guest_ip: ip.src(), guest_port: seg.src_port(), remote_ip: ip.dst(), remote_port: seg.dst_port() };
+        let key = FlowKey {
+            guest_ip: ip.src(),
+            guest_port: seg.src_port(),
+            remote_ip: ip.dst(),
+            remote_port: seg.dst_port(),
+        };
         let target = if ip.dst() == self.cfg.gateway {
             // The gateway's own TCP services: DNS. Other ports are refused with RST.
             (seg.dst_port() == DNS_PORT).then_some(TcpTarget::DnsService)
         } else {
-            self.translate(ip.dst()).map(|h| TcpTarget::Host(SocketAddr::new(h.into(), seg.dst_port())))
+            self.translate(ip.dst())
+                .map(|h| TcpTarget::Host(SocketAddr::new(h.into(), seg.dst_port())))
         };
         let (mut ctx, engine) = self.tcp_ctx(now);
         engine.on_guest_segment(&mut ctx, sockets, src_mac, key, &seg, target);
     }
 
-    fn on_udp(&mut self, now: Duration, src_mac: Mac, ip: &Ipv4Packet<'_>, sockets: &mut dyn HostSockets) {
+    fn on_udp(
+        &mut self,
+        now: Duration,
+        src_mac: Mac,
+        ip: &Ipv4Packet<'_>,
+        sockets: &mut dyn HostSockets,
+    ) {
         let Ok(u) = UdpDatagram::new_checked(ip.payload()) else {
             self.counters.drop(DropReason::UdpMalformed);
             return;
@@ -315,18 +370,55 @@ impl Network {
             } else {
                 self.counters.drop(DropReason::UdpClosedPort);
                 if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) {
-                    frames::push_unreachable_v4(&mut self.tx, dest, src_mac, self.cfg.gateway_mac, ip.dst(), ip.src(), icmp::CODE_PORT_UNREACHABLE, ip.packet(), ip.header_len());
+                    frames::push_unreachable_v4(
+                        &mut self.tx,
+                        dest,
+                        src_mac,
+                        self.cfg.gateway_mac,
+                        ip.dst(),
+                        ip.src(),
+                        icmp::CODE_PORT_UNREACHABLE,
+                        ip.packet(),
+                        ip.header_len(),
+                    );
                 }
             }
             return;
         }
-        let key = UdpKey { guest_ip: ip.src(), guest_port: u.src_port(), remote_ip: ip.dst(), remote_port: u.dst_port() };
-        let target = self.translate(ip.dst()).map(|h| SocketAddr::new(h.into(), u.dst_port()));
-        let mut ctx = UdpCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
-        self.udp.on_guest_datagram(&mut ctx, sockets, src_mac, key, target, u.payload(), (ip.packet(), ip.header_len()));
+        let key = UdpKey {
+            guest_ip: ip.src(),
+            guest_port: u.src_port(),
+            remote_ip: ip.dst(),
+            remote_port: u.dst_port(),
+        };
+        let target = self
+            .translate(ip.dst())
+            .map(|h| SocketAddr::new(h.into(), u.dst_port()));
+        let mut ctx = UdpCtx {
+            now,
+            tx: &mut self.tx,
+            switch: &self.switch,
+            counters: &mut self.counters,
+            gateway_mac: self.cfg.gateway_mac,
+        };
+        self.udp.on_guest_datagram(
+            &mut ctx,
+            sockets,
+            src_mac,
+            key,
+            target,
+            u.payload(),
+            (ip.packet(), ip.header_len()),
+        );
     }
 
-    fn on_icmp(&mut self, now: Duration, src_mac: Mac, ip: &Ipv4Packet<'_>, sockets: &mut dyn HostSockets) {
+    fn on_icmp(
+        &mut self,
+        now: Duration,
+        src_mac: Mac,
+        ip: &Ipv4Packet<'_>,
+        sockets: &mut dyn HostSockets,
+    ) {
         let Ok(msg) = Icmpv4Packet::new_checked(ip.payload()) else {
             self.counters.drop(DropReason::IcmpMalformed);
             return;
@@ -352,10 +444,28 @@ impl Network {
             }
             return;
         }
-        let key = PingKey { guest_ip: ip.src(), ident: msg.echo_ident(), remote_ip: ip.dst() };
+        let key = PingKey {
+            guest_ip: ip.src(),
+            ident: msg.echo_ident(),
+            remote_ip: ip.dst(),
+        };
         let target = self.translate(ip.dst());
-        let mut ctx = PingCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
-        self.ping.on_guest_echo(&mut ctx, sockets, src_mac, key, target, msg.as_bytes(), (ip.packet(), ip.header_len()));
+        let mut ctx = PingCtx {
+            now,
+            tx: &mut self.tx,
+            switch: &self.switch,
+            counters: &mut self.counters,
+            gateway_mac: self.cfg.gateway_mac,
+        };
+        self.ping.on_guest_echo(
+            &mut ctx,
+            sockets,
+            src_mac,
+            key,
+            target,
+            msg.as_bytes(),
+            (ip.packet(), ip.header_len()),
+        );
     }
 
     fn on_dhcp(&mut self, now: Duration, src_mac: Mac, payload: &[u8]) {
@@ -387,7 +497,12 @@ impl Network {
     }
 
     /// A reply from the DNS service for a guest's UDP query.
-    pub fn on_dns_reply(&mut self, query_from: (Mac, Ipv4Addr, u16), server_ip: Ipv4Addr, payload: &[u8]) {
+    pub fn on_dns_reply(
+        &mut self,
+        query_from: (Mac, Ipv4Addr, u16),
+        server_ip: Ipv4Addr,
+        payload: &[u8],
+    ) {
         let (mac, ip, port) = query_from;
         let max = usize::from(self.cfg.mtu).saturating_sub(ipv4::HEADER_LEN + udp::HEADER_LEN);
         if payload.len() > max {
@@ -395,23 +510,50 @@ impl Network {
             return;
         }
         if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &mac) {
-            frames::push_udp_v4(&mut self.tx, dest, mac, self.cfg.gateway_mac, (server_ip, DNS_PORT), (ip, port), payload);
+            frames::push_udp_v4(
+                &mut self.tx,
+                dest,
+                mac,
+                self.cfg.gateway_mac,
+                (server_ip, DNS_PORT),
+                (ip, port),
+                payload,
+            );
         }
     }
 
     /// Readiness of a host socket.
-    pub fn on_socket_event(&mut self, now: Duration, id: SocketRef, readable: bool, writable: bool, sockets: &mut dyn HostSockets) {
+    pub fn on_socket_event(
+        &mut self,
+        now: Duration,
+        id: SocketRef,
+        readable: bool,
+        writable: bool,
+        sockets: &mut dyn HostSockets,
+    ) {
         match id.kind {
             FlowKind::Tcp => {
                 let (mut ctx, engine) = self.tcp_ctx(now);
                 engine.on_socket_event(&mut ctx, sockets, id.index, readable, writable);
             }
             FlowKind::Udp if readable => {
-                let mut ctx = UdpCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+                let mut ctx = UdpCtx {
+                    now,
+                    tx: &mut self.tx,
+                    switch: &self.switch,
+                    counters: &mut self.counters,
+                    gateway_mac: self.cfg.gateway_mac,
+                };
                 self.udp.on_socket_readable(&mut ctx, sockets, id.index);
             }
             FlowKind::Icmp if readable => {
-                let mut ctx = PingCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+                let mut ctx = PingCtx {
+                    now,
+                    tx: &mut self.tx,
+                    switch: &self.switch,
+                    counters: &mut self.counters,
+                    gateway_mac: self.cfg.gateway_mac,
+                };
                 self.ping.on_socket_readable(&mut ctx, sockets, id.index);
             }
             _ => {}
@@ -432,7 +574,13 @@ impl Network {
             engine.resume_pushes(&mut ctx, sockets);
         }
         if self.udp.has_pending_reads() {
-            let mut ctx = UdpCtx { now, tx: &mut self.tx, switch: &self.switch, counters: &mut self.counters, gateway_mac: self.cfg.gateway_mac };
+            let mut ctx = UdpCtx {
+                now,
+                tx: &mut self.tx,
+                switch: &self.switch,
+                counters: &mut self.counters,
+                gateway_mac: self.cfg.gateway_mac,
+            };
             self.udp.resume_reads(&mut ctx, sockets);
         }
     }

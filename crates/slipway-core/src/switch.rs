@@ -42,7 +42,11 @@ pub enum LearnError {
 
 impl Switch {
     pub fn new(gateway_mac: Mac) -> Self {
-        Self { macs: HashMap::with_capacity(64), ports: Vec::new(), gateway_mac }
+        Self {
+            macs: HashMap::with_capacity(64),
+            ports: Vec::new(),
+            gateway_mac,
+        }
     }
 
     /// Open a port for a new guest link. None when [`MAX_PORTS`] are open.
@@ -66,7 +70,11 @@ impl Switch {
     }
 
     pub fn ports_up(&self) -> impl Iterator<Item = u16> + '_ {
-        self.ports.iter().enumerate().filter(|(_, up)| **up).map(|(i, _)| i as u16)
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(_, up)| **up)
+            .map(|(i, _)| i as u16)
     }
 
     pub fn port_of(&self, mac: &Mac) -> Option<u16> {
@@ -87,15 +95,35 @@ impl Switch {
             None => return Err(LearnError::TableFull),
         }
         if dst == self.gateway_mac {
-            return Ok(Forwarding { to_gateway: true, to_port: None, flood: false });
+            return Ok(Forwarding {
+                to_gateway: true,
+                to_port: None,
+                flood: false,
+            });
         }
         if dst[0] & 1 == 1 {
-            return Ok(Forwarding { to_gateway: true, to_port: None, flood: true });
+            return Ok(Forwarding {
+                to_gateway: true,
+                to_port: None,
+                flood: true,
+            });
         }
         match self.macs.get(&dst) {
-            Some(&p) if p == port => Ok(Forwarding { to_gateway: false, to_port: None, flood: false }),
-            Some(&p) => Ok(Forwarding { to_gateway: false, to_port: Some(p), flood: false }),
-            None => Ok(Forwarding { to_gateway: false, to_port: None, flood: true }),
+            Some(&p) if p == port => Ok(Forwarding {
+                to_gateway: false,
+                to_port: None,
+                flood: false,
+            }),
+            Some(&p) => Ok(Forwarding {
+                to_gateway: false,
+                to_port: Some(p),
+                flood: false,
+            }),
+            None => Ok(Forwarding {
+                to_gateway: false,
+                to_port: None,
+                flood: true,
+            }),
         }
     }
 }
@@ -113,10 +141,31 @@ mod tests {
         let pa = s.port_up().unwrap();
         let pb = s.port_up().unwrap();
         // Unknown unicast floods, broadcast goes to gateway and floods.
-        assert_eq!(s.forward(pa, A, B).unwrap(), Forwarding { to_gateway: false, to_port: None, flood: true });
-        assert_eq!(s.forward(pb, B, [0xff; 6]).unwrap(), Forwarding { to_gateway: true, to_port: None, flood: true });
+        assert_eq!(
+            s.forward(pa, A, B).unwrap(),
+            Forwarding {
+                to_gateway: false,
+                to_port: None,
+                flood: true
+            }
+        );
+        assert_eq!(
+            s.forward(pb, B, [0xff; 6]).unwrap(),
+            Forwarding {
+                to_gateway: true,
+                to_port: None,
+                flood: true
+            }
+        );
         assert_eq!(s.forward(pa, A, B).unwrap().to_port, Some(pb));
-        assert_eq!(s.forward(pb, B, GW).unwrap(), Forwarding { to_gateway: true, to_port: None, flood: false });
+        assert_eq!(
+            s.forward(pb, B, GW).unwrap(),
+            Forwarding {
+                to_gateway: true,
+                to_port: None,
+                flood: false
+            }
+        );
         assert_eq!(s.port_of(&A), Some(pa));
         s.port_down(pa);
         assert_eq!(s.port_of(&A), None);
@@ -137,6 +186,9 @@ mod tests {
             let m = [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
             s.forward(p, m, GW).unwrap();
         }
-        assert_eq!(s.forward(p, [2, 1, 1, 1, 1, 1], GW), Err(LearnError::TableFull));
+        assert_eq!(
+            s.forward(p, [2, 1, 1, 1, 1, 1], GW),
+            Err(LearnError::TableFull)
+        );
     }
 }

@@ -36,7 +36,11 @@ pub struct TxQueue {
 
 impl TxQueue {
     pub fn new() -> Self {
-        Self { arena: Vec::with_capacity(TX_BUDGET + (1 << 17)), frames: Vec::with_capacity(1024), reserved_at: 0 }
+        Self {
+            arena: Vec::with_capacity(TX_BUDGET + (1 << 17)),
+            frames: Vec::with_capacity(1024),
+            reserved_at: 0,
+        }
     }
 
     /// Reserve `len` zeroed-or-stale bytes at the end of the arena for a frame (or for several
@@ -57,7 +61,11 @@ impl TxQueue {
     pub fn commit_at(&mut self, dest: TxDest, offset: usize, len: usize) {
         let start = self.reserved_at + offset;
         debug_assert!(start + len <= self.arena.len());
-        self.frames.push(TxFrame { dest, start: start as u32, len: len as u32 });
+        self.frames.push(TxFrame {
+            dest,
+            start: start as u32,
+            len: len as u32,
+        });
     }
 
     /// Finish a reservation, keeping only the first `used` bytes of it.
@@ -67,7 +75,12 @@ impl TxQueue {
 
     /// Reserve, fill with `build` and commit one frame of at most `max_len` bytes; `build` returns
     /// the length used (0 = nothing to send).
-    pub fn push_with(&mut self, dest: TxDest, max_len: usize, build: impl FnOnce(&mut [u8]) -> usize) {
+    pub fn push_with(
+        &mut self,
+        dest: TxDest,
+        max_len: usize,
+        build: impl FnOnce(&mut [u8]) -> usize,
+    ) {
         let buf = self.reserve(max_len);
         let used = build(buf);
         if used > 0 {
@@ -80,7 +93,11 @@ impl TxQueue {
     pub fn push_copy(&mut self, dest: TxDest, frame: &[u8]) {
         let start = self.arena.len();
         self.arena.extend_from_slice(frame);
-        self.frames.push(TxFrame { dest, start: start as u32, len: frame.len() as u32 });
+        self.frames.push(TxFrame {
+            dest,
+            start: start as u32,
+            len: frame.len() as u32,
+        });
     }
 
     pub fn over_budget(&self) -> bool {
@@ -96,7 +113,12 @@ impl TxQueue {
     }
 
     pub fn frames(&self) -> impl Iterator<Item = (TxDest, &[u8])> + '_ {
-        self.frames.iter().map(|f| (f.dest, &self.arena[f.start as usize..(f.start + f.len) as usize]))
+        self.frames.iter().map(|f| {
+            (
+                f.dest,
+                &self.arena[f.start as usize..(f.start + f.len) as usize],
+            )
+        })
     }
 
     pub fn clear(&mut self) {

@@ -18,7 +18,6 @@ const ALIAS: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 254);
 #[derive(Default)]
 struct SimTcp {
     target: Option<TcpTarget>,
-    connected: bool,
     /// Bytes the engine wrote (what the host application received).
     written: Vec<u8>,
     /// Free space of the send buffer.
@@ -41,7 +40,10 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
-        Self { default_space: 1 << 20, ..Default::default() }
+        Self {
+            default_space: 1 << 20,
+            ..Default::default()
+        }
     }
     fn only(&mut self) -> &mut SimTcp {
         assert_eq!(self.tcp.len(), 1);
@@ -59,9 +61,17 @@ impl HostSockets for Sim {
         let _ = self.connect_result;
         self.tcp.insert(
             id.index,
-            SimTcp { target: Some(target), connected: !self.in_progress, send_space: self.default_space, ..Default::default() },
+            SimTcp {
+                target: Some(target),
+                send_space: self.default_space,
+                ..Default::default()
+            },
         );
-        Ok(if self.in_progress { ConnectProgress::InProgress } else { ConnectProgress::Connected })
+        Ok(if self.in_progress {
+            ConnectProgress::InProgress
+        } else {
+            ConnectProgress::Connected
+        })
     }
     fn tcp_connect_result(&mut self, _id: SocketRef) -> io::Result<()> {
         match self.connect_errno {
@@ -79,10 +89,19 @@ impl HostSockets for Sim {
         s.send_space -= n;
         Ok(n)
     }
-    fn tcp_peek(&mut self, id: SocketRef, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+    fn tcp_peek(
+        &mut self,
+        id: SocketRef,
+        offset: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> io::Result<usize> {
         let s = self.tcp.get_mut(&id.index).unwrap();
         if offset >= s.queue.len() {
-            return if s.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if s.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
         }
         let mut n = 0;
         let mut it = s.queue.iter().skip(offset);
@@ -101,7 +120,11 @@ impl HostSockets for Sim {
     }
     fn tcp_discard(&mut self, id: SocketRef, len: usize) -> io::Result<()> {
         let s = self.tcp.get_mut(&id.index).unwrap();
-        assert!(len <= s.queue.len(), "discarding {len} of {}", s.queue.len());
+        assert!(
+            len <= s.queue.len(),
+            "discarding {len} of {}",
+            s.queue.len()
+        );
         s.queue.drain(..len);
         Ok(())
     }
@@ -167,8 +190,10 @@ struct Harness {
 
 impl Harness {
     fn new(mtu: u16) -> Self {
-        let mut cfg = NetworkConfig::default();
-        cfg.mtu = mtu;
+        let cfg = NetworkConfig {
+            mtu,
+            ..NetworkConfig::default()
+        };
         let mut net = Network::new(cfg, 42);
         let port = net.port_up().unwrap();
         Self {
@@ -190,7 +215,11 @@ impl Harness {
             src_port: self.guest_port,
             dst_port: self.remote_port,
             seq,
-            ack: if flags & tcp::ACK != 0 { self.guest_ack } else { 0 },
+            ack: if flags & tcp::ACK != 0 {
+                self.guest_ack
+            } else {
+                0
+            },
             flags,
             window: self.guest_window,
             syn_options: syn_opts,
@@ -198,8 +227,17 @@ impl Harness {
         let l4 = h.header_len() + payload.len();
         let mut f = vec![0u8; 34 + l4];
         f[34 + h.header_len()..].copy_from_slice(payload);
-        slipway_core::frames::write_tcp_v4(&mut f, NetworkConfig::default().gateway_mac, GUEST_MAC, GUEST_IP, ALIAS, &h, 1);
-        self.net.on_guest_frame(self.now, self.port, &f, &mut self.sim);
+        slipway_core::frames::write_tcp_v4(
+            &mut f,
+            NetworkConfig::default().gateway_mac,
+            GUEST_MAC,
+            GUEST_IP,
+            ALIAS,
+            &h,
+            1,
+        );
+        self.net
+            .on_guest_frame(self.now, self.port, &f, &mut self.sim);
         self.net.end_of_batch(self.now, &mut self.sim);
     }
 
@@ -226,7 +264,10 @@ impl Harness {
                 continue;
             }
             let seg = TcpSegment::new_checked(ip.payload()).unwrap();
-            assert!(seg.verify_v4(ip.src(), ip.dst()), "bad checksum from the engine");
+            assert!(
+                seg.verify_v4(ip.src(), ip.dst()),
+                "bad checksum from the engine"
+            );
             assert_eq!((ip.src(), ip.dst()), (ALIAS, GUEST_IP));
             let o = seg.syn_options();
             out.push(Out {
@@ -246,8 +287,12 @@ impl Harness {
 
     fn socket_event(&mut self, readable: bool, writable: bool) {
         let index = *self.sim.tcp.keys().next().unwrap();
-        let id = SocketRef { kind: slipway_core::flows::FlowKind::Tcp, index };
-        self.net.on_socket_event(self.now, id, readable, writable, &mut self.sim);
+        let id = SocketRef {
+            kind: slipway_core::flows::FlowKind::Tcp,
+            index,
+        };
+        self.net
+            .on_socket_event(self.now, id, readable, writable, &mut self.sim);
     }
 
     fn advance(&mut self, d: Duration) {
@@ -258,7 +303,15 @@ impl Harness {
     /// SYN → SYN-ACK → ACK.
     fn establish(&mut self) -> Out {
         let seq = self.guest_seq;
-        self.send(tcp::SYN, seq, &[], Some(SynOptions { mss: Some(1460), window_scale: Some(7) }));
+        self.send(
+            tcp::SYN,
+            seq,
+            &[],
+            Some(SynOptions {
+                mss: Some(1460),
+                window_scale: Some(7),
+            }),
+        );
         self.guest_seq += 1;
         let out = self.take();
         assert_eq!(out.len(), 1, "{out:?}");
@@ -291,7 +344,10 @@ fn handshake_maps_alias_to_host_loopback_and_negotiates_options() {
     assert_eq!(sa.mss, Some(1460));
     assert_eq!(sa.wscale, Some(7));
     let s = h.sim.only();
-    assert_eq!(s.target, Some(TcpTarget::Host("127.0.0.1:8080".parse().unwrap())));
+    assert_eq!(
+        s.target,
+        Some(TcpTarget::Host("127.0.0.1:8080".parse().unwrap()))
+    );
     assert_eq!(h.net.tcp().flow_count(), 1);
 }
 
@@ -320,7 +376,10 @@ fn data_both_ways_and_orderly_close() {
     assert_eq!(got, body);
     h.guest_ack = h.guest_ack.wrapping_add(body.len() as u32);
     h.ack();
-    assert!(h.sim.only().queue.is_empty(), "acknowledged bytes are discarded from the socket");
+    assert!(
+        h.sim.only().queue.is_empty(),
+        "acknowledged bytes are discarded from the socket"
+    );
 
     // Host closes → FIN after the data; guest FIN → shutdown(SHUT_WR); flow freed.
     h.sim.only().eof = true;
@@ -423,7 +482,11 @@ fn guest_data_beyond_the_send_buffer_is_not_acknowledged() {
     h.data(b"0123456789abcdef");
     let a = h.take();
     assert_eq!(a.len(), 1);
-    assert_eq!(a[0].ack, h.guest_seq - 6, "only what the kernel accepted is acknowledged");
+    assert_eq!(
+        a[0].ack,
+        h.guest_seq - 6,
+        "only what the kernel accepted is acknowledged"
+    );
     assert_eq!(a[0].window, 0);
     // A segment after the gap is not written: duplicate ACK.
     let seq = h.guest_seq;
@@ -463,7 +526,10 @@ fn slow_connect_times_out_with_icmp_and_does_not_block_others() {
     h.establish();
     h.advance(Duration::from_secs(31));
     h.take();
-    assert_eq!(h.icmp, 100, "each timed-out connect gets an ICMP unreachable");
+    assert_eq!(
+        h.icmp, 100,
+        "each timed-out connect gets an ICMP unreachable"
+    );
     assert_eq!(h.net.tcp().flow_count(), 1);
 }
 
@@ -492,7 +558,15 @@ fn segment_without_flow_gets_reset() {
 fn large_mtu_uses_large_segments() {
     let mut h = Harness::new(65520);
     let seq = h.guest_seq;
-    h.send(tcp::SYN, seq, &[], Some(SynOptions { mss: Some(65480), window_scale: Some(9) }));
+    h.send(
+        tcp::SYN,
+        seq,
+        &[],
+        Some(SynOptions {
+            mss: Some(65480),
+            window_scale: Some(9),
+        }),
+    );
     h.guest_seq += 1;
     let sa = h.take();
     assert_eq!(sa[0].mss, Some(65480));
@@ -517,5 +591,8 @@ fn egress_policy_refuses_with_reset() {
     h.send(tcp::SYN, seq, &[], None);
     let out = h.take();
     assert_eq!(out[0].flags & tcp::RST, tcp::RST);
-    assert!(h.sim.tcp.is_empty(), "no host socket for a denied destination");
+    assert!(
+        h.sim.tcp.is_empty(),
+        "no host socket for a denied destination"
+    );
 }

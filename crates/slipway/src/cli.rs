@@ -116,31 +116,47 @@ pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, CliError> {
         return Ok(a);
     }
     let trimmed = s.trim_start_matches('[').trim_end_matches(']');
-    trimmed.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)).map_err(|_| CliError::DnsUpstream(s.to_string()))
+    trimmed
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| CliError::DnsUpstream(s.to_string()))
 }
 
 impl ServeArgs {
     /// Validate everything into the network's configuration.
     pub fn network_config(&self) -> Result<NetworkConfig, CliError> {
-        let cidr: IpCidr = self.subnet.parse().map_err(|e: slipway_core::config::CidrError| CliError::Subnet {
+        let cidr: IpCidr = self
+            .subnet
+            .parse()
+            .map_err(|e: slipway_core::config::CidrError| CliError::Subnet {
+                value: self.subnet.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut cfg = NetworkConfig::from_subnet(cidr).map_err(|e| CliError::Subnet {
             value: self.subnet.clone(),
             reason: e.to_string(),
         })?;
-        let mut cfg = NetworkConfig::from_subnet(cidr).map_err(|e| CliError::Subnet { value: self.subnet.clone(), reason: e.to_string() })?;
         cfg.set_mtu(self.mtu)?;
         if self.no_host_loopback {
             cfg.host_loopback_alias = None;
         }
         for e in &self.egress_allow {
-            let c: IpCidr = e.parse().map_err(|err: slipway_core::config::CidrError| CliError::EgressAllow {
-                value: e.clone(),
-                reason: err.to_string(),
+            let c: IpCidr = e.parse().map_err(|err: slipway_core::config::CidrError| {
+                CliError::EgressAllow {
+                    value: e.clone(),
+                    reason: err.to_string(),
+                }
             })?;
             cfg.egress_allow.push(c);
         }
         for r in &self.dns_record {
-            let (name, ip) = r.split_once('=').ok_or_else(|| CliError::DnsRecord(r.clone()))?;
-            let ip: IpAddr = ip.trim().parse().map_err(|_| CliError::DnsRecord(r.clone()))?;
+            let (name, ip) = r
+                .split_once('=')
+                .ok_or_else(|| CliError::DnsRecord(r.clone()))?;
+            let ip: IpAddr = ip
+                .trim()
+                .parse()
+                .map_err(|_| CliError::DnsRecord(r.clone()))?;
             let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
             if name.is_empty() {
                 return Err(CliError::DnsRecord(r.clone()));
@@ -151,11 +167,19 @@ impl ServeArgs {
     }
 
     pub fn dns_upstreams(&self) -> Result<Vec<SocketAddr>, CliError> {
-        self.dns_upstream.iter().map(|s| parse_dns_upstream(s)).collect()
+        self.dns_upstream
+            .iter()
+            .map(|s| parse_dns_upstream(s))
+            .collect()
     }
 
     pub fn has_links(&self) -> bool {
-        !(self.qemu.is_empty() && self.dgram.is_empty() && self.vpnkit.is_empty() && self.bess.is_empty() && !self.stdio && self.netns.is_empty())
+        !(self.qemu.is_empty()
+            && self.dgram.is_empty()
+            && self.vpnkit.is_empty()
+            && self.bess.is_empty()
+            && !self.stdio
+            && self.netns.is_empty())
     }
 }
 
@@ -173,11 +197,20 @@ mod tests {
 
     #[test]
     fn bad_subnet_says_what_is_wrong() {
-        let e = serve(&["--subnet", "300.1.2.3/24"]).network_config().unwrap_err().to_string();
+        let e = serve(&["--subnet", "300.1.2.3/24"])
+            .network_config()
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "--subnet 300.1.2.3/24: '300.1.2.3' is not an IP address");
-        let e = serve(&["--subnet", "10.0.0.0/31"]).network_config().unwrap_err().to_string();
+        let e = serve(&["--subnet", "10.0.0.0/31"])
+            .network_config()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("between /8 and /30"), "{e}");
-        let e = serve(&["--mtu", "70000"]).network_config().unwrap_err().to_string();
+        let e = serve(&["--mtu", "70000"])
+            .network_config()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("576 and 65520"), "{e}");
     }
 
@@ -205,10 +238,23 @@ mod tests {
         assert_eq!(c.mtu, 65520);
         assert_eq!(c.host_loopback_alias, None);
         assert_eq!(c.egress_allow.len(), 1);
-        assert_eq!(c.dns_records, vec![("db.internal".to_string(), "10.0.2.254".parse().unwrap())]);
-        assert_eq!(a.dns_upstreams().unwrap(), vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!(
+            c.dns_records,
+            vec![("db.internal".to_string(), "10.0.2.254".parse().unwrap())]
+        );
+        assert_eq!(
+            a.dns_upstreams().unwrap(),
+            vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
         assert!(a.has_links());
-        assert!(serve(&["--dns-record", "nonsense"]).network_config().is_err());
-        assert!(serve(&["--dns-upstream", "host:53"]).dns_upstreams().is_err());
+        assert!(serve(&["--dns-record", "nonsense"])
+            .network_config()
+            .is_err());
+        assert!(serve(&["--dns-upstream", "host:53"])
+            .dns_upstreams()
+            .is_err());
     }
 }

@@ -19,9 +19,9 @@ use slipway_core::tx::TxDest;
 use slipway_core::Network;
 use std::cell::RefCell;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -79,7 +79,10 @@ impl Driver {
         // batch in which they were accepted.
         let dns_streams: Rc<RefCell<Vec<UnixStream>>> = Rc::default();
         let queue = dns_streams.clone();
-        let sockets = HostSocketTable::new(poll.registry().try_clone()?, Some(Box::new(move |s| queue.borrow_mut().push(s))));
+        let sockets = HostSocketTable::new(
+            poll.registry().try_clone()?,
+            Some(Box::new(move |s| queue.borrow_mut().push(s))),
+        );
         Ok(Self {
             poll,
             net,
@@ -106,7 +109,9 @@ impl Driver {
 
     pub fn add_listener(&mut self, mut l: Box<dyn LinkListener>) -> io::Result<()> {
         let token = Token(LISTENER_BASE + self.listeners.len());
-        self.poll.registry().register(l.source(), token, Interest::READABLE)?;
+        self.poll
+            .registry()
+            .register(l.source(), token, Interest::READABLE)?;
         tracing::info!("listening for guests on {}", l.describe());
         self.listeners.push(l);
         Ok(())
@@ -114,16 +119,26 @@ impl Driver {
 
     /// Attach a guest link; returns its switch port.
     pub fn add_link(&mut self, mut link: Box<dyn GuestLink>) -> io::Result<u16> {
-        let port = self.net.port_up().ok_or_else(|| io::Error::other("the switch has no free port"))?;
+        let port = self
+            .net
+            .port_up()
+            .ok_or_else(|| io::Error::other("the switch has no free port"))?;
         let token = Token(LINK_BASE + usize::from(port));
-        self.poll.registry().register(link.source(), token, Interest::READABLE | Interest::WRITABLE)?;
+        self.poll.registry().register(
+            link.source(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         tracing::info!("guest link up: {} (port {port})", link.describe());
         let i = usize::from(port);
         if self.links.len() <= i {
             self.links.resize_with(i + 1, || None);
         }
         // Frames already buffered by a handshake may be waiting: read once right away.
-        self.links[i] = Some(LinkSlot { link, more_to_read: true });
+        self.links[i] = Some(LinkSlot {
+            link,
+            more_to_read: true,
+        });
         Ok(port)
     }
 
@@ -144,7 +159,13 @@ impl Driver {
 
     fn read_link(&mut self, port: u16) {
         let now = self.now();
-        let Some(slot) = self.links.get_mut(usize::from(port)).and_then(|s| s.as_mut()) else { return };
+        let Some(slot) = self
+            .links
+            .get_mut(usize::from(port))
+            .and_then(|s| s.as_mut())
+        else {
+            return;
+        };
         let net = &mut self.net;
         let sockets = &mut self.sockets;
         let pcap = &mut self.pcap;
@@ -171,7 +192,10 @@ impl Driver {
         let links = match self.listeners[i].accept() {
             Ok(links) => links,
             Err(e) => {
-                tracing::warn!("accepting a guest on {} failed: {e}", self.listeners[i].describe());
+                tracing::warn!(
+                    "accepting a guest on {} failed: {e}",
+                    self.listeners[i].describe()
+                );
                 return;
             }
         };
@@ -229,12 +253,25 @@ impl Driver {
             self.dns.serve_tcp(stream);
         }
         while let Ok(reply) = self.dns_replies.try_recv() {
-            let (IpAddr::V4(ip), IpAddr::V4(server)) = (reply.client.guest_ip, reply.client.server_ip) else { continue };
-            self.net.on_dns_reply((reply.client.guest_mac, ip, reply.client.guest_port), server, &reply.payload);
+            let (IpAddr::V4(ip), IpAddr::V4(server)) =
+                (reply.client.guest_ip, reply.client.server_ip)
+            else {
+                continue;
+            };
+            self.net.on_dns_reply(
+                (reply.client.guest_mac, ip, reply.client.guest_port),
+                server,
+                &reply.payload,
+            );
         }
         let queries: Vec<_> = self.net.take_dns_queries().collect();
         for q in queries {
-            let client = DnsClient { guest_mac: q.guest_mac, guest_ip: q.guest_ip.into(), guest_port: q.guest_port, server_ip: q.server_ip.into() };
+            let client = DnsClient {
+                guest_mac: q.guest_mac,
+                guest_ip: q.guest_ip.into(),
+                guest_port: q.guest_port,
+                server_ip: q.server_ip.into(),
+            };
             if !self.dns.query_udp(client, q.payload) {
                 tracing::debug!("DNS queue full; query dropped");
             }
@@ -246,16 +283,24 @@ impl Driver {
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::Relaxed) {
             let now = self.now();
-            let busy = self.net.has_pending_work() || self.links.iter().flatten().any(|s| s.more_to_read);
+            let busy =
+                self.net.has_pending_work() || self.links.iter().flatten().any(|s| s.more_to_read);
             // Datagram sockets do not signal writability when their peer drains: retry queued
             // output on a short tick instead.
-            let backlog = self.links.iter().flatten().any(|s| s.link.has_pending_output());
+            let backlog = self
+                .links
+                .iter()
+                .flatten()
+                .any(|s| s.link.has_pending_output());
             let timeout = if busy {
                 Duration::ZERO
             } else if backlog {
                 OUTPUT_RETRY
             } else {
-                self.net.next_deadline().saturating_sub(now).min(Duration::from_millis(500))
+                self.net
+                    .next_deadline()
+                    .saturating_sub(now)
+                    .min(Duration::from_millis(500))
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -270,11 +315,16 @@ impl Driver {
                 } else if let Some(id) = socket_ref(t) {
                     let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                     let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                    self.net.on_socket_event(now, id, readable, writable, &mut self.sockets);
+                    self.net
+                        .on_socket_event(now, id, readable, writable, &mut self.sockets);
                 } else if t.0 >= LINK_BASE {
                     let port = (t.0 - LINK_BASE) as u16;
                     if ev.is_writable() {
-                        if let Some(slot) = self.links.get_mut(usize::from(port)).and_then(|s| s.as_mut()) {
+                        if let Some(slot) = self
+                            .links
+                            .get_mut(usize::from(port))
+                            .and_then(|s| s.as_mut())
+                        {
                             if let Err(e) = slot.link.flush() {
                                 tracing::warn!("guest link on port {port} failed: {e}");
                                 self.remove_link(port, "write failed");
@@ -303,7 +353,10 @@ impl Driver {
             }
             // Links whose read budget ran out last time.
             for port in 0..self.links.len() as u16 {
-                if self.links[usize::from(port)].as_ref().is_some_and(|s| s.more_to_read) {
+                if self.links[usize::from(port)]
+                    .as_ref()
+                    .is_some_and(|s| s.more_to_read)
+                {
                     self.read_link(port);
                 }
             }
@@ -335,6 +388,17 @@ impl Driver {
             c.tcp_flows_closed,
             c.udp_flows_opened,
             c.dns_queries
+        );
+        let d = self.dns.counters();
+        tracing::info!(
+            "DNS: {} UDP and {} TCP queries, {} answered locally, {} forwarded, {} upstream timeouts, {} SERVFAIL, {} dropped",
+            d.udp_queries,
+            d.tcp_queries,
+            d.local_answers,
+            d.forwarded,
+            d.upstream_timeouts,
+            d.servfail,
+            d.dropped
         );
         for (reason, n) in c.drops() {
             tracing::info!("dropped {reason}: {n}");

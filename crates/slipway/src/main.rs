@@ -61,7 +61,9 @@ fn random_seed() -> u64 {
     // SAFETY: getrandom writes at most b.len() bytes into b.
     let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, b.len(), 0) };
     if n != 8 {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         return t.as_nanos() as u64 ^ u64::from(std::process::id());
     }
     u64::from_ne_bytes(b)
@@ -74,8 +76,13 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -97,11 +104,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     dns_cfg.upstreams = upstreams;
     dns_cfg.resolv_conf = resolv_conf;
     let pcap = match &args.pcap {
-        Some(p) => Some(pcap::PcapWriter::create(p).with_context(|| format!("cannot create the capture file {}", p.display()))?),
+        Some(p) => Some(
+            pcap::PcapWriter::create(p)
+                .with_context(|| format!("cannot create the capture file {}", p.display()))?,
+        ),
         None => None,
     };
-    let mut driver = event_loop::Driver::new(net, |on_reply| dns_forwarder::DnsForwarder::spawn(dns_cfg, on_reply), pcap, stop)
-        .context("cannot start the event loop")?;
+    let mut driver = event_loop::Driver::new(
+        net,
+        |on_reply| dns_forwarder::DnsForwarder::spawn(dns_cfg, on_reply),
+        pcap,
+        stop,
+    )
+    .context("cannot start the event loop")?;
 
     for p in &args.qemu {
         driver.add_listener(Box::new(link::QemuListener::bind(p)?))?;
@@ -128,7 +143,12 @@ fn serve(args: ServeArgs) -> Result<()> {
             .network()
             .dhcp_mut()
             .assign(now, mac)
-            .with_context(|| format!("no free address in {} for the namespace {target}", args.subnet))?;
+            .with_context(|| {
+                format!(
+                    "no free address in {} for the namespace {target}",
+                    args.subnet
+                )
+            })?;
         let setup = netns::TapSetup {
             name: args.tap_name.clone(),
             mtu: cfg.mtu,
@@ -138,7 +158,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         };
         let fd = netns::open_tap(&target, &setup)?;
         let port = driver.add_link(Box::new(link::TapLink::new(fd)?))?;
-        tracing::info!("namespace {target}: {} is {address}/{} via {} (port {port})", args.tap_name, cfg.prefix, cfg.gateway);
+        tracing::info!(
+            "namespace {target}: {} is {address}/{} via {} (port {port})",
+            args.tap_name,
+            cfg.prefix,
+            cfg.gateway
+        );
     }
     driver.run()?;
     Ok(())

@@ -30,14 +30,20 @@ impl PcapWriter {
 
     pub fn record(&mut self, frame: &[u8]) {
         let Some(out) = self.out.as_mut() else { return };
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let cap = frame.len().min(SNAPLEN as usize);
         let mut h = [0u8; 16];
         h[0..4].copy_from_slice(&(t.as_secs() as u32).to_le_bytes());
         h[4..8].copy_from_slice(&t.subsec_micros().to_le_bytes());
         h[8..12].copy_from_slice(&(cap as u32).to_le_bytes());
         h[12..16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
-        if out.write_all(&h).and_then(|_| out.write_all(&frame[..cap])).is_err() {
+        if out
+            .write_all(&h)
+            .and_then(|_| out.write_all(&frame[..cap]))
+            .is_err()
+        {
             tracing::warn!("pcap: write failed; capture stopped");
             self.out = None;
         }

@@ -40,7 +40,10 @@ pub fn socket_ref(token: Token) -> Option<SocketRef> {
         2 => FlowKind::Icmp,
         _ => return None,
     };
-    Some(SocketRef { kind, index: (v & ((1 << 28) - 1)) as u32 })
+    Some(SocketRef {
+        kind,
+        index: (v & ((1 << 28) - 1)) as u32,
+    })
 }
 
 struct TcpSock {
@@ -85,11 +88,22 @@ fn cvt(r: libc::ssize_t) -> io::Result<usize> {
 
 impl HostSocketTable {
     pub fn new(registry: Registry, dns_tcp: Option<DnsTcpHandler>) -> Self {
-        Self { registry, tcp: Vec::new(), udp: Vec::new(), ping: Vec::new(), scratch: Vec::new(), dns_tcp }
+        Self {
+            registry,
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            ping: Vec::new(),
+            scratch: Vec::new(),
+            dns_tcp,
+        }
     }
 
     fn register(&self, fd: RawFd, id: SocketRef) -> io::Result<()> {
-        self.registry.register(&mut SourceFd(&fd), token_for(id), Interest::READABLE | Interest::WRITABLE)
+        self.registry.register(
+            &mut SourceFd(&fd),
+            token_for(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )
     }
 
     fn deregister(&self, fd: RawFd) {
@@ -97,7 +111,10 @@ impl HostSocketTable {
     }
 
     fn tcp_sock(&mut self, id: SocketRef) -> io::Result<&mut TcpSock> {
-        self.tcp.get_mut(id.index as usize).and_then(|s| s.as_mut()).ok_or_else(not_open)
+        self.tcp
+            .get_mut(id.index as usize)
+            .and_then(|s| s.as_mut())
+            .ok_or_else(not_open)
     }
 
     fn open_tcp_fd(&mut self, id: SocketRef, fd: OwnedFd, is_tcp: bool) -> io::Result<()> {
@@ -113,7 +130,11 @@ impl HostSocketTable {
             ) == 0
         };
         self.register(fd.as_raw_fd(), id)?;
-        *slot(&mut self.tcp, id.index) = Some(TcpSock { fd, is_tcp, peek_off: peek.then_some(0) });
+        *slot(&mut self.tcp, id.index) = Some(TcpSock {
+            fd,
+            is_tcp,
+            peek_off: peek.then_some(0),
+        });
         Ok(())
     }
 }
@@ -140,11 +161,17 @@ impl HostSockets for HostSocketTable {
                 Ok(ConnectProgress::Connected)
             }
             TcpTarget::Host(addr) => {
-                let s = Socket::new(domain_of(&addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+                let s = Socket::new(
+                    domain_of(&addr),
+                    Type::STREAM.nonblocking().cloexec(),
+                    Some(Protocol::TCP),
+                )?;
                 s.set_tcp_nodelay(true)?;
                 let progress = match s.connect(&SockAddr::from(addr)) {
                     Ok(()) => ConnectProgress::Connected,
-                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => ConnectProgress::InProgress,
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                        ConnectProgress::InProgress
+                    }
                     Err(e) => return Err(e),
                 };
                 self.open_tcp_fd(id, OwnedFd::from(s), true)?;
@@ -158,7 +185,15 @@ impl HostSockets for HostSocketTable {
         let mut err: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: valid fd, pointers to properly sized locals.
-        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len) };
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -171,18 +206,40 @@ impl HostSockets for HostSocketTable {
     fn tcp_write(&mut self, id: SocketRef, data: &[u8]) -> io::Result<usize> {
         let fd = self.tcp_sock(id)?.fd.as_raw_fd();
         // SAFETY: valid fd and buffer.
-        cvt(unsafe { libc::send(fd, data.as_ptr() as *const libc::c_void, data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+        cvt(unsafe {
+            libc::send(
+                fd,
+                data.as_ptr() as *const libc::c_void,
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        })
     }
 
-    fn tcp_peek(&mut self, id: SocketRef, offset: usize, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let sock = self.tcp.get_mut(id.index as usize).and_then(|s| s.as_mut()).ok_or_else(not_open)?;
+    fn tcp_peek(
+        &mut self,
+        id: SocketRef,
+        offset: usize,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> io::Result<usize> {
+        let sock = self
+            .tcp
+            .get_mut(id.index as usize)
+            .and_then(|s| s.as_mut())
+            .ok_or_else(not_open)?;
         let fd = sock.fd.as_raw_fd();
         if let Some(current) = sock.peek_off {
             if current != offset {
                 let v = offset as libc::c_int;
                 // SAFETY: valid fd; c_int option value.
                 let r = unsafe {
-                    libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, &v as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_PEEK_OFF,
+                        &v as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
                 };
                 if r < 0 {
                     return Err(io::Error::last_os_error());
@@ -194,7 +251,11 @@ impl HostSockets for HostSocketTable {
                 let mut msg: libc::msghdr = std::mem::zeroed();
                 msg.msg_iov = bufs.as_mut_ptr() as *mut libc::iovec;
                 msg.msg_iovlen = bufs.len();
-                cvt(libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT))?
+                cvt(libc::recvmsg(
+                    fd,
+                    &mut msg,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                ))?
             };
             sock.peek_off = Some(offset + n);
             return Ok(n);
@@ -203,7 +264,14 @@ impl HostSockets for HostSocketTable {
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         self.scratch.resize(offset + want, 0);
         // SAFETY: valid fd, scratch is offset + want bytes long.
-        let n = cvt(unsafe { libc::recv(fd, self.scratch.as_mut_ptr() as *mut libc::c_void, offset + want, libc::MSG_PEEK | libc::MSG_DONTWAIT) })?;
+        let n = cvt(unsafe {
+            libc::recv(
+                fd,
+                self.scratch.as_mut_ptr() as *mut libc::c_void,
+                offset + want,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        })?;
         if n == 0 {
             return Ok(0);
         }
@@ -225,19 +293,37 @@ impl HostSockets for HostSocketTable {
     }
 
     fn tcp_discard(&mut self, id: SocketRef, len: usize) -> io::Result<()> {
-        let sock = self.tcp.get_mut(id.index as usize).and_then(|s| s.as_mut()).ok_or_else(not_open)?;
+        let sock = self
+            .tcp
+            .get_mut(id.index as usize)
+            .and_then(|s| s.as_mut())
+            .ok_or_else(not_open)?;
         let fd = sock.fd.as_raw_fd();
         let mut left = len;
         while left > 0 {
             let n = if sock.is_tcp {
                 // SAFETY: on TCP, MSG_TRUNC with a null buffer drops bytes from the receive queue.
-                cvt(unsafe { libc::recv(fd, std::ptr::null_mut(), left, libc::MSG_TRUNC | libc::MSG_DONTWAIT) })?
+                cvt(unsafe {
+                    libc::recv(
+                        fd,
+                        std::ptr::null_mut(),
+                        left,
+                        libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                    )
+                })?
             } else {
                 // Unix streams have no discard: read into scratch space.
                 let chunk = left.min(1 << 16);
                 self.scratch.resize(chunk.max(self.scratch.len()), 0);
                 // SAFETY: valid fd; scratch holds at least `chunk` bytes.
-                cvt(unsafe { libc::recv(fd, self.scratch.as_mut_ptr() as *mut libc::c_void, chunk, libc::MSG_DONTWAIT) })?
+                cvt(unsafe {
+                    libc::recv(
+                        fd,
+                        self.scratch.as_mut_ptr() as *mut libc::c_void,
+                        chunk,
+                        libc::MSG_DONTWAIT,
+                    )
+                })?
             };
             if n == 0 {
                 break;
@@ -252,14 +338,24 @@ impl HostSockets for HostSocketTable {
     }
 
     fn tcp_send_space(&mut self, id: SocketRef) -> usize {
-        let Ok(sock) = self.tcp_sock(id) else { return 0 };
+        let Ok(sock) = self.tcp_sock(id) else {
+            return 0;
+        };
         let fd = sock.fd.as_raw_fd();
         // SO_MEMINFO reports the send buffer and the memory queued in it exactly as the kernel
         // judges them when a write arrives (truesize, not payload).
         let mut info = [0u32; 9];
         let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
         // SAFETY: valid fd; the kernel writes at most `len` bytes into `info`.
-        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_MEMINFO, info.as_mut_ptr() as *mut libc::c_void, &mut len) };
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr() as *mut libc::c_void,
+                &mut len,
+            )
+        };
         if r < 0 || (len as usize) < 6 * 4 {
             return 0;
         }
@@ -281,34 +377,75 @@ impl HostSockets for HostSocketTable {
             let fd = s.fd.as_raw_fd();
             self.deregister(fd);
             if abort {
-                let l = libc::linger { l_onoff: 1, l_linger: 0 };
+                let l = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
                 // SAFETY: valid fd; linger struct.
                 unsafe {
-                    libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l as *const _ as *const libc::c_void, std::mem::size_of::<libc::linger>() as libc::socklen_t)
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &l as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
                 };
             }
         }
     }
 
     fn udp_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<()> {
-        let s = Socket::new(domain_of(&dst), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+        let s = Socket::new(
+            domain_of(&dst),
+            Type::DGRAM.nonblocking().cloexec(),
+            Some(Protocol::UDP),
+        )?;
         s.connect(&SockAddr::from(dst))?;
         let fd = OwnedFd::from(s);
-        self.registry.register(&mut SourceFd(&fd.as_raw_fd()), token_for(id), Interest::READABLE)?;
+        self.registry.register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            token_for(id),
+            Interest::READABLE,
+        )?;
         *slot(&mut self.udp, id.index) = Some(fd);
         Ok(())
     }
 
     fn udp_send(&mut self, id: SocketRef, payload: &[u8]) -> io::Result<usize> {
-        let fd = self.udp.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        let fd = self
+            .udp
+            .get(id.index as usize)
+            .and_then(|s| s.as_ref())
+            .ok_or_else(not_open)?
+            .as_raw_fd();
         // SAFETY: valid fd and buffer.
-        cvt(unsafe { libc::send(fd, payload.as_ptr() as *const libc::c_void, payload.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+        cvt(unsafe {
+            libc::send(
+                fd,
+                payload.as_ptr() as *const libc::c_void,
+                payload.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        })
     }
 
     fn udp_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = self.udp.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        let fd = self
+            .udp
+            .get(id.index as usize)
+            .and_then(|s| s.as_ref())
+            .ok_or_else(not_open)?
+            .as_raw_fd();
         // SAFETY: valid fd and buffer.
-        cvt(unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) })
+        cvt(unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
     }
 
     fn udp_close(&mut self, id: SocketRef) {
@@ -318,26 +455,62 @@ impl HostSockets for HostSocketTable {
     }
 
     fn ping_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<u16> {
-        let proto = if dst.is_ipv4() { Protocol::ICMPV4 } else { Protocol::ICMPV6 };
-        let s = Socket::new(domain_of(&dst), Type::DGRAM.nonblocking().cloexec(), Some(proto))?;
+        let proto = if dst.is_ipv4() {
+            Protocol::ICMPV4
+        } else {
+            Protocol::ICMPV6
+        };
+        let s = Socket::new(
+            domain_of(&dst),
+            Type::DGRAM.nonblocking().cloexec(),
+            Some(proto),
+        )?;
         s.connect(&SockAddr::from(dst))?;
         let ident = s.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(0);
         let fd = OwnedFd::from(s);
-        self.registry.register(&mut SourceFd(&fd.as_raw_fd()), token_for(id), Interest::READABLE)?;
+        self.registry.register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            token_for(id),
+            Interest::READABLE,
+        )?;
         *slot(&mut self.ping, id.index) = Some(fd);
         Ok(ident)
     }
 
     fn ping_send(&mut self, id: SocketRef, message: &[u8]) -> io::Result<usize> {
-        let fd = self.ping.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        let fd = self
+            .ping
+            .get(id.index as usize)
+            .and_then(|s| s.as_ref())
+            .ok_or_else(not_open)?
+            .as_raw_fd();
         // SAFETY: valid fd and buffer.
-        cvt(unsafe { libc::send(fd, message.as_ptr() as *const libc::c_void, message.len(), libc::MSG_DONTWAIT) })
+        cvt(unsafe {
+            libc::send(
+                fd,
+                message.as_ptr() as *const libc::c_void,
+                message.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
     }
 
     fn ping_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = self.ping.get(id.index as usize).and_then(|s| s.as_ref()).ok_or_else(not_open)?.as_raw_fd();
+        let fd = self
+            .ping
+            .get(id.index as usize)
+            .and_then(|s| s.as_ref())
+            .ok_or_else(not_open)?
+            .as_raw_fd();
         // SAFETY: valid fd and buffer.
-        cvt(unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) })
+        cvt(unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
     }
 
     fn ping_close(&mut self, id: SocketRef) {
@@ -368,22 +541,36 @@ mod tests {
         peer.write_all(b"0123456789").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut a = [0u8; 4];
-        let n = table.tcp_peek(id, 0, &mut [IoSliceMut::new(&mut a)]).unwrap();
+        let n = table
+            .tcp_peek(id, 0, &mut [IoSliceMut::new(&mut a)])
+            .unwrap();
         assert_eq!(&a[..n], b"0123");
         let (mut b, mut c) = ([0u8; 2], [0u8; 2]);
-        let n = table.tcp_peek(id, 4, &mut [IoSliceMut::new(&mut b), IoSliceMut::new(&mut c)]).unwrap();
+        let n = table
+            .tcp_peek(
+                id,
+                4,
+                &mut [IoSliceMut::new(&mut b), IoSliceMut::new(&mut c)],
+            )
+            .unwrap();
         assert_eq!((n, &b, &c), (4, b"45", b"67"));
         table.tcp_discard(id, 3).unwrap();
         // Offset 5 past the new head is "8".
         let mut d = [0u8; 8];
-        let n = table.tcp_peek(id, 5, &mut [IoSliceMut::new(&mut d)]).unwrap();
+        let n = table
+            .tcp_peek(id, 5, &mut [IoSliceMut::new(&mut d)])
+            .unwrap();
         assert_eq!(&d[..n], b"89");
         // Rewind (retransmission) to the head.
-        let n = table.tcp_peek(id, 0, &mut [IoSliceMut::new(&mut d)]).unwrap();
+        let n = table
+            .tcp_peek(id, 0, &mut [IoSliceMut::new(&mut d)])
+            .unwrap();
         assert_eq!(&d[..n], b"3456789");
         drop(peer);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let n = table.tcp_peek(id, 7, &mut [IoSliceMut::new(&mut d)]).unwrap();
+        let n = table
+            .tcp_peek(id, 7, &mut [IoSliceMut::new(&mut d)])
+            .unwrap();
         assert_eq!(n, 0, "end of stream after all data");
         table.tcp_close(id, false);
     }
@@ -394,7 +581,10 @@ mod tests {
         let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
         let (ours, theirs) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
-        let id = SocketRef { kind: FlowKind::Tcp, index: 3 };
+        let id = SocketRef {
+            kind: FlowKind::Tcp,
+            index: 3,
+        };
         table.open_tcp_fd(id, OwnedFd::from(ours), false).unwrap();
         peek_and_discard_sequence(&mut table, id, theirs);
     }
@@ -404,8 +594,13 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let id = SocketRef { kind: FlowKind::Tcp, index: 7 };
-        let progress = table.tcp_connect(id, TcpTarget::Host(listener.local_addr().unwrap())).unwrap();
+        let id = SocketRef {
+            kind: FlowKind::Tcp,
+            index: 7,
+        };
+        let progress = table
+            .tcp_connect(id, TcpTarget::Host(listener.local_addr().unwrap()))
+            .unwrap();
         let (peer, _) = listener.accept().unwrap();
         if progress == ConnectProgress::InProgress {
             std::thread::sleep(std::time::Duration::from_millis(20));

@@ -56,7 +56,10 @@ pub struct PingEngine {
 
 impl PingEngine {
     fn sock(index: u32) -> SocketRef {
-        SocketRef { kind: FlowKind::Icmp, index }
+        SocketRef {
+            kind: FlowKind::Icmp,
+            index,
+        }
     }
 
     /// An echo request from a guest to a host-side destination (`target` None: denied by policy).
@@ -73,7 +76,17 @@ impl PingEngine {
     ) {
         let deny = |ctx: &mut PingCtx<'_>, code| {
             if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                frames::push_unreachable_v4(ctx.tx, dest, guest_mac, ctx.gateway_mac, key.remote_ip, key.guest_ip, code, ip_packet.0, ip_packet.1);
+                frames::push_unreachable_v4(
+                    ctx.tx,
+                    dest,
+                    guest_mac,
+                    ctx.gateway_mac,
+                    key.remote_ip,
+                    key.guest_ip,
+                    code,
+                    ip_packet.0,
+                    ip_packet.1,
+                );
             }
         };
         let Some(target) = target else {
@@ -95,7 +108,9 @@ impl PingEngine {
                         (self.slots.len() - 1) as u32
                     }
                 };
-                if let Err(e) = sockets.ping_open(Self::sock(index), SocketAddr::new(target.into(), 0)) {
+                if let Err(e) =
+                    sockets.ping_open(Self::sock(index), SocketAddr::new(target.into(), 0))
+                {
                     self.free.push(index);
                     ctx.counters.drop(DropReason::IcmpSendFailed);
                     if matches!(e.kind(), io::ErrorKind::PermissionDenied) {
@@ -104,7 +119,11 @@ impl PingEngine {
                     deny(ctx, icmp::CODE_ADMIN_PROHIBITED);
                     return;
                 }
-                self.slots[index as usize] = Some(PingFlow { key, guest_mac, last_active: ctx.now });
+                self.slots[index as usize] = Some(PingFlow {
+                    key,
+                    guest_mac,
+                    last_active: ctx.now,
+                });
                 self.by_key.insert(key, index);
                 index
             }
@@ -118,8 +137,15 @@ impl PingEngine {
         }
     }
 
-    pub fn on_socket_readable(&mut self, ctx: &mut PingCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
-        let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) else { return };
+    pub fn on_socket_readable(
+        &mut self,
+        ctx: &mut PingCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+    ) {
+        let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
         let mut buf = [0u8; 2048];
         for _ in 0..64 {
             let n = match sockets.ping_recv(Self::sock(index), &mut buf) {
@@ -129,7 +155,9 @@ impl PingEngine {
             if n < icmp::HEADER_LEN || buf[0] != icmp::ECHO_REPLY {
                 continue;
             }
-            let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+            let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+                return;
+            };
             let seq = u16::from_be_bytes([buf[6], buf[7]]);
             f.last_active = ctx.now;
             frames::push_icmp_v4(
@@ -149,7 +177,10 @@ impl PingEngine {
 
     pub fn expire(&mut self, now: Duration, sockets: &mut dyn HostSockets) {
         for i in 0..self.slots.len() {
-            if self.slots[i].as_ref().is_some_and(|f| now.saturating_sub(f.last_active) >= PING_IDLE) {
+            if self.slots[i]
+                .as_ref()
+                .is_some_and(|f| now.saturating_sub(f.last_active) >= PING_IDLE)
+            {
                 if let Some(f) = self.slots[i].take() {
                     self.by_key.remove(&f.key);
                     sockets.ping_close(Self::sock(i as u32));

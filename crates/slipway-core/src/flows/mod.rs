@@ -54,7 +54,12 @@ pub trait HostSockets {
     fn tcp_write(&mut self, id: SocketRef, data: &[u8]) -> io::Result<usize>;
     /// Peek received data starting `offset` bytes past the head of the receive queue into the
     /// buffers in order (scatter). Ok(0) with non-empty buffers means end of stream at `offset`.
-    fn tcp_peek(&mut self, id: SocketRef, offset: usize, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize>;
+    fn tcp_peek(
+        &mut self,
+        id: SocketRef,
+        offset: usize,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> io::Result<usize>;
     /// Drop `len` bytes from the head of the receive queue (the guest acknowledged them).
     fn tcp_discard(&mut self, id: SocketRef, len: usize) -> io::Result<()>;
     /// Free space in the socket's send buffer: the window advertised to the guest.

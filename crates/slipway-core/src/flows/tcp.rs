@@ -232,7 +232,10 @@ impl TcpEngine {
     }
 
     fn sock(index: u32) -> SocketRef {
-        SocketRef { kind: FlowKind::Tcp, index }
+        SocketRef {
+            kind: FlowKind::Tcp,
+            index,
+        }
     }
 
     /// Handle one TCP segment from a guest. `target` is where a new connection would go (the
@@ -251,7 +254,9 @@ impl TcpEngine {
         let flags = seg.flags();
         if let Some(&index) = self.by_key.get(&key) {
             let is_new_syn = flags & (tcp::SYN | tcp::ACK) == tcp::SYN;
-            let same_isn = self.slots[index as usize].as_ref().is_some_and(|f| f.guest_isn == seg.seq());
+            let same_isn = self.slots[index as usize]
+                .as_ref()
+                .is_some_and(|f| f.guest_isn == seg.seq());
             if is_new_syn && !same_isn {
                 // The guest reuses the 4-tuple for a new connection: forget the old one.
                 self.free_flow(sockets, index, true);
@@ -348,7 +353,9 @@ impl TcpEngine {
     }
 
     fn connected(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
-        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
         f.state = State::SynAckSent;
         f.deadline = Some(ctx.now + f.rto);
         let window = window_for(sockets, index, f);
@@ -356,15 +363,25 @@ impl TcpEngine {
         self.arm(index);
     }
 
-    fn connect_failed(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, e: &io::Error) {
+    fn connect_failed(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+        e: &io::Error,
+    ) {
         ctx.counters.drop(DropReason::TcpConnectFailed);
         if let Some(f) = self.slots[index as usize].as_ref() {
             match e.raw_os_error() {
-                Some(libc_errno::ECONNREFUSED) | Some(libc_errno::ECONNRESET) | None => send_rst_to_syn(ctx, f),
+                Some(libc_errno::ECONNREFUSED) | Some(libc_errno::ECONNRESET) | None => {
+                    send_rst_to_syn(ctx, f)
+                }
                 Some(libc_errno::EACCES) | Some(libc_errno::EPERM) => {
                     send_unreachable(ctx, f, icmp::CODE_ADMIN_PROHIBITED)
                 }
-                Some(libc_errno::ENETUNREACH) => send_unreachable(ctx, f, icmp::CODE_NET_UNREACHABLE),
+                Some(libc_errno::ENETUNREACH) => {
+                    send_unreachable(ctx, f, icmp::CODE_NET_UNREACHABLE)
+                }
                 Some(_) => send_unreachable(ctx, f, icmp::CODE_HOST_UNREACHABLE),
             }
         }
@@ -381,7 +398,9 @@ impl TcpEngine {
         readable: bool,
         writable: bool,
     ) {
-        let Some(f) = self.slots.get(index as usize).and_then(|s| s.as_ref()) else { return };
+        let Some(f) = self.slots.get(index as usize).and_then(|s| s.as_ref()) else {
+            return;
+        };
         match f.state {
             State::Connecting => {
                 if !writable && !readable {
@@ -400,7 +419,9 @@ impl TcpEngine {
                     if f.write_blocked && window > 0 {
                         // Space again after a refused write: a window update, then three
                         // duplicate ACKs so the guest fast-retransmits what was not written.
-                        let f = self.slots[index as usize].as_mut().expect("flow checked above");
+                        let f = self.slots[index as usize]
+                            .as_mut()
+                            .expect("flow checked above");
                         f.write_blocked = false;
                         f.last_window_sent = window;
                         for _ in 0..4 {
@@ -418,9 +439,17 @@ impl TcpEngine {
         }
     }
 
-    fn on_flow_segment(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, seg: &TcpSegment<'_>) {
+    fn on_flow_segment(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+        seg: &TcpSegment<'_>,
+    ) {
         let flags = seg.flags();
-        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
         if flags & tcp::RST != 0 {
             // Accept a reset whose sequence is within what we could expect (RFC 5961 relaxed).
             let off = seg.seq().wrapping_sub(f.rcv_nxt);
@@ -460,10 +489,18 @@ impl TcpEngine {
         self.maybe_close(ctx, sockets, index);
     }
 
-    fn process_ack(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, seg: &TcpSegment<'_>) {
+    fn process_ack(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+        seg: &TcpSegment<'_>,
+    ) {
         let rto_min = self.limits.rto_min;
         let rto_max = self.limits.rto_max;
-        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
         let ack = seg.ack();
         let new_wnd = u32::from(seg.window()) << f.guest_wscale;
         if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
@@ -508,8 +545,16 @@ impl TcpEngine {
         f.guest_wnd = new_wnd;
     }
 
-    fn process_data(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32, seg: &TcpSegment<'_>) {
-        let Some(f) = self.slots[index as usize].as_mut() else { return };
+    fn process_data(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+        seg: &TcpSegment<'_>,
+    ) {
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
         let payload = seg.payload();
         let seq = seg.seq();
         let fin = seg.flags() & tcp::FIN != 0;
@@ -546,8 +591,11 @@ impl TcpEngine {
                 }
             }
         }
-        let Some(f) = self.slots[index as usize].as_mut() else { return };
-        if fin && all_data_in && !f.guest_fin && seq.wrapping_add(payload.len() as u32) == f.rcv_nxt {
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
+        if fin && all_data_in && !f.guest_fin && seq.wrapping_add(payload.len() as u32) == f.rcv_nxt
+        {
             f.rcv_nxt = f.rcv_nxt.wrapping_add(1);
             f.guest_fin = true;
             sockets.tcp_shutdown_write(Self::sock(index));
@@ -557,11 +605,15 @@ impl TcpEngine {
 
     /// Send host data the guest's window allows, then our FIN once the host side ended.
     fn push(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
-        let Some(f) = self.slots[index as usize].as_mut() else { return };
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
         if f.state != State::Established || f.fin_sent {
             return;
         }
-        let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+        let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+            return;
+        };
         let mss = usize::from(f.mss);
         let stride = TCP_FRAME_OVERHEAD + mss;
         let mut window_field = None;
@@ -589,7 +641,8 @@ impl TcpEngine {
             let nseg = want.div_ceil(mss);
             let arena = ctx.tx.reserve(nseg * stride);
             let got = {
-                let mut iov: [IoSliceMut<'_>; MAX_SEGMENTS_PER_PEEK] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+                let mut iov: [IoSliceMut<'_>; MAX_SEGMENTS_PER_PEEK] =
+                    std::array::from_fn(|_| IoSliceMut::new(&mut []));
                 let mut rest: &mut [u8] = arena;
                 let mut left = want;
                 for slot in iov.iter_mut().take(nseg) {
@@ -597,7 +650,8 @@ impl TcpEngine {
                     rest = tail;
                     let take = left.min(mss);
                     left -= take;
-                    *slot = IoSliceMut::new(&mut frame[TCP_FRAME_OVERHEAD..TCP_FRAME_OVERHEAD + take]);
+                    *slot =
+                        IoSliceMut::new(&mut frame[TCP_FRAME_OVERHEAD..TCP_FRAME_OVERHEAD + take]);
                 }
                 sockets.tcp_peek(Self::sock(index), f.data_offset(), &mut iov[..nseg])
             };
@@ -631,12 +685,24 @@ impl TcpEngine {
                     dst_port: f.key.guest_port,
                     seq: f.snd_nxt.wrapping_add((k * mss) as u32),
                     ack: f.rcv_nxt,
-                    flags: if k + 1 == segs { tcp::ACK | tcp::PSH } else { tcp::ACK },
+                    flags: if k + 1 == segs {
+                        tcp::ACK | tcp::PSH
+                    } else {
+                        tcp::ACK
+                    },
                     window: (window >> f.our_wscale).min(65535) as u16,
                     syn_options: None,
                 };
                 f.ident = f.ident.wrapping_add(1);
-                frames::write_tcp_v4(frame, f.guest_mac, ctx.gateway_mac, f.key.remote_ip, f.key.guest_ip, &h, f.ident);
+                frames::write_tcp_v4(
+                    frame,
+                    f.guest_mac,
+                    ctx.gateway_mac,
+                    f.key.remote_ip,
+                    f.key.guest_ip,
+                    &h,
+                    f.ident,
+                );
                 used = k * stride + TCP_FRAME_OVERHEAD + len;
             }
             for k in 0..segs {
@@ -685,7 +751,9 @@ impl TcpEngine {
     }
 
     fn maybe_close(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
-        let Some(f) = self.slots[index as usize].as_ref() else { return };
+        let Some(f) = self.slots[index as usize].as_ref() else {
+            return;
+        };
         if f.guest_fin && f.fin_acked {
             if f.ack_owed {
                 // The ACK of the guest's FIN must go out before the flow disappears.
@@ -742,7 +810,9 @@ impl TcpEngine {
     pub fn flush_acks(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) {
         let mut list = std::mem::take(&mut self.ack_list);
         for &index in &list {
-            let Some(f) = self.slots[index as usize].as_mut() else { continue };
+            let Some(f) = self.slots[index as usize].as_mut() else {
+                continue;
+            };
             if !f.ack_owed {
                 continue;
             }
@@ -794,7 +864,9 @@ impl TcpEngine {
         let mut keep = Vec::with_capacity(list.len());
         let mut next: Option<Duration> = None;
         for index in list {
-            let Some(f) = self.slots[index as usize].as_mut() else { continue };
+            let Some(f) = self.slots[index as usize].as_mut() else {
+                continue;
+            };
             let Some(deadline) = f.deadline else {
                 f.in_timer_list = false;
                 continue;
@@ -854,13 +926,17 @@ impl TcpEngine {
                         f.deadline = None;
                         self.push(ctx, sockets, index);
                     }
-                    let Some(f) = self.slots[index as usize].as_mut() else { continue };
+                    let Some(f) = self.slots[index as usize].as_mut() else {
+                        continue;
+                    };
                     if f.deadline.is_none() && (f.in_flight() > 0 || f.guest_wnd == 0) {
                         f.deadline = Some(ctx.now + f.rto);
                     }
                 }
             }
-            let Some(f) = self.slots[index as usize].as_mut() else { continue };
+            let Some(f) = self.slots[index as usize].as_mut() else {
+                continue;
+            };
             if let Some(d) = f.deadline {
                 next = Some(next.map_or(d, |n| n.min(d)));
                 keep.push(index);
@@ -918,7 +994,7 @@ fn update_rtt(f: &mut TcpFlow, sample: Duration, rto_min: Duration, rto_max: Dur
             f.rttvar = sample / 2;
         }
         Some(srtt) => {
-            let diff = if srtt > sample { srtt - sample } else { sample - srtt };
+            let diff = srtt.abs_diff(sample);
             f.rttvar = (f.rttvar * 3 + diff) / 4;
             f.srtt = Some((srtt * 7 + sample) / 8);
         }
@@ -933,7 +1009,9 @@ fn window_for(sockets: &mut dyn HostSockets, index: u32, f: &TcpFlow) -> u32 {
 }
 
 fn send_syn_ack(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
-    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+        return;
+    };
     let h = TcpHeader {
         src_port: f.key.remote_port,
         dst_port: f.key.guest_port,
@@ -951,7 +1029,9 @@ fn send_syn_ack(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
 }
 
 fn send_control(ctx: &mut TcpCtx<'_>, f: &TcpFlow, seq: u32, flags: u8, window: u32) {
-    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+        return;
+    };
     let h = TcpHeader {
         src_port: f.key.remote_port,
         dst_port: f.key.guest_port,
@@ -966,7 +1046,9 @@ fn send_control(ctx: &mut TcpCtx<'_>, f: &TcpFlow, seq: u32, flags: u8, window: 
 
 /// RST answering a SYN whose connect failed.
 fn send_rst_to_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow) {
-    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+        return;
+    };
     let h = TcpHeader {
         src_port: f.key.remote_port,
         dst_port: f.key.guest_port,
@@ -981,7 +1063,9 @@ fn send_rst_to_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow) {
 
 /// RST for a segment that belongs to no flow (RFC 9293 §3.10.7.1).
 fn send_rst_for(ctx: &mut TcpCtx<'_>, guest_mac: Mac, key: FlowKey, seg: &TcpSegment<'_>) {
-    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) else { return };
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) else {
+        return;
+    };
     let (seq, ack, flags) = if seg.flags() & tcp::ACK != 0 {
         (seg.ack(), 0, tcp::RST)
     } else {
@@ -1008,16 +1092,43 @@ fn send_rst_for(ctx: &mut TcpCtx<'_>, guest_mac: Mac, key: FlowKey, seg: &TcpSeg
 
 /// ICMP destination unreachable quoting a reconstruction of the guest's SYN.
 fn send_unreachable(ctx: &mut TcpCtx<'_>, f: &TcpFlow, code: u8) {
-    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+        return;
+    };
     let mut quote = [0u8; 28];
-    slipway_wire::ipv4::write_header(&mut quote, f.key.guest_ip, f.key.remote_ip, slipway_wire::ipv4::PROTO_TCP, 20, 64, 0);
+    slipway_wire::ipv4::write_header(
+        &mut quote,
+        f.key.guest_ip,
+        f.key.remote_ip,
+        slipway_wire::ipv4::PROTO_TCP,
+        20,
+        64,
+        0,
+    );
     quote[20..22].copy_from_slice(&f.key.guest_port.to_be_bytes());
     quote[22..24].copy_from_slice(&f.key.remote_port.to_be_bytes());
     quote[24..28].copy_from_slice(&f.guest_isn.to_be_bytes());
-    frames::push_icmp_v4(ctx.tx, dest, f.guest_mac, ctx.gateway_mac, f.key.remote_ip, f.key.guest_ip, icmp::DEST_UNREACHABLE, code, [0; 4], &quote);
+    frames::push_icmp_v4(
+        ctx.tx,
+        dest,
+        f.guest_mac,
+        ctx.gateway_mac,
+        f.key.remote_ip,
+        f.key.guest_ip,
+        icmp::DEST_UNREACHABLE,
+        code,
+        [0; 4],
+        &quote,
+    );
 }
 
-fn push_tcp(ctx: &mut TcpCtx<'_>, dest: crate::tx::TxDest, guest_mac: Mac, key: FlowKey, h: &TcpHeader) {
+fn push_tcp(
+    ctx: &mut TcpCtx<'_>,
+    dest: crate::tx::TxDest,
+    guest_mac: Mac,
+    key: FlowKey,
+    h: &TcpHeader,
+) {
     let len = ETH_IP_LEN + h.header_len();
     let gw = ctx.gateway_mac;
     ctx.tx.push_with(dest, len, |frame| {

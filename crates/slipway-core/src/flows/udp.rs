@@ -29,7 +29,10 @@ pub struct UdpLimits {
 
 impl Default for UdpLimits {
     fn default() -> Self {
-        Self { max_flows: 4096, idle_timeout: Duration::from_secs(60) }
+        Self {
+            max_flows: 4096,
+            idle_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -69,7 +72,13 @@ pub struct UdpEngine {
 
 impl UdpEngine {
     pub fn new(limits: UdpLimits) -> Self {
-        Self { limits, slots: Vec::new(), free: Vec::new(), by_key: HashMap::new(), pending_reads: Vec::new() }
+        Self {
+            limits,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            pending_reads: Vec::new(),
+        }
     }
 
     pub fn flow_count(&self) -> usize {
@@ -77,7 +86,10 @@ impl UdpEngine {
     }
 
     fn sock(index: u32) -> SocketRef {
-        SocketRef { kind: FlowKind::Udp, index }
+        SocketRef {
+            kind: FlowKind::Udp,
+            index,
+        }
     }
 
     /// A datagram from a guest. `target` is the translated host destination (None: refused by
@@ -96,7 +108,17 @@ impl UdpEngine {
         let Some(target) = target else {
             ctx.counters.drop(DropReason::EgressDenied);
             if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                frames::push_unreachable_v4(ctx.tx, dest, guest_mac, ctx.gateway_mac, key.remote_ip, key.guest_ip, icmp::CODE_ADMIN_PROHIBITED, ip_packet.0, ip_packet.1);
+                frames::push_unreachable_v4(
+                    ctx.tx,
+                    dest,
+                    guest_mac,
+                    ctx.gateway_mac,
+                    key.remote_ip,
+                    key.guest_ip,
+                    icmp::CODE_ADMIN_PROHIBITED,
+                    ip_packet.0,
+                    ip_packet.1,
+                );
             }
             return;
         };
@@ -122,11 +144,25 @@ impl UdpEngine {
                         _ => icmp::CODE_NET_UNREACHABLE,
                     };
                     if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                        frames::push_unreachable_v4(ctx.tx, dest, guest_mac, ctx.gateway_mac, key.remote_ip, key.guest_ip, code, ip_packet.0, ip_packet.1);
+                        frames::push_unreachable_v4(
+                            ctx.tx,
+                            dest,
+                            guest_mac,
+                            ctx.gateway_mac,
+                            key.remote_ip,
+                            key.guest_ip,
+                            code,
+                            ip_packet.0,
+                            ip_packet.1,
+                        );
                     }
                     return;
                 }
-                self.slots[index as usize] = Some(UdpFlow { key, guest_mac, last_active: ctx.now });
+                self.slots[index as usize] = Some(UdpFlow {
+                    key,
+                    guest_mac,
+                    last_active: ctx.now,
+                });
                 self.by_key.insert(key, index);
                 ctx.counters.udp_flows_opened += 1;
                 index
@@ -142,7 +178,17 @@ impl UdpEngine {
                 // ECONNREFUSED from an earlier ICMP error: tell the guest.
                 ctx.counters.drop(DropReason::UdpClosedPort);
                 if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                    frames::push_unreachable_v4(ctx.tx, dest, guest_mac, ctx.gateway_mac, key.remote_ip, key.guest_ip, icmp::CODE_PORT_UNREACHABLE, ip_packet.0, ip_packet.1);
+                    frames::push_unreachable_v4(
+                        ctx.tx,
+                        dest,
+                        guest_mac,
+                        ctx.gateway_mac,
+                        key.remote_ip,
+                        key.guest_ip,
+                        icmp::CODE_PORT_UNREACHABLE,
+                        ip_packet.0,
+                        ip_packet.1,
+                    );
                 }
             }
             Err(_) => ctx.counters.drop(DropReason::UdpSendFailed),
@@ -150,9 +196,18 @@ impl UdpEngine {
     }
 
     /// The host socket of flow `index` is readable: forward what it received to the guest.
-    pub fn on_socket_readable(&mut self, ctx: &mut UdpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
-        let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) else { return };
-        let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else { return };
+    pub fn on_socket_readable(
+        &mut self,
+        ctx: &mut UdpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+    ) {
+        let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+            return;
+        };
         let hdr = ETH_IP_LEN + udp::HEADER_LEN;
         for _ in 0..READ_BUDGET {
             if ctx.tx.over_budget() {
@@ -205,10 +260,17 @@ impl UdpEngine {
     }
 
     /// Close flows idle longer than the limit.
-    pub fn expire(&mut self, now: Duration, counters: &mut Counters, sockets: &mut dyn HostSockets) {
+    pub fn expire(
+        &mut self,
+        now: Duration,
+        counters: &mut Counters,
+        sockets: &mut dyn HostSockets,
+    ) {
         let timeout = self.limits.idle_timeout;
         for i in 0..self.slots.len() {
-            let expired = self.slots[i].as_ref().is_some_and(|f| now.saturating_sub(f.last_active) >= timeout);
+            let expired = self.slots[i]
+                .as_ref()
+                .is_some_and(|f| now.saturating_sub(f.last_active) >= timeout);
             if expired {
                 if let Some(f) = self.slots[i].take() {
                     self.by_key.remove(&f.key);

@@ -17,8 +17,20 @@ pub fn reply_to(cfg: &NetworkConfig, req: &ArpPacket<'_>, out: &mut [u8; 42]) ->
     if req.sender_ip() == req.target_ip() {
         return false; // gratuitous announcement
     }
-    ethernet::write_header(out, req.sender_mac(), cfg.gateway_mac, ethernet::ETHERTYPE_ARP);
-    arp::write(&mut out[14..], arp::OP_REPLY, cfg.gateway_mac, req.target_ip(), req.sender_mac(), req.sender_ip());
+    ethernet::write_header(
+        out,
+        req.sender_mac(),
+        cfg.gateway_mac,
+        ethernet::ETHERTYPE_ARP,
+    );
+    arp::write(
+        &mut out[14..],
+        arp::OP_REPLY,
+        cfg.gateway_mac,
+        req.target_ip(),
+        req.sender_mac(),
+        req.sender_ip(),
+    );
     true
 }
 
@@ -38,21 +50,73 @@ mod tests {
         let guest_mac = [2, 0, 0, 0, 0, 2];
         let guest_ip = Ipv4Addr::new(192, 168, 127, 2);
         let mut req = [0u8; 28];
-        arp::write(&mut req, arp::OP_REQUEST, guest_mac, guest_ip, [0; 6], cfg.gateway);
+        arp::write(
+            &mut req,
+            arp::OP_REQUEST,
+            guest_mac,
+            guest_ip,
+            [0; 6],
+            cfg.gateway,
+        );
         let mut out = [0u8; 42];
-        assert!(reply_to(&cfg, &ArpPacket::new_checked(&req).unwrap(), &mut out));
+        assert!(reply_to(
+            &cfg,
+            &ArpPacket::new_checked(&req).unwrap(),
+            &mut out
+        ));
         let eth = ethernet::EthernetFrame::new_checked(&out).unwrap();
         assert_eq!(eth.dst(), guest_mac);
         let rep = ArpPacket::new_checked(eth.payload()).unwrap();
-        assert_eq!((rep.operation(), rep.sender_ip(), rep.sender_mac(), rep.target_ip()), (arp::OP_REPLY, cfg.gateway, cfg.gateway_mac, guest_ip));
+        assert_eq!(
+            (
+                rep.operation(),
+                rep.sender_ip(),
+                rep.sender_mac(),
+                rep.target_ip()
+            ),
+            (arp::OP_REPLY, cfg.gateway, cfg.gateway_mac, guest_ip)
+        );
 
-        arp::write(&mut req, arp::OP_REQUEST, guest_mac, guest_ip, [0; 6], Ipv4Addr::new(192, 168, 127, 254));
-        assert!(reply_to(&cfg, &ArpPacket::new_checked(&req).unwrap(), &mut out));
-        arp::write(&mut req, arp::OP_REQUEST, guest_mac, guest_ip, [0; 6], Ipv4Addr::new(192, 168, 127, 3));
-        assert!(!reply_to(&cfg, &ArpPacket::new_checked(&req).unwrap(), &mut out));
+        arp::write(
+            &mut req,
+            arp::OP_REQUEST,
+            guest_mac,
+            guest_ip,
+            [0; 6],
+            Ipv4Addr::new(192, 168, 127, 254),
+        );
+        assert!(reply_to(
+            &cfg,
+            &ArpPacket::new_checked(&req).unwrap(),
+            &mut out
+        ));
+        arp::write(
+            &mut req,
+            arp::OP_REQUEST,
+            guest_mac,
+            guest_ip,
+            [0; 6],
+            Ipv4Addr::new(192, 168, 127, 3),
+        );
+        assert!(!reply_to(
+            &cfg,
+            &ArpPacket::new_checked(&req).unwrap(),
+            &mut out
+        ));
         let mut nolo = cfg.clone();
         nolo.host_loopback_alias = None;
-        arp::write(&mut req, arp::OP_REQUEST, guest_mac, guest_ip, [0; 6], Ipv4Addr::new(192, 168, 127, 254));
-        assert!(!reply_to(&nolo, &ArpPacket::new_checked(&req).unwrap(), &mut out));
+        arp::write(
+            &mut req,
+            arp::OP_REQUEST,
+            guest_mac,
+            guest_ip,
+            [0; 6],
+            Ipv4Addr::new(192, 168, 127, 254),
+        );
+        assert!(!reply_to(
+            &nolo,
+            &ArpPacket::new_checked(&req).unwrap(),
+            &mut out
+        ));
     }
 }
