@@ -52,7 +52,7 @@ reasons! {
     EgressDenied => "egress_denied",
     DhcpDropped => "dhcp_dropped",
     DnsQueueFull => "dns_queue_full",
-    DnsReplyTooLarge => "dns_reply_too_large",
+    DnsReplyTruncated => "dns_reply_truncated",
     NoPortForGuest => "no_port_for_guest",
     NeighborTableFull => "neighbor_table_full",
 }

@@ -505,10 +505,21 @@ impl Network {
     ) {
         let (mac, ip, port) = query_from;
         let max = usize::from(self.cfg.mtu).saturating_sub(ipv4::HEADER_LEN + udp::HEADER_LEN);
-        if payload.len() > max {
-            self.counters.drop(DropReason::DnsReplyTooLarge);
-            return;
-        }
+        // slipway does not fragment: an answer larger than one frame goes out truncated (TC),
+        // and the guest's resolver asks again over TCP.
+        let cut;
+        let payload = if payload.len() > max {
+            self.counters.drop(DropReason::DnsReplyTruncated);
+            match crate::services::dns::truncated_response(payload) {
+                Some(c) if c.len() <= max => {
+                    cut = c;
+                    &cut[..]
+                }
+                _ => return,
+            }
+        } else {
+            payload
+        };
         if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &mac) {
             frames::push_udp_v4(
                 &mut self.tx,

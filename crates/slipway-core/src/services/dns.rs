@@ -372,6 +372,21 @@ fn error_response(query: &[u8], rcode: ResponseCode, need_question: bool) -> Opt
     response.to_vec().ok()
 }
 
+/// `reply` cut down to its header and question with the TC bit set (RFC 1035 §4.2.1, RFC 7766):
+/// what a UDP client gets when the full answer does not fit, so that it retries over TCP. None
+/// when `reply` is not a response with one parseable question.
+pub fn truncated_response(reply: &[u8]) -> Option<Vec<u8>> {
+    let (header, question) = read_head(reply)?;
+    if header.message_type != MessageType::Response {
+        return None;
+    }
+    let mut response = Message::new(header.id, MessageType::Response, header.op_code);
+    response.metadata = header.metadata;
+    response.metadata.truncation = true;
+    response.add_query(question?);
+    response.to_vec().ok()
+}
+
 /// A SERVFAIL response to `query` (same id and question), or None if the query can't be parsed.
 pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     error_response(query, ResponseCode::ServFail, true)
@@ -436,6 +451,21 @@ pub fn max_udp_response_len(query: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn truncated_response_keeps_id_question_and_sets_tc() {
+        let zone = LocalZone::new(&NetworkConfig::default());
+        let q = query_bytes("host.slipway.internal", RecordType::A, None);
+        let full = zone.answer(&q).unwrap().unwrap();
+        let cut = truncated_response(&full).unwrap();
+        assert!(is_truncated(&cut));
+        assert!(is_reply_to(&q, &cut));
+        assert!(cut.len() < full.len());
+        let m = Message::from_vec(&cut).unwrap();
+        assert!(m.answers.is_empty());
+        assert_eq!(truncated_response(&q), None, "a query is not a response");
+        assert_eq!(truncated_response(&[1, 2, 3]), None);
+    }
     use super::*;
     use hickory_proto::rr::Name;
     use std::str::FromStr;
