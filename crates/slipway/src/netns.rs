@@ -48,8 +48,6 @@
 //!   at most 16 datagrams read per request while waiting for its ack; 5 s receive timeout.
 //! - Kernel error text (extended ack) is cut to 200 characters.
 
-#![allow(dead_code)]
-
 use std::ffi::CString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -188,6 +186,8 @@ pub struct TapSetup {
     pub gateway: Option<Ipv4Addr>,
 }
 
+// Defaults used by tests and by the slirp4netns front-end to come.
+#[allow(dead_code)]
 impl TapSetup {
     /// The default name of the TAP device.
     pub const DEFAULT_NAME: &'static str = "tap0";
