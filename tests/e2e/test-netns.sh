@@ -38,6 +38,10 @@ PY
 e2e_spawn udp-echo python3 "$E2E_WORK/udp-echo.py" "$udp_port"
 e2e_wait_udp "$udp_port"
 
+# A "slow destination" of our own: a link whose neighbours never answer (lib.sh's fake uplink,
+# both ends inside the isolated namespace). Connects to 192.0.2.200 hang in the kernel.
+e2e_uplink_create
+
 e2e_netns_create guest
 guest=$E2E_NETNS
 # `ip netns exec` bind-mounts this file over /etc/resolv.conf for the guest's commands.
@@ -47,7 +51,7 @@ echo "nameserver 192.168.127.1" >"/etc/netns/$guest/resolv.conf"
 
 e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest" --mtu "$mtu" \
     --dns-upstream "127.0.0.1:$dns_port" --dns-record db.e2e.internal=192.168.127.77 \
-    --egress-allow 127.0.0.0/8 --pcap "$E2E_WORK/slipway.pcap" -v
+    --egress-allow 127.0.0.0/8 --egress-allow 192.0.2.200/32 --pcap "$E2E_WORK/slipway.pcap" -v
 slipway_pid=$E2E_PID
 in_guest() { ip netns exec "$guest" "$@"; }
 check() {
@@ -148,6 +152,29 @@ iperf() {
 check iperf3_guest_to_host iperf
 check iperf3_host_to_guest iperf -R
 
+slow_destinations_do_not_block() {
+    # 200 connects to a destination that never answers, in flight while a download proceeds.
+    in_guest python3 - <<'PY' &
+import socket, time
+socks = []
+for _ in range(200):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("192.0.2.200", 80))
+    socks.append(s)
+time.sleep(8)
+PY
+    local hang=$! t0=$SECONDS
+    sleep 1
+    http_get 192.168.127.254 || return 1
+    local took=$((SECONDS - t0))
+    kill "$hang" 2>/dev/null || true
+    wait "$hang" 2>/dev/null || true
+    echo "download with 200 hanging connects in flight took ${took}s"
+    [ "$took" -lt 6 ]
+}
+check slow_destinations_do_not_block slow_destinations_do_not_block
+
 refused() {
     # 192.0.2.1 (TEST-NET-1) is outside --egress-allow: slipway answers with a RST at once.
     local t0=$SECONDS rc=0
@@ -161,6 +188,12 @@ if grep -q "dropped egress_denied" "$E2E_WORK/slipway.log"; then
     e2e_ok egress_counted
 else
     e2e_not_ok egress_counted "no egress_denied counter in the log"
+fi
+opened=$(sed -n 's/.*TCP flows opened \([0-9]*\).*/\1/p' "$E2E_WORK/slipway.log" | tail -n 1)
+if [ "${opened:-0}" -ge 200 ]; then
+    e2e_ok slow_connects_reached_slipway
+else
+    e2e_not_ok slow_connects_reached_slipway "slipway saw ${opened:-no} TCP flows, expected at least 200"
 fi
 [ -s "$E2E_WORK/slipway.pcap" ] && e2e_ok pcap_written || e2e_not_ok pcap_written "empty capture"
 for f in iperf3_guest_to_host iperf3_host_to_guest; do
