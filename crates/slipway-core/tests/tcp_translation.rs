@@ -507,6 +507,33 @@ fn refused_connect_resets_the_guest_and_frees_the_flow() {
     assert_eq!(out[0].flags, tcp::RST | tcp::ACK);
     assert_eq!(out[0].ack, seq + 1);
     assert_eq!(h.net.tcp().flow_count(), 0);
+    assert_eq!(h.net.tcp().pending_connects(), 0);
+}
+
+#[test]
+fn failed_connects_in_progress_release_their_pending_slot() {
+    let mut h = Harness::new(1500);
+    h.sim.in_progress = true;
+    h.sim.connect_errno = Some(111);
+    for i in 0..10 {
+        h.guest_port = 20000 + i;
+        let seq = h.guest_seq;
+        h.send(tcp::SYN, seq, &[], None);
+    }
+    assert_eq!(h.net.tcp().pending_connects(), 10);
+    // Each socket reports its failure.
+    let ids: Vec<u32> = h.sim.tcp.keys().copied().collect();
+    for index in ids {
+        let id = SocketRef {
+            kind: slipway_core::flows::FlowKind::Tcp,
+            index,
+        };
+        h.net.on_socket_event(h.now, id, false, true, &mut h.sim);
+    }
+    let resets = h.take().iter().filter(|o| o.flags & tcp::RST != 0).count();
+    assert_eq!(resets, 10);
+    assert_eq!(h.net.tcp().pending_connects(), 0);
+    assert_eq!(h.net.tcp().flow_count(), 0);
 }
 
 #[test]
@@ -520,6 +547,7 @@ fn slow_connect_times_out_with_icmp_and_does_not_block_others() {
     }
     assert!(h.take().is_empty());
     assert_eq!(h.net.tcp().flow_count(), 100);
+    assert_eq!(h.net.tcp().pending_connects(), 100);
     // Another connection completes at once while 100 are pending.
     h.sim.in_progress = false;
     h.guest_port = 50000;
@@ -595,4 +623,31 @@ fn egress_policy_refuses_with_reset() {
         h.sim.tcp.is_empty(),
         "no host socket for a denied destination"
     );
+}
+
+#[test]
+fn an_immediate_connect_failure_does_not_disturb_pending_accounting() {
+    let mut h = Harness::new(1500);
+    h.sim.in_progress = true;
+    h.guest_port = 1111;
+    let seq = h.guest_seq;
+    h.send(tcp::SYN, seq, &[], None);
+    assert_eq!(h.net.tcp().pending_connects(), 1);
+    // A second connect fails at once (e.g. ENETUNREACH).
+    h.sim.in_progress = false;
+    h.sim.connect_errno = Some(101);
+    h.guest_port = 2222;
+    h.send(tcp::SYN, seq, &[], None);
+    assert_eq!(
+        h.net.tcp().pending_connects(),
+        1,
+        "the failed connect was never pending"
+    );
+    // The first one completes.
+    h.sim.connect_errno = None;
+    h.socket_event(false, true);
+    assert_eq!(h.net.tcp().pending_connects(), 0);
+    let out = h.take();
+    assert!(out.iter().any(|o| o.flags == tcp::SYN | tcp::ACK));
+    assert_eq!(h.icmp, 1, "ENETUNREACH becomes an ICMP unreachable");
 }

@@ -139,7 +139,7 @@ impl TcpFlow {
     fn data_offset(&self) -> usize {
         let mut n = self.snd_nxt.wrapping_sub(self.snd_una);
         if self.fin_sent && seq_le(self.fin_seq.wrapping_add(1), self.snd_nxt) {
-            n -= 1;
+            n = n.saturating_sub(1);
         }
         n as usize
     }
@@ -203,6 +203,11 @@ impl TcpEngine {
 
     pub fn flow_count(&self) -> usize {
         self.by_key.len()
+    }
+
+    /// Host connects in progress (bounded by [`TcpLimits::max_pending_connects`]).
+    pub fn pending_connects(&self) -> usize {
+        self.pending_connects
     }
 
     pub fn flows(&self) -> Vec<TcpFlowInfo> {
@@ -342,12 +347,11 @@ impl TcpEngine {
         };
         self.by_key.insert(key, index);
         ctx.counters.tcp_flows_opened += 1;
+        // A flow counts as a pending connect exactly while it is in state Connecting.
+        self.pending_connects += 1;
         match sockets.tcp_connect(Self::sock(index), target) {
             Ok(ConnectProgress::Connected) => self.connected(ctx, sockets, index),
-            Ok(ConnectProgress::InProgress) => {
-                self.pending_connects += 1;
-                self.arm(index);
-            }
+            Ok(ConnectProgress::InProgress) => self.arm(index),
             Err(e) => self.connect_failed(ctx, sockets, index, &e),
         }
     }
@@ -356,6 +360,9 @@ impl TcpEngine {
         let Some(f) = self.slots[index as usize].as_mut() else {
             return;
         };
+        if f.state == State::Connecting {
+            self.pending_connects = self.pending_connects.saturating_sub(1);
+        }
         f.state = State::SynAckSent;
         f.deadline = Some(ctx.now + f.rto);
         let window = window_for(sockets, index, f);
@@ -406,7 +413,6 @@ impl TcpEngine {
                 if !writable && !readable {
                     return;
                 }
-                self.pending_connects -= 1;
                 match sockets.tcp_connect_result(Self::sock(index)) {
                     Ok(()) => self.connected(ctx, sockets, index),
                     Err(e) => self.connect_failed(ctx, sockets, index, &e),
