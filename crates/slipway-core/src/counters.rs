@@ -39,6 +39,7 @@ reasons! {
     TcpConnectFailed => "tcp_connect_failed",
     TcpConnectTimeout => "tcp_connect_timeout",
     TcpRetransmitLimit => "tcp_retransmit_limit",
+    TcpIdleTimeout => "tcp_idle_timeout",
     UdpMalformed => "udp_malformed",
     UdpBadChecksum => "udp_bad_checksum",
     UdpFlowTableFull => "udp_flow_table_full",

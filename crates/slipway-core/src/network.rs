@@ -613,6 +613,8 @@ impl Network {
             engine.on_timers(&mut ctx, sockets);
         }
         if now >= self.next_sweep {
+            let (mut ctx, engine) = self.tcp_ctx(now);
+            engine.expire_idle(&mut ctx, sockets);
             self.udp.expire(now, &mut self.counters, sockets);
             self.ping.expire(now, sockets);
             self.next_sweep = now + SWEEP_INTERVAL;

@@ -651,3 +651,20 @@ fn an_immediate_connect_failure_does_not_disturb_pending_accounting() {
     assert!(out.iter().any(|o| o.flags == tcp::SYN | tcp::ACK));
     assert_eq!(h.icmp, 1, "ENETUNREACH becomes an ICMP unreachable");
 }
+
+#[test]
+fn idle_flows_are_reset_after_the_idle_timeout() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    h.data(b"x");
+    h.take();
+    h.advance(Duration::from_secs(3600));
+    assert!(h.take().is_empty());
+    assert_eq!(h.net.tcp().flow_count(), 1, "an hour of silence is fine");
+    h.advance(Duration::from_secs(3601));
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags & tcp::RST, tcp::RST);
+    assert_eq!(h.net.tcp().flow_count(), 0);
+    assert_eq!(h.sim.only().closed, Some(true));
+}

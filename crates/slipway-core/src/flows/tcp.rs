@@ -45,6 +45,10 @@ pub struct TcpLimits {
     pub rto_max: Duration,
     /// Retransmissions (or unanswered window probes) before a flow is reset.
     pub max_retries: u8,
+    /// An established flow with no traffic either way for this long is reset.
+    pub idle_timeout: Duration,
+    /// A flow closed in one direction (FIN seen or sent) with no traffic for this long is reset.
+    pub half_closed_timeout: Duration,
 }
 
 impl Default for TcpLimits {
@@ -56,6 +60,8 @@ impl Default for TcpLimits {
             rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(30),
             max_retries: 12,
+            idle_timeout: Duration::from_secs(2 * 3600),
+            half_closed_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -128,6 +134,8 @@ struct TcpFlow {
     /// The host socket refused part of the guest's data: when it becomes writable again, the
     /// guest gets a window update and duplicate ACKs so it retransmits at once.
     write_blocked: bool,
+    /// Last time a segment arrived from the guest or data was sent to it.
+    last_activity: Duration,
     ident: u16,
 }
 
@@ -333,6 +341,7 @@ impl TcpEngine {
             in_push_list: false,
             last_window_sent: 0,
             write_blocked: false,
+            last_activity: ctx.now,
             ident: 0,
         };
         let index = match self.free.pop() {
@@ -456,6 +465,7 @@ impl TcpEngine {
         let Some(f) = self.slots[index as usize].as_mut() else {
             return;
         };
+        f.last_activity = ctx.now;
         if flags & tcp::RST != 0 {
             // Accept a reset whose sequence is within what we could expect (RFC 5961 relaxed).
             let off = seg.seq().wrapping_sub(f.rcv_nxt);
@@ -725,6 +735,7 @@ impl TcpEngine {
             }
             f.last_window_sent = window;
             f.ack_owed = false;
+            f.last_activity = ctx.now;
             if f.deadline.is_none() {
                 f.deadline = Some(ctx.now + f.rto);
             }
@@ -960,6 +971,32 @@ impl TcpEngine {
         keep.dedup();
         self.timer_list = keep;
         self.next_deadline = next;
+    }
+
+    /// Reset flows idle past their limit (called about once a second). Returns how many.
+    pub fn expire_idle(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) -> usize {
+        let mut expired = 0;
+        for index in 0..self.slots.len() as u32 {
+            let Some(f) = self.slots[index as usize].as_ref() else {
+                continue;
+            };
+            if f.state != State::Established {
+                continue; // connect and handshake have their own timers
+            }
+            let limit = if f.guest_fin || f.fin_sent {
+                self.limits.half_closed_timeout
+            } else {
+                self.limits.idle_timeout
+            };
+            if ctx.now.saturating_sub(f.last_activity) >= limit {
+                send_control(ctx, f, f.snd_nxt, tcp::RST | tcp::ACK, 0);
+                self.free_flow(sockets, index, true);
+                ctx.counters.drop(DropReason::TcpIdleTimeout);
+                ctx.counters.tcp_flows_closed += 1;
+                expired += 1;
+            }
+        }
+        expired
     }
 
     /// Recompute the next deadline after arming timers outside `on_timers`.
