@@ -668,3 +668,38 @@ fn idle_flows_are_reset_after_the_idle_timeout() {
     assert_eq!(h.net.tcp().flow_count(), 0);
     assert_eq!(h.sim.only().closed, Some(true));
 }
+
+#[test]
+fn a_late_ack_of_our_fin_after_a_rewind_is_not_taken_for_data() {
+    // Found by the network_frames fuzz target: a FIN rewound by a retransmission timeout and not
+    // yet resent (the guest's port was gone), then acknowledged by the guest.
+    let mut h = Harness::new(1500);
+    h.establish();
+    h.sim.only().queue.extend(b"abc".iter().copied());
+    h.sim.only().eof = true;
+    h.socket_event(true, false);
+    let out = h.take();
+    assert_eq!(out.len(), 2, "data, then FIN");
+    let fin_seq = out[1].seq;
+    // The guest's link goes away; the retransmission timer rewinds but cannot resend.
+    h.net.port_down(h.port);
+    h.advance(Duration::from_secs(2));
+    assert!(h.take().is_empty());
+    // The guest comes back and acknowledges data and FIN, then closes its side.
+    h.port = h.net.port_up().unwrap();
+    h.guest_ack = fin_seq + 1;
+    h.ack();
+    assert!(h.sim.only().queue.is_empty());
+    let seq = h.guest_seq;
+    h.send(tcp::FIN | tcp::ACK, seq, &[], None);
+    let out = h.take();
+    assert!(
+        out.iter().all(|o| o.flags & tcp::FIN == 0),
+        "no FIN resent after it was acknowledged: {out:?}"
+    );
+    assert_eq!(
+        h.net.tcp().flow_count(),
+        0,
+        "both FINs done: the flow is freed"
+    );
+}

@@ -115,9 +115,11 @@ struct TcpFlow {
     guest_fin: bool,
     /// The host socket reached end of stream.
     host_eof: bool,
-    /// Our FIN has been sent at sequence `fin_seq`.
+    /// Our FIN is in flight (sent since the last rewind).
     fin_sent: bool,
-    fin_seq: u32,
+    /// The sequence number of our FIN, fixed once the host's stream ended and every byte before
+    /// it was sent; kept across rewinds so a late ACK of it is recognised.
+    fin_seq: Option<u32>,
     fin_acked: bool,
     dup_acks: u8,
     retries: u8,
@@ -146,7 +148,7 @@ impl TcpFlow {
     /// Bytes already sent past `snd_una` that are still in the socket (excludes our FIN).
     fn data_offset(&self) -> usize {
         let mut n = self.snd_nxt.wrapping_sub(self.snd_una);
-        if self.fin_sent && seq_le(self.fin_seq.wrapping_add(1), self.snd_nxt) {
+        if self.fin_seq.is_some_and(|fin| seq_lt(fin, self.snd_nxt)) {
             n = n.saturating_sub(1);
         }
         n as usize
@@ -227,7 +229,7 @@ impl TcpEngine {
                 state: match f.state {
                     State::Connecting => "connecting",
                     State::SynAckSent => "syn_ack_sent",
-                    State::Established if f.guest_fin || f.fin_sent => "closing",
+                    State::Established if f.guest_fin || f.fin_seq.is_some() => "closing",
                     State::Established => "established",
                 },
             })
@@ -327,7 +329,7 @@ impl TcpEngine {
             guest_fin: false,
             host_eof: false,
             fin_sent: false,
-            fin_seq: 0,
+            fin_seq: None,
             fin_acked: false,
             dup_acks: 0,
             retries: 0,
@@ -521,7 +523,7 @@ impl TcpEngine {
         let new_wnd = u32::from(seg.window()) << f.guest_wscale;
         if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
             let mut acked = ack.wrapping_sub(f.snd_una);
-            if f.fin_sent && seq_lt(f.fin_seq, ack) {
+            if !f.fin_acked && f.fin_seq.is_some_and(|fin| seq_lt(fin, ack)) {
                 f.fin_acked = true;
                 acked -= 1;
             }
@@ -624,7 +626,7 @@ impl TcpEngine {
         let Some(f) = self.slots[index as usize].as_mut() else {
             return;
         };
-        if f.state != State::Established || f.fin_sent {
+        if f.state != State::Established || f.fin_sent || f.fin_acked {
             return;
         }
         let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
@@ -743,13 +745,13 @@ impl TcpEngine {
                 f.in_timer_list = true;
                 self.timer_list.push(index);
             }
-            if n < want {
-                break;
-            }
+            // A short read does not end the loop: peek once more, so that an end of stream
+            // that arrived with the data (one edge-triggered event) is seen now, not only when
+            // the guest's next ACK comes.
         }
         if f.host_eof && !f.fin_sent {
             f.fin_sent = true;
-            f.fin_seq = f.snd_nxt;
+            f.fin_seq = Some(f.snd_nxt);
             let window = window_for(sockets, index, f);
             send_control(ctx, f, f.snd_nxt, tcp::FIN | tcp::ACK, window);
             f.snd_nxt = f.snd_nxt.wrapping_add(1);
@@ -983,7 +985,7 @@ impl TcpEngine {
             if f.state != State::Established {
                 continue; // connect and handshake have their own timers
             }
-            let limit = if f.guest_fin || f.fin_sent {
+            let limit = if f.guest_fin || f.fin_seq.is_some() {
                 self.limits.half_closed_timeout
             } else {
                 self.limits.idle_timeout
