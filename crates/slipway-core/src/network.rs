@@ -533,6 +533,13 @@ impl Network {
         }
     }
 
+    /// A host socket's peer closed its sending side (EPOLLRDHUP); call before the readiness.
+    pub fn on_socket_hangup(&mut self, id: SocketRef) {
+        if id.kind == FlowKind::Tcp {
+            self.tcp.on_socket_hangup(id.index);
+        }
+    }
+
     /// Readiness of a host socket.
     pub fn on_socket_event(
         &mut self,
@@ -546,6 +553,7 @@ impl Network {
             FlowKind::Tcp => {
                 let (mut ctx, engine) = self.tcp_ctx(now);
                 engine.on_socket_event(&mut ctx, sockets, id.index, readable, writable);
+                engine.refresh_deadline(now);
             }
             FlowKind::Udp if readable => {
                 let mut ctx = UdpCtx {
@@ -575,7 +583,7 @@ impl Network {
     pub fn end_of_batch(&mut self, now: Duration, sockets: &mut dyn HostSockets) {
         let (mut ctx, engine) = self.tcp_ctx(now);
         engine.flush_acks(&mut ctx, sockets);
-        engine.refresh_deadline();
+        engine.refresh_deadline(now);
     }
 
     /// After the driver flushed the TX queue: continue work that stopped at the TX budget.
@@ -583,6 +591,7 @@ impl Network {
         if self.tcp.has_pending_pushes() {
             let (mut ctx, engine) = self.tcp_ctx(now);
             engine.resume_pushes(&mut ctx, sockets);
+            engine.refresh_deadline(now);
         }
         if self.udp.has_pending_reads() {
             let mut ctx = UdpCtx {

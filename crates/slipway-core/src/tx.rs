@@ -27,9 +27,13 @@ pub struct TxFrame {
 /// Bytes of frames produced per batch before engines pause.
 pub const TX_BUDGET: usize = 4 << 20;
 
+/// The arena is a buffer that only grows: `used` bytes of it hold this batch's frames, and the
+/// rest is scratch that reservations hand out without clearing (engines overwrite every byte of
+/// a frame they commit). Growing zeroes new memory once; reusing it costs nothing.
 #[derive(Default)]
 pub struct TxQueue {
     arena: Vec<u8>,
+    used: usize,
     frames: Vec<TxFrame>,
     reserved_at: usize,
 }
@@ -37,30 +41,35 @@ pub struct TxQueue {
 impl TxQueue {
     pub fn new() -> Self {
         Self {
-            arena: Vec::with_capacity(TX_BUDGET + (1 << 17)),
+            arena: vec![0; TX_BUDGET + (1 << 17)],
+            used: 0,
             frames: Vec::with_capacity(1024),
             reserved_at: 0,
         }
     }
 
-    /// Reserve `len` zeroed-or-stale bytes at the end of the arena for a frame (or for several
-    /// frames built back to back); fill them, then call [`commit`](Self::commit).
+    /// Reserve `len` bytes (with stale contents) after the frames queued so far, for one frame or
+    /// several built back to back; fill them, [`commit_at`](Self::commit_at), then
+    /// [`finish`](Self::finish).
     pub fn reserve(&mut self, len: usize) -> &mut [u8] {
-        let start = self.arena.len();
+        let start = self.used;
+        if self.arena.len() < start + len {
+            self.arena.resize(start + len, 0);
+        }
         self.reserved_at = start;
-        self.arena.resize(start + len, 0);
-        &mut self.arena[start..]
+        self.used = start + len;
+        &mut self.arena[start..start + len]
     }
 
     /// The last reservation again (after the caller's borrow of it ended).
     pub fn reserve_again(&mut self) -> &mut [u8] {
-        &mut self.arena[self.reserved_at..]
+        &mut self.arena[self.reserved_at..self.used]
     }
 
     /// Record a frame of `len` bytes starting `offset` bytes into the last reservation.
     pub fn commit_at(&mut self, dest: TxDest, offset: usize, len: usize) {
         let start = self.reserved_at + offset;
-        debug_assert!(start + len <= self.arena.len());
+        debug_assert!(start + len <= self.used);
         self.frames.push(TxFrame {
             dest,
             start: start as u32,
@@ -70,7 +79,7 @@ impl TxQueue {
 
     /// Finish a reservation, keeping only the first `used` bytes of it.
     pub fn finish(&mut self, used: usize) {
-        self.arena.truncate(self.reserved_at + used);
+        self.used = self.reserved_at + used;
     }
 
     /// Reserve, fill with `build` and commit one frame of at most `max_len` bytes; `build` returns
@@ -91,17 +100,14 @@ impl TxQueue {
 
     /// Copy a whole frame in.
     pub fn push_copy(&mut self, dest: TxDest, frame: &[u8]) {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(frame);
-        self.frames.push(TxFrame {
-            dest,
-            start: start as u32,
-            len: frame.len() as u32,
+        self.push_with(dest, frame.len(), |b| {
+            b.copy_from_slice(frame);
+            frame.len()
         });
     }
 
     pub fn over_budget(&self) -> bool {
-        self.arena.len() >= TX_BUDGET
+        self.used >= TX_BUDGET
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,7 +128,7 @@ impl TxQueue {
     }
 
     pub fn clear(&mut self) {
-        self.arena.clear();
+        self.used = 0;
         self.frames.clear();
     }
 }

@@ -677,6 +677,11 @@ fn a_late_ack_of_our_fin_after_a_rewind_is_not_taken_for_data() {
     h.establish();
     h.sim.only().queue.extend(b"abc".iter().copied());
     h.sim.only().eof = true;
+    let index = *h.sim.tcp.keys().next().unwrap();
+    h.net.on_socket_hangup(SocketRef {
+        kind: slipway_core::flows::FlowKind::Tcp,
+        index,
+    });
     h.socket_event(true, false);
     let out = h.take();
     assert_eq!(out.len(), 2, "data, then FIN");

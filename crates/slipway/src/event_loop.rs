@@ -313,6 +313,9 @@ impl Driver {
                 if t == WAKER {
                     continue;
                 } else if let Some(id) = socket_ref(t) {
+                    if ev.is_read_closed() || ev.is_error() {
+                        self.net.on_socket_hangup(id);
+                    }
                     let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                     let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
                     self.net

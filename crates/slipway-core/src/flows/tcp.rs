@@ -70,6 +70,8 @@ impl Default for TcpLimits {
 pub const OUR_WINDOW_SCALE: u8 = 7;
 /// Segments filled by one scatter peek.
 pub const MAX_SEGMENTS_PER_PEEK: usize = 32;
+/// Granularity of the retransmission, connect and window-poll timers.
+pub const TIMER_TICK: Duration = Duration::from_millis(5);
 /// How often a flow whose advertised window is closed checks the socket for space.
 pub const WINDOW_POLL: Duration = Duration::from_millis(5);
 /// The MSS assumed when a guest SYN carries none (RFC 9293).
@@ -138,6 +140,9 @@ struct TcpFlow {
     write_blocked: bool,
     /// Last time a segment arrived from the guest or data was sent to it.
     last_activity: Duration,
+    /// The host peer closed its side (the event loop saw a read hang-up): peek until end of
+    /// stream instead of stopping at a short read.
+    host_rdhup: bool,
     ident: u16,
 }
 
@@ -344,6 +349,7 @@ impl TcpEngine {
             last_window_sent: 0,
             write_blocked: false,
             last_activity: ctx.now,
+            host_rdhup: false,
             ident: 0,
         };
         let index = match self.free.pop() {
@@ -453,6 +459,14 @@ impl TcpEngine {
                     self.push(ctx, sockets, index);
                 }
             }
+        }
+    }
+
+    /// The host peer of flow `index` closed its side: its end of stream may be queued behind
+    /// data (call before [`on_socket_event`](Self::on_socket_event) for the same event).
+    pub fn on_socket_hangup(&mut self, index: u32) {
+        if let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) {
+            f.host_rdhup = true;
         }
     }
 
@@ -745,9 +759,11 @@ impl TcpEngine {
                 f.in_timer_list = true;
                 self.timer_list.push(index);
             }
-            // A short read does not end the loop: peek once more, so that an end of stream
-            // that arrived with the data (one edge-triggered event) is seen now, not only when
-            // the guest's next ACK comes.
+            // A short read means the queue is empty, unless the peer also closed: then peek
+            // once more so the end of stream that came with the data is seen now.
+            if n < want && !f.host_rdhup {
+                break;
+            }
         }
         if f.host_eof && !f.fin_sent {
             f.fin_sent = true;
@@ -970,6 +986,8 @@ impl TcpEngine {
             }
         }
         keep.append(&mut self.timer_list);
+        // Entries of freed flows whose slot was reused can duplicate a live entry.
+        keep.sort_unstable();
         keep.dedup();
         self.timer_list = keep;
         self.next_deadline = next;
@@ -1001,15 +1019,14 @@ impl TcpEngine {
         expired
     }
 
-    /// Recompute the next deadline after arming timers outside `on_timers`.
-    pub fn refresh_deadline(&mut self) {
-        let mut next: Option<Duration> = None;
-        for &index in &self.timer_list {
-            if let Some(d) = self.slots[index as usize].as_ref().and_then(|f| f.deadline) {
-                next = Some(next.map_or(d, |n| n.min(d)));
-            }
+    /// Make sure timers armed since the last scan are looked at within [`TIMER_TICK`]. O(1): the
+    /// exact earliest deadline is computed by the scan in [`on_timers`](Self::on_timers), which
+    /// therefore runs at most once per tick while timers are armed (plus when one is due).
+    pub fn refresh_deadline(&mut self, now: Duration) {
+        if !self.timer_list.is_empty() {
+            let tick = now + TIMER_TICK;
+            self.next_deadline = Some(self.next_deadline.map_or(tick, |d| d.min(tick)));
         }
-        self.next_deadline = next;
     }
 }
 
