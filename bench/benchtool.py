@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh: a TCP echo server, request/response latency and connection-rate
+clients, an iperf3 JSON reader and the markdown report.
+
+Subcommands (all addresses must be numeric; nothing here resolves names):
+
+  serve ADDR PORT                 single-threaded echo server (selectors), runs until killed
+  rr ADDR PORT N                  N sequential 1-byte ping-pongs on one connection (TCP_NODELAY);
+                                  prints JSON {p50_us, p99_us, mean_us, n}
+  cr ADDR PORT SECONDS            connect, send 1 byte, read 1 byte, close, for SECONDS;
+                                  prints JSON {conn_per_s, count, errors}
+  iperf FILE BACKEND ROUND TEST CPU_BEFORE CPU_AFTER CLK_TCK
+                                  reads one iperf3 -J output, prints one JSONL record
+  report RESULTS.jsonl INFO.json  prints the markdown report
+"""
+
+import json
+import os
+import selectors
+import socket
+import statistics
+import sys
+import time
+
+
+def numeric_addr(addr, port):
+    infos = socket.getaddrinfo(addr, port, socket.AF_INET, socket.SOCK_STREAM, 0,
+                               socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+    return infos[0][4]
+
+
+def serve(addr, port):
+    sel = selectors.DefaultSelector()
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(numeric_addr(addr, int(port)))
+    lsock.listen(1024)
+    lsock.setblocking(False)
+    sel.register(lsock, selectors.EVENT_READ, None)
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                try:
+                    conn, _ = lsock.accept()
+                except OSError:
+                    continue
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sel.register(conn, selectors.EVENT_READ, True)
+                continue
+            conn = key.fileobj
+            try:
+                data = conn.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                try:
+                    conn.sendall(data)
+                    continue
+                except OSError:
+                    pass
+            sel.unregister(conn)
+            conn.close()
+
+
+def recv_exact(sock, n):
+    got = b""
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        if not chunk:
+            raise ConnectionError("peer closed")
+        got += chunk
+    return got
+
+
+def rr(addr, port, n):
+    n = int(n)
+    sock = socket.create_connection(numeric_addr(addr, int(port)), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Warm-up: not counted.
+    for _ in range(200):
+        sock.sendall(b"x")
+        recv_exact(sock, 1)
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        sock.sendall(b"x")
+        if sock.recv(1) != b"x":
+            raise ConnectionError("bad echo")
+        samples.append(clock() - t0)
+    sock.close()
+    samples.sort()
+    print(json.dumps({
+        "p50_us": samples[len(samples) // 2] / 1000,
+        "p99_us": samples[min(len(samples) - 1, (len(samples) * 99) // 100)] / 1000,
+        "mean_us": sum(samples) / len(samples) / 1000,
+        "n": n,
+    }))
+
+
+def cr(addr, port, seconds):
+    target = numeric_addr(addr, int(port))
+    deadline = time.monotonic() + float(seconds)
+    count = errors = 0
+    t0 = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            sock = socket.create_connection(target, timeout=2)
+            sock.sendall(b"x")
+            recv_exact(sock, 1)
+            sock.close()
+            count += 1
+        except OSError:
+            errors += 1
+            time.sleep(0.01)
+    elapsed = time.monotonic() - t0
+    print(json.dumps({"conn_per_s": count / elapsed, "count": count, "errors": errors}))
+
+
+def iperf(path, backend, rnd, test, cpu_before, cpu_after, clk_tck):
+    rec = {"backend": backend, "round": int(rnd), "test": test}
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        rec["error"] = f"no iperf3 JSON: {e}"
+        print(json.dumps(rec))
+        return
+    if doc.get("error") and "end" not in doc:
+        rec["error"] = doc["error"]
+        print(json.dumps(rec))
+        return
+    end = doc.get("end", {})
+    recv = end.get("sum_received") or {}
+    rec["bps"] = recv.get("bits_per_second", 0.0)
+    rec["bytes"] = recv.get("bytes", 0)
+    rec["retransmits"] = (end.get("sum_sent") or {}).get("retransmits")
+    if doc.get("error"):
+        rec["error"] = doc["error"]
+    # Per-second figures from the receiver: the server in normal mode, the client with -R.
+    reverse = doc.get("start", {}).get("test_start", {}).get("reverse", 0)
+    if reverse:
+        intervals = doc.get("intervals", [])
+    else:
+        intervals = (doc.get("server_output_json") or {}).get("intervals", [])
+        if not intervals:
+            intervals = doc.get("intervals", [])
+    secs = []
+    for iv in intervals:
+        s = iv.get("sum", {})
+        if s.get("seconds", 0) >= 0.5:
+            secs.append(s.get("bits_per_second", 0.0))
+    rec["seconds_bps"] = secs
+    rec["zero_seconds"] = sum(1 for b in secs if b < 1e6)
+    med = statistics.median(secs) if secs else 0.0
+    rec["slow_seconds"] = sum(1 for b in secs if b < 0.1 * med)
+    if cpu_before != "-" and cpu_after != "-":
+        ticks = int(cpu_after) - int(cpu_before)
+        rec["cpu_s"] = ticks / int(clk_tck)
+        if rec["bytes"]:
+            rec["cpu_s_per_gb"] = rec["cpu_s"] / (rec["bytes"] / 1e9)
+    print(json.dumps(rec))
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+BACKENDS = ["slipway", "slirp4netns", "pasta", "veth"]
+# (key, title, unit, higher is better, formatter)
+METRICS = [
+    ("up", "TCP guest→host, 1 stream", "Gbit/s", True),
+    ("down", "TCP host→guest, 1 stream", "Gbit/s", True),
+    ("up4", "TCP guest→host, 4 streams", "Gbit/s", True),
+    ("down4", "TCP host→guest, 4 streams", "Gbit/s", True),
+    ("rr_p50", "TCP 1-byte request/response p50", "µs", False),
+    ("rr_p99", "TCP 1-byte request/response p99", "µs", False),
+    ("cr", "TCP connections (connect, 1-byte exchange, close)", "conn/s", True),
+    ("cpu_up", "backend CPU per GB, guest→host 1 stream", "CPU s/GB", False),
+    ("cpu_down", "backend CPU per GB, host→guest 1 stream", "CPU s/GB", False),
+    ("cpu_up4", "backend CPU per GB, guest→host 4 streams", "CPU s/GB", False),
+    ("cpu_down4", "backend CPU per GB, host→guest 4 streams", "CPU s/GB", False),
+]
+THROUGHPUT = ["up", "down", "up4", "down4"]
+
+
+def fmt(v, unit):
+    if v is None:
+        return "—"
+    if unit == "Gbit/s":
+        return f"{v:.2f}"
+    if unit == "conn/s":
+        return f"{v:.0f}"
+    if unit == "CPU s/GB":
+        return f"{v:.3f}"
+    return f"{v:.1f}"
+
+
+def collect(path):
+    values = {}  # (metric, backend) -> list of values
+    errors = []
+    stalls = {}  # (test, backend) -> [zero, slow, total seconds]
+    retrans = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            rec = json.loads(line)
+            b, t = rec["backend"], rec["test"]
+            if rec.get("error"):
+                errors.append(f"{b} round {rec['round']} {t}: {rec['error']}")
+            if t in THROUGHPUT:
+                if "bps" in rec and rec.get("bytes"):
+                    values.setdefault((t, b), []).append(rec["bps"] / 1e9)
+                if "cpu_s_per_gb" in rec:
+                    values.setdefault(("cpu_" + t, b), []).append(rec["cpu_s_per_gb"])
+                if "seconds_bps" in rec:
+                    s = stalls.setdefault((t, b), [0, 0, 0])
+                    s[0] += rec["zero_seconds"]
+                    s[1] += rec["slow_seconds"]
+                    s[2] += len(rec["seconds_bps"])
+                if rec.get("retransmits") is not None:
+                    retrans.setdefault((t, b), []).append(rec["retransmits"])
+            elif t == "rr":
+                if "p50_us" in rec:
+                    values.setdefault(("rr_p50", b), []).append(rec["p50_us"])
+                    values.setdefault(("rr_p99", b), []).append(rec["p99_us"])
+            elif t == "cr":
+                if "conn_per_s" in rec:
+                    values.setdefault(("cr", b), []).append(rec["conn_per_s"])
+                if rec.get("errors"):
+                    errors.append(f"{b} round {rec['round']} cr: {rec['errors']} failed connections")
+    return values, errors, stalls, retrans
+
+
+def report(results, info_path):
+    with open(info_path) as f:
+        info = json.load(f)
+    values, errors, stalls, retrans = collect(results)
+    backends = [b for b in BACKENDS if b in info["backends"]]
+    out = []
+    w = out.append
+    w(f"# slipway benchmark — {info['date']}")
+    w("")
+    w(f"Command: `{info['command']}` — {info['rounds']} round(s), {info['duration']} s per iperf3 "
+      f"run, {info['rr_n']} round trips per latency run, {info['cr_seconds']} s per "
+      "connection-rate run. Every metric for every backend interleaved in each round (backend "
+      "order rotated per round). Cells: median [min–max] over rounds.")
+    w("")
+    w("## Machine")
+    w("")
+    for k in ["kernel", "cpu", "nproc", "load", "slipway", "slirp4netns", "pasta", "iperf3", "python3"]:
+        w(f"- {k}: {info.get(k, '?')}")
+    w("")
+    w("## Results")
+    w("")
+    w("| metric | unit | " + " | ".join(backends) + " |")
+    w("|---|---|" + "---|" * len(backends))
+    med = {}
+    for key, title, unit, _ in METRICS:
+        cells = []
+        for b in backends:
+            vs = values.get((key, b))
+            if not vs:
+                cells.append("—")
+                continue
+            m = statistics.median(vs)
+            med[(key, b)] = m
+            if len(vs) > 1:
+                cells.append(f"{fmt(m, unit)} [{fmt(min(vs), unit)}–{fmt(max(vs), unit)}]")
+            else:
+                cells.append(fmt(m, unit))
+        w(f"| {title} | {unit} | " + " | ".join(cells) + " |")
+    w("")
+    w("veth: the kernel limit (two namespaces joined by a veth pair, no user-mode stack, so no "
+      "backend CPU figure). CPU = utime+stime of the backend process during the iperf3 run, "
+      "divided by the bytes the receiver got.")
+    w("")
+
+    def ratio_table(title, ref_of, show_ref):
+        w(f"## {title}")
+        w("")
+        w("Above 1 is better than the reference for every metric (throughput and connection rate: "
+          "value / reference; latency and CPU: reference / value).")
+        w("")
+        w("| metric | " + ("reference | " if show_ref else "") + " | ".join(backends) + " |")
+        w("|---|" + ("---|" if show_ref else "") + "---|" * len(backends))
+        for key, t, _unit, higher in METRICS:
+            ref, ref_name = ref_of(key, higher)
+            if not ref:
+                continue
+            cells = []
+            for b in backends:
+                v = med.get((key, b))
+                if v is None:
+                    cells.append("—")
+                elif higher:
+                    cells.append(f"{v / ref:.2f}")
+                else:
+                    cells.append(f"{ref / v:.2f}" if v else "—")
+            w(f"| {t} | " + (f"{ref_name} | " if show_ref else "") + " | ".join(cells) + " |")
+        w("")
+
+    if "veth" in backends:
+        ratio_table("Ratio to veth (kernel limit)",
+                    lambda key, higher: (med.get((key, "veth")), "veth"), False)
+
+    def best_user(key, higher):
+        vs = [(med[(key, b)], b) for b in ("slirp4netns", "pasta") if (key, b) in med]
+        if not vs:
+            return None, None
+        return max(vs) if higher else min(vs)
+
+    if "slirp4netns" in backends or "pasta" in backends:
+        ratio_table("Ratio to the best of slirp4netns and pasta", best_user, True)
+
+    w("## Stalls")
+    w("")
+    w("Per-second receiver figures from iperf3 (1 s intervals), summed over all rounds: "
+      "zero = seconds below 1 Mbit/s; slow = seconds below 10% of that run's median second. "
+      "Retransmits: iperf3 sender's count per run (median [min–max]).")
+    w("")
+    w("| test | " + " | ".join(backends) + " |")
+    w("|---|" + "---|" * len(backends))
+    names = {"up": "guest→host, 1 stream", "down": "host→guest, 1 stream",
+             "up4": "guest→host, 4 streams", "down4": "host→guest, 4 streams"}
+    for t in THROUGHPUT:
+        cells = []
+        for b in backends:
+            s = stalls.get((t, b))
+            r = retrans.get((t, b))
+            if not s:
+                cells.append("—")
+                continue
+            c = f"zero {s[0]}/{s[2]} s, slow {s[1]}/{s[2]} s"
+            if r:
+                c += f", retr {statistics.median(r):.0f} [{min(r)}–{max(r)}]"
+            cells.append(c)
+        w(f"| {names[t]} | " + " | ".join(cells) + " |")
+    w("")
+    w("## Errors and notes")
+    w("")
+    if errors:
+        for e in errors:
+            w(f"- {e}")
+    else:
+        w("- no failed runs")
+    for n in info.get("notes", []):
+        w(f"- {n}")
+    w("")
+    print("\n".join(out))
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "serve":
+        serve(*args)
+    elif cmd == "rr":
+        rr(*args)
+    elif cmd == "cr":
+        cr(*args)
+    elif cmd == "iperf":
+        iperf(*args)
+    elif cmd == "report":
+        report(*args)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
