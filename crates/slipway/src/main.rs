@@ -1,20 +1,9 @@
-//! slipway: a user-mode network stack for virtual machines and containers.
-//!
-//! The binary is the driver around the sans-IO core: guest links ([`link`]) → the core's switch,
-//! gateway and flow engines (`slipway-core`) → host sockets ([`sockets`]), run by one readiness
-//! loop ([`event_loop`]). DNS forwarding runs on its own thread ([`dns_forwarder`]).
-
-mod cli;
-mod dns_forwarder;
-mod event_loop;
-mod link;
-mod netns;
-mod pcap;
-mod sockets;
+//! The `slipway` command: parses the command line and runs the driver (see the library's docs).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, ServeArgs};
+use slipway::cli::{self, Cli, Command, ServeArgs};
+use slipway::{dns_forwarder, event_loop, link, netns, pcap};
 use slipway_core::services::dns::LocalZone;
 use slipway_core::Network;
 use std::path::PathBuf;

@@ -186,8 +186,6 @@ pub struct TapSetup {
     pub gateway: Option<Ipv4Addr>,
 }
 
-// Defaults used by tests and by the slirp4netns front-end to come.
-#[allow(dead_code)]
 impl TapSetup {
     /// The default name of the TAP device.
     pub const DEFAULT_NAME: &'static str = "tap0";

@@ -41,10 +41,6 @@
 //!   of a partly written stream frame may exceed it by at most one frame.
 //! - Batching: at most 512 frames per `sendmsg` (1024 iovecs = `UIO_MAXIOV`), 64 per `sendmmsg`.
 
-// Accessors such as `path()`, `peer()` and the vpnkit handshake results are kept for the
-// control-plane API (issue: port forwards and the HTTP API); tests use them today.
-#![allow(dead_code)]
-
 mod bess;
 mod dgram;
 mod qemu;
@@ -52,12 +48,12 @@ mod stdio;
 mod tap;
 mod vpnkit;
 
-pub use bess::BessListener;
+pub use bess::{BessLink, BessListener};
 pub use dgram::DgramLink;
-pub use qemu::QemuListener;
+pub use qemu::{QemuLink, QemuListener};
 pub use stdio::StdioLink;
 pub use tap::TapLink;
-pub use vpnkit::VpnkitListener;
+pub use vpnkit::{MacAllocator, VpnkitLink, VpnkitListener, VPNKIT_PROTOCOL_VERSION};
 
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};

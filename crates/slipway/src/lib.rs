@@ -1,0 +1,16 @@
+//! slipway: a user-mode network stack for virtual machines and containers.
+//!
+//! This crate is the driver around the sans-IO core (`slipway-core`), in data-path order: guest
+//! links ([`link`], and [`netns`] for TAP devices inside network namespaces) → the core's switch,
+//! gateway and flow engines → host sockets ([`sockets`]), all run by one readiness loop
+//! ([`event_loop`]). DNS forwarding runs on its own thread ([`dns_forwarder`]). The `slipway`
+//! binary (`main.rs`) is the command line ([`cli`]) around it; the library form exists so that
+//! fuzz targets and tests can reach the parsers here.
+
+pub mod cli;
+pub mod dns_forwarder;
+pub mod event_loop;
+pub mod link;
+pub mod netns;
+pub mod pcap;
+pub mod sockets;
