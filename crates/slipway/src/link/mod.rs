@@ -255,6 +255,7 @@ impl MessageQueue {
         self.messages == 0
     }
 
+    #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {
         self.bytes.len()
     }
@@ -419,6 +420,7 @@ impl StreamFramer {
         !self.tx.is_empty()
     }
 
+    #[cfg(test)]
     pub(crate) fn queued_output(&self) -> usize {
         self.tx.len()
     }
@@ -683,10 +685,6 @@ enum SendStep {
 impl DatagramOutput {
     pub(crate) fn has_pending(&self) -> bool {
         !self.queue.is_empty()
-    }
-
-    pub(crate) fn queued_frames(&self) -> usize {
-        self.queue.len()
     }
 
     /// Forget queued frames (the peer changed for good); each is counted as a send error.
