@@ -119,11 +119,18 @@ struct Harness {
     conns: HashMap<ConnKey, Conn>,
     /// Frames of the current TX queue already looked at.
     observed: usize,
+    /// Frames built by the gateway that passed [`check_gateway_frame`].
+    gateway_frames: usize,
     #[cfg(feature = "dns")]
     zone: slipway_core::services::dns::LocalZone,
 }
 
 pub fn run(data: &[u8]) {
+    script(data).finish();
+}
+
+/// Run the script of `data`, without the final checks.
+fn script(data: &[u8]) -> Harness {
     let mut input = Cursor::new(data);
     let (cfg, tcp_limits, udp_limits) = plan(input.byte_or_zero());
     let mut h = Harness::new(cfg, tcp_limits, udp_limits);
@@ -131,7 +138,7 @@ pub fn run(data: &[u8]) {
         let Some(op) = input.byte() else { break };
         h.op(op, &mut input);
     }
-    h.finish();
+    h
 }
 
 impl Harness {
@@ -154,6 +161,7 @@ impl Harness {
             mtu,
             conns: HashMap::new(),
             observed: 0,
+            gateway_frames: 0,
             #[cfg(feature = "dns")]
             zone,
         }
@@ -386,7 +394,9 @@ impl Harness {
     fn drain(&mut self) {
         self.observe();
         for (_, frame) in self.net.tx().frames() {
-            check_gateway_frame(frame, self.gateway_mac);
+            if check_gateway_frame(frame, self.gateway_mac) {
+                self.gateway_frames += 1;
+            }
         }
         self.net.clear_tx();
         self.observed = 0;
@@ -516,12 +526,13 @@ pub fn set_mode(host: &mut SimHost, arg: u8, errno_pick: u8) {
     }
 }
 
-/// A frame slipway built must pass its own checked views with valid checksums.
-fn check_gateway_frame(frame: &[u8], gateway_mac: Mac) {
+/// A frame slipway built must pass its own checked views with valid checksums. Returns false
+/// for a guest's frame the switch forwarded (not checked).
+fn check_gateway_frame(frame: &[u8], gateway_mac: Mac) -> bool {
     let eth = EthernetFrame::new_checked(frame)
         .expect("the network queued a frame shorter than Ethernet");
     if eth.src() != gateway_mac {
-        return; // a guest's frame the switch forwarded as it was
+        return false;
     }
     match eth.ethertype() {
         ethernet::ETHERTYPE_ARP => {
@@ -562,6 +573,7 @@ fn check_gateway_frame(frame: &[u8], gateway_mac: Mac) {
         }
         t => panic!("the gateway built a frame of ethertype {t:#06x}"),
     }
+    true
 }
 
 #[cfg(test)]
@@ -575,17 +587,49 @@ mod tests {
         }
     }
 
+    /// Each seed must reach the path it was written for; otherwise the fuzzer starts from
+    /// nothing deeper than a parser's error exit.
+    #[test]
+    fn seeds_reach_their_paths() {
+        use slipway_core::counters::DropReason;
+        for (name, input) in crate::seeds::network_frames() {
+            let mut h = script(&input);
+            h.finish();
+            let c = h.net.counters().clone();
+            let built = h.gateway_frames;
+            match name {
+                "arp" => assert_eq!(built, 2, "ARP replies for the gateway and the alias"),
+                "dhcp" => assert_eq!(built, 2, "DHCP OFFER and ACK"),
+                "udp" => {
+                    assert_eq!((c.udp_flows_opened, c.udp_flows_expired), (1, 1));
+                    assert_eq!(built, 1, "the host's datagram reached the guest");
+                }
+                "dns" => {
+                    assert_eq!(c.dns_queries, 1);
+                    assert!(
+                        built >= 2,
+                        "a DNS reply and a SYN-ACK from port 53, got {built}"
+                    );
+                }
+                "ping" => {
+                    assert_eq!(c.icmp_echo_forwarded, 1);
+                    assert_eq!(built, 2, "the gateway's own echo reply and the host's");
+                }
+                "connect_failures" => {
+                    assert_eq!(c.dropped(DropReason::TcpConnectFailed), 2);
+                    assert_eq!(built, 2, "an RST and an ICMP unreachable");
+                }
+                "tcp_session" => assert!(built >= 5, "SYN-ACK, ACKs, data and FIN, got {built}"),
+                other => panic!("no expectation for seed {other}"),
+            }
+        }
+    }
+
     /// The TCP seed must get past the handshake into data both ways; otherwise the fuzzer starts
     /// from nothing deeper than a SYN.
     #[test]
     fn tcp_seed_reaches_data_transfer() {
-        let input = crate::seeds::network_tcp_session();
-        let mut c = Cursor::new(&input);
-        let (cfg, t, u) = plan(c.byte_or_zero());
-        let mut h = Harness::new(cfg, t, u);
-        while let Some(op) = c.byte() {
-            h.op(op, &mut c);
-        }
+        let h = script(&crate::seeds::network_tcp_session());
         let counters = h.net.counters();
         assert_eq!(counters.tcp_flows_opened, 1);
         assert_eq!(

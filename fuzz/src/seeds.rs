@@ -14,8 +14,11 @@ use std::net::Ipv4Addr;
 
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 2);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 1);
-/// The default plan's host-loopback alias: the only remote address the seeds use.
+/// The default plan's host-loopback alias (the gateway answers pings to it itself).
 const ALIAS: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 254);
+/// A remote address for the ping engine: TEST-NET-1 (RFC 5737). Only the simulated host ever
+/// "sends" to it; the fuzzers run in a namespace with no route at all.
+const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 fn gateway_mac() -> Mac {
     NetworkConfig::default().gateway_mac
@@ -343,10 +346,10 @@ pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
     );
     dns.push(DRAIN);
 
-    // Ping the gateway (answered by slipway) and the alias (through a ping socket).
+    // Ping the gateway (answered by slipway) and a remote address (through a ping socket).
     let mut ping = vec![0u8];
     frame_op(&mut ping, 0, 0, &echo_request(GATEWAY, 9, 1));
-    frame_op(&mut ping, 0, 0, &echo_request(ALIAS, 9, 2));
+    frame_op(&mut ping, 0, 0, &echo_request(REMOTE, 9, 2));
     let mut reply = vec![0u8; icmp::HEADER_LEN + 12];
     reply[icmp::HEADER_LEN..].copy_from_slice(b"slipway ping");
     icmp::write_header(&mut reply, icmp::ECHO_REPLY, 0, icmp::echo_rest(0x4001, 2));
