@@ -46,10 +46,10 @@ max_len_for() {
 # Inside the network namespace: check isolation, run the fuzzers.
 # ---------------------------------------------------------------------------------------------
 run_inside() {
-	local routes6 links
+	local routes routes6 links
 	if command -v ip >/dev/null; then
-		routes="$(ip route show)"
-		routes6="$(ip -6 route show)"
+		routes="$(ip route show)" || die "'ip route show' failed inside the namespace"
+		routes6="$(ip -6 route show 2>/dev/null || true)" # empty too when IPv6 is disabled
 		links="$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')"
 	else
 		routes="$(tail -n +2 /proc/net/route)"
@@ -164,7 +164,11 @@ target_dir="$(cargo metadata --manifest-path "$fuzz_dir/Cargo.toml" --format-ver
 if [[ -n "${FUZZ_TARGETS:-}" ]]; then
 	targets="$FUZZ_TARGETS"
 else
-	targets="$(cd "$fuzz_dir/fuzz_targets" && ls -- *.rs | sed 's/\.rs$//' | tr '\n' ' ')"
+	targets=""
+	for f in "$fuzz_dir"/fuzz_targets/*.rs; do
+		f="${f##*/}"
+		targets+="${f%.rs} "
+	done
 fi
 
 # Stable Rust: no sanitizer (ASan needs nightly's -Zsanitizer); -a keeps debug assertions and
