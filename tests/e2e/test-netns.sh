@@ -6,7 +6,8 @@
 # all live there; the guest namespace reaches them only through slipway's host-loopback alias.
 # slipway runs with --egress-allow 127.0.0.0/8, so even a wrong test could not dial out.
 #
-# Checks: address/route/MTU configured, ping of gateway and alias, ping through an ICMP socket,
+# Checks: address/route/MTU configured, ping of gateway and alias, ping of an outside address
+# through an ICMP socket,
 # local names and a name forwarded to dnsmasq (UDP and TCP), HTTP download and upload of a
 # random multi-MiB file with sha256, UDP through a flow, iperf3 both ways, an egress refusal.
 set -euo pipefail
@@ -51,7 +52,8 @@ echo "nameserver 192.168.127.1" >"/etc/netns/$guest/resolv.conf"
 
 e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest" --mtu "$mtu" \
     --dns-upstream "127.0.0.1:$dns_port" --dns-record db.e2e.internal=192.168.127.77 \
-    --egress-allow 127.0.0.0/8 --egress-allow 192.0.2.200/32 --pcap "$E2E_WORK/slipway.pcap" -v
+    --egress-allow 127.0.0.0/8 --egress-allow 192.0.2.200/32 \
+    --egress-allow "$E2E_UPLINK_ECHO4/32" --pcap "$E2E_WORK/slipway.pcap" -v
 slipway_pid=$E2E_PID
 in_guest() { ip netns exec "$guest" "$@"; }
 check() {
@@ -73,6 +75,9 @@ check tap_configured bash -c "ip -n $guest -o -4 addr show dev tap0 | grep -q '1
     ip -n $guest link show tap0 | grep -q 'mtu $mtu' && ip -n $guest link show lo | grep -q UP"
 check ping_gateway in_guest busybox ping -c 2 -W 3 192.168.127.1
 check ping_alias in_guest busybox ping -c 2 -W 3 192.168.127.254
+# An address outside the guest network (one of the isolated namespace's own): slipway relays the
+# echo through an unprivileged ICMP socket.
+check ping_outside in_guest busybox ping -c 2 -W 3 "$E2E_UPLINK_ECHO4"
 
 lookup() { # NAME WANT [TCP]
     in_guest python3 - "$@" <<'PY'
