@@ -1392,3 +1392,105 @@ mod tests {
         drop(l);
     }
 }
+
+/// Entry points for the fuzz targets (`fuzz/`): the stream framings driven from memory.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{LengthPrefix, LinkError, LinkStatus, StreamFramer, StreamIo, MIN_FRAME};
+    use std::io::{self, IoSlice};
+
+    /// Serves `data` in reads whose sizes cycle through `read_sizes` (1 byte at least), then
+    /// end of stream.
+    struct SliceIo<'a> {
+        data: &'a [u8],
+        pos: usize,
+        read_sizes: &'a [u8],
+        reads: usize,
+    }
+
+    impl StreamIo for SliceIo<'_> {
+        fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let size = self
+                .read_sizes
+                .get(self.reads % self.read_sizes.len().max(1))
+                .copied()
+                .unwrap_or(255);
+            self.reads += 1;
+            let n = (usize::from(size).max(1) * 64)
+                .min(buf.len())
+                .min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+
+        fn write_some(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            Ok(bufs.iter().map(|b| b.len()).sum())
+        }
+    }
+
+    /// Parse `data` as a QEMU (4-byte big-endian) or vpnkit/stdio (2-byte little-endian) frame
+    /// stream and check what the framer delivers: every frame has a legal size and the frames,
+    /// re-framed, are exactly a prefix of the input. Panics on a violation (for the fuzzer).
+    pub fn stream_framing(le16: bool, data: &[u8], read_sizes: &[u8], budget: usize) {
+        let prefix = if le16 {
+            LengthPrefix::Le16
+        } else {
+            LengthPrefix::Be32
+        };
+        let mut framer = StreamFramer::new(prefix);
+        let mut io = SliceIo {
+            data,
+            pos: 0,
+            read_sizes,
+            reads: 0,
+        };
+        let mut rebuilt = Vec::with_capacity(data.len());
+        let budget = budget.max(1);
+        for _ in 0..data.len() + 2 {
+            let mut frames = 0;
+            let result = framer.read_frames(&mut io, budget, &mut |f| {
+                assert!(
+                    (MIN_FRAME..=prefix.max_frame()).contains(&f.len()),
+                    "illegal frame size {}",
+                    f.len()
+                );
+                rebuilt.extend_from_slice(&prefix.encode(f.len())[..prefix.size()]);
+                rebuilt.extend_from_slice(f);
+                frames += 1;
+            });
+            assert!(frames <= budget, "budget exceeded");
+            assert!(
+                data.starts_with(&rebuilt),
+                "frames do not reproduce the input"
+            );
+            match result {
+                Ok(LinkStatus::Open) if frames == budget => continue,
+                Ok(LinkStatus::Open) => unreachable!("an in-memory stream never blocks"),
+                Ok(LinkStatus::Closed) => return,
+                Err(LinkError::BadLength { len, .. }) => {
+                    assert!(!(MIN_FRAME..=prefix.max_frame()).contains(&len));
+                    return;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        panic!("the framer did not finish a {}-byte input", data.len());
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn framing_harness_accepts_good_and_bad_streams() {
+            let mut data = Vec::new();
+            for len in [14usize, 60, 1514] {
+                data.extend_from_slice(&(len as u32).to_be_bytes());
+                data.extend(std::iter::repeat_n(7u8, len));
+            }
+            super::stream_framing(false, &data, &[1, 3, 200], 2);
+            data.extend_from_slice(&[0, 0, 0, 5]); // an illegal length ends the stream
+            super::stream_framing(false, &data, &[9], 1);
+            super::stream_framing(true, &[60, 0, 1, 2], &[], 8); // truncated frame, then EOF
+        }
+    }
+}
