@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert!(r.answers.is_empty());
         // Other names are forwarded, including siblings of built-ins outside the reserved suffix.
-        assert!(ask(&z, "example.com.", RecordType::A).is_none());
+        assert!(ask(&z, "forwarded.test.", RecordType::A).is_none());
         assert!(ask(&z, "other.docker.internal.", RecordType::A).is_none());
         assert!(ask(&z, "xslipway.internal.", RecordType::A).is_none());
     }
@@ -727,7 +727,7 @@ mod tests {
 
     #[test]
     fn error_replies_keep_id_and_question() {
-        let q = query_bytes("example.com.", RecordType::AAAA, None);
+        let q = query_bytes("forwarded.test.", RecordType::AAAA, None);
         let r = Message::from_vec(&servfail(&q).unwrap()).unwrap();
         assert_eq!(r.metadata.id, 0x1234);
         assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
@@ -753,7 +753,7 @@ mod tests {
 
     #[test]
     fn header_edits() {
-        let mut q = query_bytes("example.com.", RecordType::A, None);
+        let mut q = query_bytes("forwarded.test.", RecordType::A, None);
         assert_eq!(message_id(&q), Some(0x1234));
         assert!(set_message_id(&mut q, 0xbeef));
         assert_eq!(message_id(&q), Some(0xbeef));
@@ -772,14 +772,14 @@ mod tests {
         let mut other = r.clone();
         set_message_id(&mut other, 1);
         assert!(!is_reply_to(&q, &other));
-        let other = query_bytes("example.org.", RecordType::A, None);
+        let other = query_bytes("another.test.", RecordType::A, None);
         let mut other_resp = other.clone();
         other_resp[2] |= 0x80;
         set_message_id(&mut other_resp, 0xbeef);
         assert!(!is_reply_to(&q, &other_resp));
         assert!(!is_reply_to(&q, &q));
         // Case differences (DNS 0x20) still match.
-        let mut upper = query_bytes("EXAMPLE.com.", RecordType::A, None);
+        let mut upper = query_bytes("FORWARDED.Test.", RecordType::A, None);
         upper[2] |= 0x80;
         set_message_id(&mut upper, 0xbeef);
         assert!(is_reply_to(&q, &upper));
