@@ -145,6 +145,28 @@ impl Network {
         )
     }
 
+    fn udp_ctx(&mut self, now: Duration) -> (UdpCtx<'_>, &mut UdpEngine) {
+        let ctx = UdpCtx {
+            now,
+            tx: &mut self.tx,
+            switch: &self.switch,
+            counters: &mut self.counters,
+            gateway_mac: self.cfg.gateway_mac,
+        };
+        (ctx, &mut self.udp)
+    }
+
+    fn ping_ctx(&mut self, now: Duration) -> (PingCtx<'_>, &mut PingEngine) {
+        let ctx = PingCtx {
+            now,
+            tx: &mut self.tx,
+            switch: &self.switch,
+            counters: &mut self.counters,
+            gateway_mac: self.cfg.gateway_mac,
+        };
+        (ctx, &mut self.ping)
+    }
+
     /// One Ethernet frame from the guest on `port`.
     pub fn on_guest_frame(
         &mut self,
@@ -394,14 +416,8 @@ impl Network {
         let target = self
             .translate(ip.dst())
             .map(|h| SocketAddr::new(h.into(), u.dst_port()));
-        let mut ctx = UdpCtx {
-            now,
-            tx: &mut self.tx,
-            switch: &self.switch,
-            counters: &mut self.counters,
-            gateway_mac: self.cfg.gateway_mac,
-        };
-        self.udp.on_guest_datagram(
+        let (mut ctx, udp) = self.udp_ctx(now);
+        udp.on_guest_datagram(
             &mut ctx,
             sockets,
             src_mac,
@@ -450,14 +466,8 @@ impl Network {
             remote_ip: ip.dst(),
         };
         let target = self.translate(ip.dst());
-        let mut ctx = PingCtx {
-            now,
-            tx: &mut self.tx,
-            switch: &self.switch,
-            counters: &mut self.counters,
-            gateway_mac: self.cfg.gateway_mac,
-        };
-        self.ping.on_guest_echo(
+        let (mut ctx, ping) = self.ping_ctx(now);
+        ping.on_guest_echo(
             &mut ctx,
             sockets,
             src_mac,
@@ -556,24 +566,12 @@ impl Network {
                 engine.refresh_deadline(now);
             }
             FlowKind::Udp if readable => {
-                let mut ctx = UdpCtx {
-                    now,
-                    tx: &mut self.tx,
-                    switch: &self.switch,
-                    counters: &mut self.counters,
-                    gateway_mac: self.cfg.gateway_mac,
-                };
-                self.udp.on_socket_readable(&mut ctx, sockets, id.index);
+                let (mut ctx, udp) = self.udp_ctx(now);
+                udp.on_socket_readable(&mut ctx, sockets, id.index);
             }
             FlowKind::Icmp if readable => {
-                let mut ctx = PingCtx {
-                    now,
-                    tx: &mut self.tx,
-                    switch: &self.switch,
-                    counters: &mut self.counters,
-                    gateway_mac: self.cfg.gateway_mac,
-                };
-                self.ping.on_socket_readable(&mut ctx, sockets, id.index);
+                let (mut ctx, ping) = self.ping_ctx(now);
+                ping.on_socket_readable(&mut ctx, sockets, id.index);
             }
             _ => {}
         }
@@ -594,14 +592,8 @@ impl Network {
             engine.refresh_deadline(now);
         }
         if self.udp.has_pending_reads() {
-            let mut ctx = UdpCtx {
-                now,
-                tx: &mut self.tx,
-                switch: &self.switch,
-                counters: &mut self.counters,
-                gateway_mac: self.cfg.gateway_mac,
-            };
-            self.udp.resume_reads(&mut ctx, sockets);
+            let (mut ctx, udp) = self.udp_ctx(now);
+            udp.resume_reads(&mut ctx, sockets);
         }
     }
 

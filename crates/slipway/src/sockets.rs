@@ -204,16 +204,7 @@ impl HostSockets for HostSocketTable {
     }
 
     fn tcp_write(&mut self, id: SocketRef, data: &[u8]) -> io::Result<usize> {
-        let fd = self.tcp_sock(id)?.fd.as_raw_fd();
-        // SAFETY: valid fd and buffer.
-        cvt(unsafe {
-            libc::send(
-                fd,
-                data.as_ptr() as *const libc::c_void,
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        })
+        send_nonblocking(self.tcp_sock(id)?.fd.as_raw_fd(), data)
     }
 
     fn tcp_peek(
@@ -396,13 +387,7 @@ impl HostSockets for HostSocketTable {
     }
 
     fn udp_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<()> {
-        let s = Socket::new(
-            domain_of(&dst),
-            Type::DGRAM.nonblocking().cloexec(),
-            Some(Protocol::UDP),
-        )?;
-        s.connect(&SockAddr::from(dst))?;
-        let fd = OwnedFd::from(s);
+        let fd = open_connected_dgram(dst, Protocol::UDP)?;
         self.registry.register(
             &mut SourceFd(&fd.as_raw_fd()),
             token_for(id),
@@ -413,39 +398,11 @@ impl HostSockets for HostSocketTable {
     }
 
     fn udp_send(&mut self, id: SocketRef, payload: &[u8]) -> io::Result<usize> {
-        let fd = self
-            .udp
-            .get(id.index as usize)
-            .and_then(|s| s.as_ref())
-            .ok_or_else(not_open)?
-            .as_raw_fd();
-        // SAFETY: valid fd and buffer.
-        cvt(unsafe {
-            libc::send(
-                fd,
-                payload.as_ptr() as *const libc::c_void,
-                payload.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        })
+        send_nonblocking(fd_in(&self.udp, id)?, payload)
     }
 
     fn udp_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = self
-            .udp
-            .get(id.index as usize)
-            .and_then(|s| s.as_ref())
-            .ok_or_else(not_open)?
-            .as_raw_fd();
-        // SAFETY: valid fd and buffer.
-        cvt(unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        })
+        recv_nonblocking(fd_in(&self.udp, id)?, buf)
     }
 
     fn udp_close(&mut self, id: SocketRef) {
@@ -460,14 +417,12 @@ impl HostSockets for HostSocketTable {
         } else {
             Protocol::ICMPV6
         };
-        let s = Socket::new(
-            domain_of(&dst),
-            Type::DGRAM.nonblocking().cloexec(),
-            Some(proto),
-        )?;
-        s.connect(&SockAddr::from(dst))?;
-        let ident = s.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(0);
-        let fd = OwnedFd::from(s);
+        let fd = open_connected_dgram(dst, proto)?;
+        // The kernel's echo identifier for this socket is its local "port".
+        let ident = socket2::SockRef::from(&fd)
+            .local_addr()?
+            .as_socket()
+            .map_or(0, |a| a.port());
         self.registry.register(
             &mut SourceFd(&fd.as_raw_fd()),
             token_for(id),
@@ -478,39 +433,11 @@ impl HostSockets for HostSocketTable {
     }
 
     fn ping_send(&mut self, id: SocketRef, message: &[u8]) -> io::Result<usize> {
-        let fd = self
-            .ping
-            .get(id.index as usize)
-            .and_then(|s| s.as_ref())
-            .ok_or_else(not_open)?
-            .as_raw_fd();
-        // SAFETY: valid fd and buffer.
-        cvt(unsafe {
-            libc::send(
-                fd,
-                message.as_ptr() as *const libc::c_void,
-                message.len(),
-                libc::MSG_DONTWAIT,
-            )
-        })
+        send_nonblocking(fd_in(&self.ping, id)?, message)
     }
 
     fn ping_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = self
-            .ping
-            .get(id.index as usize)
-            .and_then(|s| s.as_ref())
-            .ok_or_else(not_open)?
-            .as_raw_fd();
-        // SAFETY: valid fd and buffer.
-        cvt(unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        })
+        recv_nonblocking(fd_in(&self.ping, id)?, buf)
     }
 
     fn ping_close(&mut self, id: SocketRef) {
@@ -518,6 +445,50 @@ impl HostSockets for HostSocketTable {
             self.deregister(fd.as_raw_fd());
         }
     }
+}
+
+/// The fd of an open datagram socket in `table`.
+fn fd_in(table: &[Option<OwnedFd>], id: SocketRef) -> io::Result<RawFd> {
+    table
+        .get(id.index as usize)
+        .and_then(|s| s.as_ref())
+        .map(|fd| fd.as_raw_fd())
+        .ok_or_else(not_open)
+}
+
+/// A non-blocking, close-on-exec datagram socket (UDP or ICMP echo) connected to `dst`.
+fn open_connected_dgram(dst: SocketAddr, proto: Protocol) -> io::Result<OwnedFd> {
+    let s = Socket::new(
+        domain_of(&dst),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(proto),
+    )?;
+    s.connect(&SockAddr::from(dst))?;
+    Ok(OwnedFd::from(s))
+}
+
+fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: fd is an open socket of ours; the pointer and length describe `data`.
+    cvt(unsafe {
+        libc::send(
+            fd,
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: fd is an open socket of ours; the pointer and length describe `buf`.
+    cvt(unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
 }
 
 #[cfg(test)]
