@@ -10,10 +10,13 @@ use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+/// A simulated datagram socket: its destination, what was sent, what the host will answer.
+type SimDgram = (SocketAddr, Vec<Vec<u8>>, VecDeque<Vec<u8>>);
+
 #[derive(Default)]
 struct Sim {
-    udp: HashMap<u32, (SocketAddr, Vec<Vec<u8>>, VecDeque<Vec<u8>>)>,
-    ping: HashMap<u32, (SocketAddr, Vec<Vec<u8>>, VecDeque<Vec<u8>>)>,
+    udp: HashMap<u32, SimDgram>,
+    ping: HashMap<u32, SimDgram>,
     closed: Vec<SocketRef>,
     refuse_ping: bool,
 }
