@@ -346,7 +346,7 @@ e2e_boot_guest() {
         id=$(sed -n 's/.*\(^\|,\)id=\([^,]*\).*/\2/p' <<<"$netdev")
         [ -n "$id" ] || e2e_die "netdev '$netdev' has no id="
         # romfile=: no iPXE option ROM; the guest boots a kernel directly, so it only costs time.
-        args+=(-netdev "$netdev" -device "virtio-net-pci,netdev=$id,mac=$E2E_GUEST_MAC,romfile=")
+        args+=(-netdev "$netdev" -device "virtio-net-pci,netdev=$id,mac=$E2E_GUEST_MAC,romfile=${E2E_NIC_OPTS:+,$E2E_NIC_OPTS}")
     fi
     args+=("${E2E_QEMU_EXTRA_ARGS[@]}")
     : >"$log"

@@ -6,6 +6,8 @@
 # 127.0.0.1 only through slipway's host-loopback alias 192.168.127.254; DNS goes to slipway's
 # gateway, which forwards to a dnsmasq on 127.0.0.1. slipway runs with --egress-allow 127.0.0.0/8.
 #
+# A third run uses --mtu 65520 with virtio-net's host_mtu: the lease and the interface carry it.
+#
 # Checks in the guest: DHCP lease (address, router, DNS, MTU), ping of the gateway, a local
 # name and a forwarded name, HTTP download (by address and by name) and upload of a random
 # multi-MiB file with sha256, iperf3 both directions.
@@ -34,6 +36,7 @@ BLOB_SHA=$blob_sha
 EOF2
 cat >>"$script" <<'EOF2'
 e2e_check lease test "$E2E_LEASE_OK" = 1
+e2e_result if_mtu "$(cat /sys/class/net/eth0/mtu)"
 e2e_check ping_gateway ping -c 2 -W 3 192.168.127.1
 e2e_check ping_alias ping -c 1 -W 3 192.168.127.254
 lookup() {
@@ -69,9 +72,12 @@ e2e_check iperf3_up iperf
 e2e_check iperf3_down iperf -R
 EOF2
 
-run_guest() { # LINK NAME: boot a guest on slipway's LINK (qemu|dgram)
-    local link=$1 sock="$E2E_WORK/$1.sock" log="$E2E_WORK/guest-$1.log" netdev rc=0
-    e2e_spawn "slipway-$link" "$SLIPWAY" serve "--$link" "$sock" \
+run_guest() { # LINK [MTU]: boot a guest on slipway's LINK (qemu|dgram)
+    local link=$1 mtu=${2:-1500}
+    local name=$link
+    [ "$mtu" = 1500 ] || name="$link-mtu$mtu"
+    local sock="$E2E_WORK/$name.sock" log="$E2E_WORK/guest-$name.log" netdev rc=0
+    e2e_spawn "slipway-$name" "$SLIPWAY" serve "--$link" "$sock" --mtu "$mtu" \
         --dns-upstream "127.0.0.1:$dns_port" --egress-allow 127.0.0.0/8 -v
     local pid=$E2E_PID
     e2e_wait_path "$sock" 10
@@ -79,33 +85,43 @@ run_guest() { # LINK NAME: boot a guest on slipway's LINK (qemu|dgram)
     qemu) netdev="stream,id=n0,server=off,addr.type=unix,addr.path=$sock" ;;
     dgram) netdev="dgram,id=n0,local.type=unix,local.path=$E2E_WORK/guest.sock,remote.type=unix,remote.path=$sock" ;;
     esac
-    e2e_boot_guest "$netdev" "$script" "$log" 300 || rc=$?
+    # virtio-net learns the large MTU from the device (host_mtu) as QEMU users configure it.
+    local nic_opts=""
+    [ "$mtu" = 1500 ] || nic_opts="host_mtu=$mtu"
+    E2E_NIC_OPTS=$nic_opts e2e_boot_guest "$netdev" "$script" "$log" 300 || rc=$?
+    link=$name
     if [ "$rc" = 0 ]; then e2e_ok "$link:guest_boot"; else e2e_not_ok "$link:guest_boot" "rc $rc, see $log"; fi
     local m
     for m in lease ping_gateway ping_alias dns_local dns_forwarded http_get http_get_by_name http_put iperf3_up iperf3_down; do
         if e2e_marker_passed "$log" "$m"; then e2e_ok "$link:$m"; else e2e_not_ok "$link:$m" "see $log"; fi
     done
-    local ip router dns mtu
+    local ip router dns lease_mtu
     ip=$(e2e_marker_lease "$log" ip)
     router=$(e2e_marker_lease "$log" router)
     dns=$(e2e_marker_lease "$log" dns)
-    if [ "$ip" = 192.168.127.2 ] && [ "$router" = 192.168.127.1 ] && [ "$dns" = 192.168.127.1 ]; then
+    lease_mtu=$(e2e_marker_lease "$log" mtu)
+    if [ "$ip" = 192.168.127.2 ] && [ "$router" = 192.168.127.1 ] && [ "$dns" = 192.168.127.1 ] &&
+        [ "$lease_mtu" = "$mtu" ]; then
         e2e_ok "$link:lease_values"
     else
         e2e_not_ok "$link:lease_values" "$(grep -a '^E2E-LEASE' "$log" || echo 'no E2E-LEASE line')"
     fi
     echo "$link: QEMU start -> lease ${E2E_BOOT_LEASE_S:-none} s; iperf3 up $(e2e_marker_result "$log" iperf3_mbps) Mbit/s," \
         "down $(e2e_marker_result "$log" iperf3-R_mbps) Mbit/s (accel $(e2e_qemu_accel))"
+    if [ "$mtu" != 1500 ]; then
+        if grep -aq "E2E-RESULT if_mtu=$mtu" "$log"; then e2e_ok "$link:interface_mtu"; else e2e_not_ok "$link:interface_mtu" "eth0 does not have MTU $mtu"; fi
+    fi
     e2e_stop_pid "$pid"
     rm -f "$E2E_WORK/guest.sock"
     if [ "$E2E_FAILED" != 0 ]; then
         echo "--- guest log ($log) ---"
         tail -n 60 "$log"
         echo "--- slipway log ---"
-        tail -n 30 "$E2E_WORK/slipway-$link.log"
+        tail -n 30 "$E2E_WORK/slipway-$name.log"
     fi
 }
 
 run_guest qemu
 run_guest dgram
+run_guest qemu 65520
 e2e_summary
