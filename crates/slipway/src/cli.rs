@@ -31,13 +31,14 @@ const SERVE_EXAMPLES: &str = "\
 Examples:
   # A QEMU guest (QEMU 7.2+):
   slipway serve --qemu /tmp/slipway.sock &
-  qemu-system-x86_64 ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/slipway.sock \\
-      -device virtio-net-pci,netdev=n0
+  qemu-system-x86_64 ... -device virtio-net-pci,netdev=n0 -netdev \\
+    stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/slipway.sock
 
-  # A network namespace (slipway creates tap0 inside it and configures it):
+  # A network namespace (slipway creates tap0 in it and configures it):
   ip netns add demo && slipway serve --netns /run/netns/demo
 
-  # Inside the guest, the host's 127.0.0.1 is reachable as 192.168.127.254 (host.slipway.internal).
+  # In the guest, the host's 127.0.0.1 is 192.168.127.254
+  # (host.slipway.internal).
 ";
 
 #[derive(Args, Debug, Clone, Default)]
