@@ -181,7 +181,7 @@ pub enum LinkError {
     PathInUse { path: PathBuf },
     #[error("{} exists and is not a socket; remove it or choose another path", .path.display())]
     NotASocket { path: PathBuf },
-    #[error("cannot listen on {}", .path.display())]
+    #[error("cannot listen on {}: check that its directory exists and is writable", .path.display())]
     Bind {
         path: PathBuf,
         #[source]
