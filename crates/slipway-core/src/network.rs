@@ -391,19 +391,14 @@ impl Network {
                 });
             } else {
                 self.counters.drop(DropReason::UdpClosedPort);
-                if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) {
-                    frames::push_unreachable_v4(
-                        &mut self.tx,
-                        dest,
-                        src_mac,
-                        self.cfg.gateway_mac,
-                        ip.dst(),
-                        ip.src(),
-                        icmp::CODE_PORT_UNREACHABLE,
-                        ip.packet(),
-                        ip.header_len(),
-                    );
-                }
+                let (mut ctx, _) = self.udp_ctx(now);
+                ctx.unreachable(
+                    src_mac,
+                    ip.src(),
+                    ip.dst(),
+                    icmp::CODE_PORT_UNREACHABLE,
+                    (ip.packet(), ip.header_len()),
+                );
             }
             return;
         }

@@ -11,10 +11,8 @@
 
 use super::{FlowKind, HostSockets, SocketRef};
 use crate::config::Mac;
-use crate::counters::{Counters, DropReason};
+use crate::counters::DropReason;
 use crate::frames;
-use crate::switch::Switch;
-use crate::tx::TxQueue;
 use slipway_wire::icmp;
 use std::collections::HashMap;
 use std::io;
@@ -37,13 +35,7 @@ struct PingFlow {
     last_active: Duration,
 }
 
-pub struct PingCtx<'a> {
-    pub now: Duration,
-    pub tx: &'a mut TxQueue,
-    pub switch: &'a Switch,
-    pub counters: &'a mut Counters,
-    pub gateway_mac: Mac,
-}
+pub use super::DatagramCtx as PingCtx;
 
 #[derive(Default)]
 pub struct PingEngine {
@@ -75,19 +67,7 @@ impl PingEngine {
         ip_packet: (&[u8], usize),
     ) {
         let deny = |ctx: &mut PingCtx<'_>, code| {
-            if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                frames::push_unreachable_v4(
-                    ctx.tx,
-                    dest,
-                    guest_mac,
-                    ctx.gateway_mac,
-                    key.remote_ip,
-                    key.guest_ip,
-                    code,
-                    ip_packet.0,
-                    ip_packet.1,
-                );
-            }
+            ctx.unreachable(guest_mac, key.guest_ip, key.remote_ip, code, ip_packet)
         };
         let Some(target) = target else {
             ctx.counters.drop(DropReason::EgressDenied);

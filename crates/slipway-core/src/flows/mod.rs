@@ -9,8 +9,50 @@ pub mod icmp;
 pub mod tcp;
 pub mod udp;
 
+use crate::config::Mac;
+use crate::counters::Counters;
+use crate::frames;
+use crate::switch::Switch;
+use crate::tx::TxQueue;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// What the datagram engines (UDP, ICMP echo) need from the network for one call.
+pub struct DatagramCtx<'a> {
+    pub now: Duration,
+    pub tx: &'a mut TxQueue,
+    pub switch: &'a Switch,
+    pub counters: &'a mut Counters,
+    pub gateway_mac: Mac,
+}
+
+impl DatagramCtx<'_> {
+    /// Tell the guest that its packet `ip_packet` (header length `header_len`) from `guest` to
+    /// `remote` could not be delivered (ICMP destination unreachable with `code`).
+    pub fn unreachable(
+        &mut self,
+        guest_mac: Mac,
+        guest: Ipv4Addr,
+        remote: Ipv4Addr,
+        code: u8,
+        ip_packet: (&[u8], usize),
+    ) {
+        if let Some(dest) = frames::dest_for(self.switch, self.counters, &guest_mac) {
+            frames::push_unreachable_v4(
+                self.tx,
+                dest,
+                guest_mac,
+                self.gateway_mac,
+                remote,
+                guest,
+                code,
+                ip_packet.0,
+                ip_packet.1,
+            );
+        }
+    }
+}
 
 /// Which engine a host socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

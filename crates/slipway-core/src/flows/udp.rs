@@ -13,8 +13,6 @@ use super::{FlowKind, HostSockets, SocketRef};
 use crate::config::Mac;
 use crate::counters::{Counters, DropReason};
 use crate::frames::{self, ETH_IP_LEN};
-use crate::switch::Switch;
-use crate::tx::TxQueue;
 use slipway_wire::{icmp, udp};
 use std::collections::HashMap;
 use std::io;
@@ -54,13 +52,7 @@ struct UdpFlow {
     last_active: Duration,
 }
 
-pub struct UdpCtx<'a> {
-    pub now: Duration,
-    pub tx: &'a mut TxQueue,
-    pub switch: &'a Switch,
-    pub counters: &'a mut Counters,
-    pub gateway_mac: Mac,
-}
+pub use super::DatagramCtx as UdpCtx;
 
 pub struct UdpEngine {
     limits: UdpLimits,
@@ -107,19 +99,13 @@ impl UdpEngine {
     ) {
         let Some(target) = target else {
             ctx.counters.drop(DropReason::EgressDenied);
-            if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                frames::push_unreachable_v4(
-                    ctx.tx,
-                    dest,
-                    guest_mac,
-                    ctx.gateway_mac,
-                    key.remote_ip,
-                    key.guest_ip,
-                    icmp::CODE_ADMIN_PROHIBITED,
-                    ip_packet.0,
-                    ip_packet.1,
-                );
-            }
+            ctx.unreachable(
+                guest_mac,
+                key.guest_ip,
+                key.remote_ip,
+                icmp::CODE_ADMIN_PROHIBITED,
+                ip_packet,
+            );
             return;
         };
         let index = match self.by_key.get(&key) {
@@ -143,19 +129,7 @@ impl UdpEngine {
                         io::ErrorKind::PermissionDenied => icmp::CODE_ADMIN_PROHIBITED,
                         _ => icmp::CODE_NET_UNREACHABLE,
                     };
-                    if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                        frames::push_unreachable_v4(
-                            ctx.tx,
-                            dest,
-                            guest_mac,
-                            ctx.gateway_mac,
-                            key.remote_ip,
-                            key.guest_ip,
-                            code,
-                            ip_packet.0,
-                            ip_packet.1,
-                        );
-                    }
+                    ctx.unreachable(guest_mac, key.guest_ip, key.remote_ip, code, ip_packet);
                     return;
                 }
                 self.slots[index as usize] = Some(UdpFlow {
@@ -177,19 +151,13 @@ impl UdpEngine {
             Err(e) if e.raw_os_error() == Some(111) => {
                 // ECONNREFUSED from an earlier ICMP error: tell the guest.
                 ctx.counters.drop(DropReason::UdpClosedPort);
-                if let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) {
-                    frames::push_unreachable_v4(
-                        ctx.tx,
-                        dest,
-                        guest_mac,
-                        ctx.gateway_mac,
-                        key.remote_ip,
-                        key.guest_ip,
-                        icmp::CODE_PORT_UNREACHABLE,
-                        ip_packet.0,
-                        ip_packet.1,
-                    );
-                }
+                ctx.unreachable(
+                    guest_mac,
+                    key.guest_ip,
+                    key.remote_ip,
+                    icmp::CODE_PORT_UNREACHABLE,
+                    ip_packet,
+                );
             }
             Err(_) => ctx.counters.drop(DropReason::UdpSendFailed),
         }
