@@ -56,6 +56,11 @@ reasons! {
     DnsReplyTruncated => "dns_reply_truncated",
     NoPortForGuest => "no_port_for_guest",
     NeighborTableFull => "neighbor_table_full",
+    ForwardAcceptFailed => "forward_accept_failed",
+    ForwardClientClash => "forward_client_clash",
+    ForwardRefusedByGuest => "forward_refused_by_guest",
+    ForwardGuestUnreachable => "forward_guest_unreachable",
+    ForwardFlowClash => "forward_flow_clash",
 }
 
 /// All counters of one network.
@@ -71,6 +76,10 @@ pub struct Counters {
     pub udp_flows_expired: u64,
     pub icmp_echo_forwarded: u64,
     pub dns_queries: u64,
+    /// Host clients accepted on TCP forwards.
+    pub forwarded_connections: u64,
+    /// Datagrams from host clients sent to guests through UDP forwards.
+    pub forwarded_datagrams: u64,
     drops: [u64; 64],
 }
 
@@ -87,6 +96,8 @@ impl Default for Counters {
             udp_flows_expired: 0,
             icmp_echo_forwarded: 0,
             dns_queries: 0,
+            forwarded_connections: 0,
+            forwarded_datagrams: 0,
             drops: [0; 64],
         }
     }

@@ -7,10 +7,12 @@
 //!
 //! Data path: [`switch`] → [`network`] (the gateway: [`gateway`] ARP/ICMP, [`services`] DHCP and
 //! DNS) → [`flows`] (TCP, UDP, ICMP echo translation) → host sockets; and back through [`tx`].
+//! Host listeners of port forwards ([`forward`]) enter the same flows from the other side.
 
 pub mod config;
 pub mod counters;
 pub mod flows;
+pub mod forward;
 pub mod frames;
 pub mod gateway;
 pub mod network;
@@ -19,4 +21,5 @@ pub mod switch;
 pub mod tx;
 
 pub use config::{IpCidr, Mac, NetworkConfig};
+pub use forward::{ForwardProto, PortForward};
 pub use network::Network;

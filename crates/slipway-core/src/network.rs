@@ -8,6 +8,12 @@
 //! host-loopback alias or to outside addresses goes to the TCP, UDP and ICMP engines after address
 //! translation (alias → 127.0.0.1) and the egress policy. Everything the network sends to guests is
 //! built in the TX queue, which the driver flushes once per batch.
+//!
+//! Port forwards enter from the host side: the driver binds each forward's listener under
+//! `SocketRef { kind: Listener, index: forward id }`; when it is readable the network finds the
+//! guest's MAC (neighbour table, else DHCP lease; else an ARP request, while clients wait in the
+//! kernel's backlog for up to [`FORWARD_GUEST_WAIT`]) and hands the clients to the TCP or UDP
+//! engine.
 
 use crate::config::{Mac, NetworkConfig};
 use crate::counters::{Counters, DropReason};
@@ -15,6 +21,7 @@ use crate::flows::icmp::{PingCtx, PingEngine, PingKey};
 use crate::flows::tcp::{FlowKey, TcpCtx, TcpEngine, TcpLimits};
 use crate::flows::udp::{UdpCtx, UdpEngine, UdpKey, UdpLimits};
 use crate::flows::{FlowKind, HostSockets, SocketRef, TcpTarget};
+use crate::forward::{self, ForwardProto, PortForward};
 use crate::frames;
 use crate::gateway;
 use crate::services::dhcp4::Dhcp4Server;
@@ -35,6 +42,37 @@ pub const MAX_NEIGHBORS: usize = 4096;
 pub const MAX_DNS_QUEUE: usize = 1024;
 /// How often idle UDP and ping flows are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Port forwards per network.
+pub const MAX_FORWARDS: usize = 4096;
+/// How long clients of a forward wait for its guest to become reachable before they are refused.
+pub const FORWARD_GUEST_WAIT: Duration = Duration::from_secs(3);
+/// How often a forward waiting for its guest asks again (ARP) and looks for it.
+const FORWARD_RETRY: Duration = Duration::from_millis(50);
+const ARP_RETRY: Duration = Duration::from_millis(500);
+
+/// A port forward the network serves; its listener is a host socket of the driver's.
+#[derive(Debug, Clone)]
+struct ForwardEntry {
+    rule: PortForward,
+    /// The guest address (the rule's, or the network's first guest address) and port.
+    guest: (Ipv4Addr, u16),
+    /// Clients have waited since then because the guest cannot be reached yet.
+    waiting_since: Option<Duration>,
+    last_arp: Option<Duration>,
+}
+
+/// Why a forward cannot be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("{ip} is not a guest address of this network ({subnet}/{prefix}); give an address of the guest subnet")]
+    NotAGuestAddress {
+        ip: Ipv4Addr,
+        subnet: Ipv4Addr,
+        prefix: u8,
+    },
+    #[error("this network already has {MAX_FORWARDS} forwards; remove some first")]
+    TooMany,
+}
 
 /// A DNS query a guest sent to the gateway over UDP, for the DNS service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +96,11 @@ pub struct Network {
     neighbors: HashMap<Ipv4Addr, Mac>,
     dns_queries: Vec<DnsQuery>,
     next_sweep: Duration,
+    forwards: Vec<Option<ForwardEntry>>,
+    /// Forwards whose listener may hold more clients than one wake-up took (serve after flush).
+    forwards_ready: Vec<u32>,
+    /// When forwards waiting for their guest are looked at again.
+    forward_retry_at: Option<Duration>,
 }
 
 impl Network {
@@ -82,6 +125,9 @@ impl Network {
             neighbors: HashMap::new(),
             dns_queries: Vec::new(),
             next_sweep: SWEEP_INTERVAL,
+            forwards: Vec::new(),
+            forwards_ready: Vec::new(),
+            forward_retry_at: None,
             cfg,
         }
     }
@@ -106,6 +152,160 @@ impl Network {
     }
     pub fn ping_refused_by_host(&self) -> bool {
         self.ping.refused_by_host
+    }
+
+    /// Add a port forward; returns its id, under which the driver registers the listener
+    /// (`SocketRef { kind: Listener, index: id }`). A rule without a guest address targets the
+    /// network's first guest address (the first address of the DHCP pool).
+    pub fn add_forward(&mut self, rule: PortForward) -> Result<u32, ForwardError> {
+        let ip = rule.guest_ip.unwrap_or(self.cfg.pool_start);
+        if !self.cfg.in_subnet(ip)
+            || self.cfg.owns(ip)
+            || ip == self.cfg.subnet
+            || ip == self.cfg.broadcast()
+        {
+            return Err(ForwardError::NotAGuestAddress {
+                ip,
+                subnet: self.cfg.subnet,
+                prefix: self.cfg.prefix,
+            });
+        }
+        let entry = ForwardEntry {
+            rule,
+            guest: (ip, rule.guest_port),
+            waiting_since: None,
+            last_arp: None,
+        };
+        let id = match self.forwards.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.forwards.len() < MAX_FORWARDS => {
+                self.forwards.push(None);
+                self.forwards.len() - 1
+            }
+            None => return Err(ForwardError::TooMany),
+        };
+        self.forwards[id] = Some(entry);
+        Ok(id as u32)
+    }
+
+    /// Remove forward `id` (the driver closes its listener). Connections it accepted go on;
+    /// UDP clients' flows end.
+    pub fn remove_forward(&mut self, id: u32) -> Option<PortForward> {
+        let entry = self.forwards.get_mut(id as usize)?.take()?;
+        if entry.rule.proto == ForwardProto::Udp {
+            self.udp.forget_listener(id);
+        }
+        self.forwards_ready.retain(|&i| i != id);
+        Some(entry.rule)
+    }
+
+    /// The forwards: id, rule and the guest address and port it reaches.
+    pub fn forwards(&self) -> Vec<(u32, PortForward, (Ipv4Addr, u16))> {
+        self.forwards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i as u32, e.rule, e.guest)))
+            .collect()
+    }
+
+    /// The MAC of the guest at `ip` if it can be reached now (known and on a switch port).
+    fn reachable_guest(&self, ip: Ipv4Addr) -> Option<Mac> {
+        let mac = self
+            .neighbors
+            .get(&ip)
+            .copied()
+            .or_else(|| self.dhcp.holder_of(ip))?;
+        self.switch.port_of(&mac).is_some().then_some(mac)
+    }
+
+    /// The address under which guests see a host client of a forward.
+    fn client_view(&self) -> impl Fn(IpAddr) -> Ipv4Addr + Copy {
+        let alias = self.cfg.host_loopback_alias.unwrap_or(self.cfg.gateway);
+        let (subnet, mask) = (
+            u32::from(self.cfg.subnet),
+            crate::config::prefix_mask_v4(self.cfg.prefix),
+        );
+        move |ip| {
+            let v = forward::guest_visible_client(ip, alias);
+            // A client whose address lies inside the guest subnet could not be routed back.
+            if u32::from(v) & mask == subnet {
+                alias
+            } else {
+                v
+            }
+        }
+    }
+
+    /// Clients may be waiting on forward `id`'s listener.
+    fn serve_forward(&mut self, now: Duration, id: u32, sockets: &mut dyn HostSockets) {
+        let Some(entry) = self.forwards.get(id as usize).and_then(|e| e.as_ref()) else {
+            return;
+        };
+        let (proto, guest) = (entry.rule.proto, entry.guest);
+        let listener = SocketRef {
+            kind: FlowKind::Listener,
+            index: id,
+        };
+        let visible = self.client_view();
+        let Some(mac) = self.reachable_guest(guest.0) else {
+            self.forward_waits(now, id, sockets);
+            return;
+        };
+        if let Some(e) = self.forwards[id as usize].as_mut() {
+            e.waiting_since = None;
+        }
+        match proto {
+            ForwardProto::Tcp => {
+                let (mut ctx, engine) = self.tcp_ctx(now);
+                let n = engine.accept_forwarded(&mut ctx, sockets, listener, mac, guest, visible);
+                engine.refresh_deadline(now);
+                if n >= crate::flows::tcp::ACCEPT_BUDGET && !self.forwards_ready.contains(&id) {
+                    self.forwards_ready.push(id);
+                }
+            }
+            ForwardProto::Udp => {
+                let (mut ctx, udp) = self.udp_ctx(now);
+                udp.on_forward_readable(&mut ctx, sockets, listener, mac, guest, visible);
+            }
+        }
+    }
+
+    /// Forward `id`'s guest cannot be reached: ask for it with ARP and let clients wait in the
+    /// backlog, for at most [`FORWARD_GUEST_WAIT`]; then refuse them.
+    fn forward_waits(&mut self, now: Duration, id: u32, sockets: &mut dyn HostSockets) {
+        let Some(e) = self.forwards[id as usize].as_mut() else {
+            return;
+        };
+        let since = *e.waiting_since.get_or_insert(now);
+        let (proto, guest_ip) = (e.rule.proto, e.guest.0);
+        if now.saturating_sub(since) >= FORWARD_GUEST_WAIT {
+            e.waiting_since = None;
+            let listener = SocketRef {
+                kind: FlowKind::Listener,
+                index: id,
+            };
+            match proto {
+                ForwardProto::Tcp => {
+                    let (mut ctx, engine) = self.tcp_ctx(now);
+                    engine.refuse_forwarded(&mut ctx, sockets, listener);
+                }
+                ForwardProto::Udp => {
+                    let (mut ctx, udp) = self.udp_ctx(now);
+                    udp.refuse_forwarded(&mut ctx, sockets, listener);
+                }
+            }
+            return;
+        }
+        if e.last_arp
+            .is_none_or(|t| now.saturating_sub(t) >= ARP_RETRY)
+        {
+            e.last_arp = Some(now);
+            let mut frame = [0u8; 42];
+            gateway::arp::request(&self.cfg, guest_ip, &mut frame);
+            self.tx.push_copy(TxDest::Flood { except: None }, &frame);
+        }
+        let at = now + FORWARD_RETRY;
+        self.forward_retry_at = Some(self.forward_retry_at.map_or(at, |t| t.min(at)));
     }
 
     /// A guest link came up: its switch port. None when the switch is full.
@@ -375,7 +575,14 @@ impl Network {
             self.counters.drop(DropReason::UdpBadChecksum);
             return;
         }
-        if ip.dst() == self.cfg.gateway {
+        let key = UdpKey {
+            guest_ip: ip.src(),
+            guest_port: u.src_port(),
+            remote_ip: ip.dst(),
+            remote_port: u.dst_port(),
+        };
+        // A reply to a forward's client that appears as the gateway (host alias off).
+        if ip.dst() == self.cfg.gateway && !self.udp.has_flow(&key) {
             if u.dst_port() == DNS_PORT {
                 self.counters.dns_queries += 1;
                 if self.dns_queries.len() >= MAX_DNS_QUEUE {
@@ -402,12 +609,6 @@ impl Network {
             }
             return;
         }
-        let key = UdpKey {
-            guest_ip: ip.src(),
-            guest_port: u.src_port(),
-            remote_ip: ip.dst(),
-            remote_port: u.dst_port(),
-        };
         let target = self
             .translate(ip.dst())
             .map(|h| SocketAddr::new(h.into(), u.dst_port()));
@@ -568,6 +769,7 @@ impl Network {
                 let (mut ctx, ping) = self.ping_ctx(now);
                 ping.on_socket_readable(&mut ctx, sockets, id.index);
             }
+            FlowKind::Listener if readable => self.serve_forward(now, id.index, sockets),
             _ => {}
         }
     }
@@ -587,23 +789,48 @@ impl Network {
             engine.refresh_deadline(now);
         }
         if self.udp.has_pending_reads() {
+            let visible = self.client_view();
             let (mut ctx, udp) = self.udp_ctx(now);
-            udp.resume_reads(&mut ctx, sockets);
+            udp.resume_reads(&mut ctx, sockets, visible);
+        }
+        for id in std::mem::take(&mut self.forwards_ready) {
+            self.serve_forward(now, id, sockets);
         }
     }
 
     /// True when work is waiting for the next flush (the driver should not sleep).
     pub fn has_pending_work(&self) -> bool {
-        self.tcp.has_pending_pushes() || self.udp.has_pending_reads()
+        self.tcp.has_pending_pushes()
+            || self.udp.has_pending_reads()
+            || !self.forwards_ready.is_empty()
     }
 
     /// The next time [`on_timers`](Self::on_timers) must run.
     pub fn next_deadline(&self) -> Duration {
-        let sweep = self.next_sweep;
-        self.tcp.next_deadline().map_or(sweep, |d| d.min(sweep))
+        let mut next = self.next_sweep;
+        if let Some(d) = self.tcp.next_deadline() {
+            next = next.min(d);
+        }
+        if let Some(d) = self.forward_retry_at {
+            next = next.min(d);
+        }
+        next
     }
 
     pub fn on_timers(&mut self, now: Duration, sockets: &mut dyn HostSockets) {
+        if self.forward_retry_at.is_some_and(|t| t <= now) {
+            self.forward_retry_at = None;
+            let waiting: Vec<u32> = self
+                .forwards
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.as_ref().is_some_and(|e| e.waiting_since.is_some()))
+                .map(|(i, _)| i as u32)
+                .collect();
+            for id in waiting {
+                self.serve_forward(now, id, sockets);
+            }
+        }
         if self.tcp.next_deadline().is_some_and(|d| d <= now) {
             let (mut ctx, engine) = self.tcp_ctx(now);
             engine.on_timers(&mut ctx, sockets);

@@ -2,7 +2,7 @@
 //! list of guest links to open.
 
 use clap::{Args, Parser, Subcommand};
-use slipway_core::{IpCidr, NetworkConfig};
+use slipway_core::{IpCidr, NetworkConfig, PortForward};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -36,6 +36,9 @@ Examples:
 
   # A network namespace (slipway creates tap0 in it and configures it):
   ip netns add demo && slipway serve --netns /run/netns/demo
+
+  # Publish the guest's port 80 on the host's 127.0.0.1:8080:
+  slipway serve --netns /run/netns/demo -p 8080:80
 
   # In the guest, the host's 127.0.0.1 is 192.168.127.254
   # (host.slipway.internal).
@@ -86,6 +89,14 @@ pub struct ServeArgs {
     /// 127.0.0.1. Anything else is refused with a TCP RST or ICMP unreachable and counted.
     #[arg(long, value_name = "CIDR")]
     pub egress_allow: Vec<String>,
+    /// Publish a guest port on the host (repeatable), Docker's forms:
+    /// [HOST_IP:]HOST_PORT[-END]:[GUEST_IP:]GUEST_PORT[-END][/tcp|/udp], e.g. 8080:80,
+    /// 127.0.0.1:8080:80, [::1]:8080:80, 8000-8010:9000-9010/udp,
+    /// 127.0.0.1:8080:192.168.127.3:80. The host address defaults to 127.0.0.1 (all interfaces
+    /// only when asked: 0.0.0.0 or [::]); the guest address to the first guest (.2). The guest
+    /// sees each client's real address; loopback clients appear as the host-loopback alias.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
     /// Write every frame crossing the switch to FILE (pcap format).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -107,6 +118,8 @@ pub enum CliError {
     DnsRecord(String),
     #[error("{0}")]
     Config(#[from] slipway_core::config::ConfigError),
+    #[error("{0}")]
+    Publish(#[from] slipway_core::forward::PublishError),
     #[error("no guest link given: use --qemu, --dgram, --vpnkit, --bess, --stdio or --netns (see --help)")]
     NoLinks,
 }
@@ -165,6 +178,15 @@ impl ServeArgs {
             cfg.dns_records.push((name, ip));
         }
         Ok(cfg)
+    }
+
+    /// Every forward the `--publish` specs ask for, in order.
+    pub fn forwards(&self) -> Result<Vec<PortForward>, CliError> {
+        let mut out = Vec::new();
+        for spec in &self.publish {
+            out.extend(slipway_core::forward::parse_publish(spec)?);
+        }
+        Ok(out)
     }
 
     pub fn dns_upstreams(&self) -> Result<Vec<SocketAddr>, CliError> {

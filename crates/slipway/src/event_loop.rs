@@ -13,10 +13,12 @@
 use crate::dns_forwarder::{DnsClient, DnsForwarder, DnsReply};
 use crate::link::{GuestLink, LinkListener, LinkStatus};
 use crate::pcap::PcapWriter;
+use crate::sockets::ForwardBindError;
 use crate::sockets::{socket_ref, HostSocketTable};
 use mio::{Events, Interest, Poll, Token, Waker};
+use slipway_core::network::ForwardError;
 use slipway_core::tx::TxDest;
-use slipway_core::Network;
+use slipway_core::{Network, PortForward};
 use std::cell::RefCell;
 use std::io;
 use std::net::IpAddr;
@@ -34,6 +36,15 @@ const OUTPUT_RETRY: Duration = Duration::from_millis(1);
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 16;
 const LINK_BASE: usize = 1 << 16;
+
+/// Why a port could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum AddForwardError {
+    #[error(transparent)]
+    Rule(#[from] ForwardError),
+    #[error(transparent)]
+    Bind(#[from] ForwardBindError),
+}
 
 struct LinkSlot {
     link: Box<dyn GuestLink>,
@@ -115,6 +126,37 @@ impl Driver {
         tracing::info!("listening for guests on {}", l.describe());
         self.listeners.push(l);
         Ok(())
+    }
+
+    /// Publish a port: bind the host listener and add the forward to the network. Nothing is
+    /// left behind when either step fails. Returns the forward's id.
+    pub fn add_forward(&mut self, rule: PortForward) -> Result<u32, AddForwardError> {
+        let id = self.net.add_forward(rule)?;
+        if let Err(e) = self.sockets.bind_forward(id, &rule) {
+            self.net.remove_forward(id);
+            return Err(e.into());
+        }
+        let guest = self
+            .net
+            .forwards()
+            .into_iter()
+            .find(|f| f.0 == id)
+            .map(|f| f.2);
+        if let Some((ip, port)) = guest {
+            tracing::info!(
+                "forwarding {}/{} to {ip}:{port}",
+                self.sockets.forward_local_addr(id).unwrap_or(rule.host),
+                rule.proto
+            );
+        }
+        Ok(id)
+    }
+
+    /// Stop a forward; returns what it was.
+    pub fn remove_forward(&mut self, id: u32) -> Option<PortForward> {
+        let rule = self.net.remove_forward(id)?;
+        self.sockets.close_forward(id);
+        Some(rule)
     }
 
     /// Attach a guest link; returns its switch port.

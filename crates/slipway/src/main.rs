@@ -80,6 +80,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         bail!(cli::CliError::NoLinks);
     }
     let upstreams = args.dns_upstreams()?;
+    let forwards = args.forwards()?;
     let resolv_conf = PathBuf::from("/etc/resolv.conf");
     if let Ok(rc) = dns_forwarder::read_resolv_conf(&resolv_conf) {
         cfg.search_domains = rc.search;
@@ -107,6 +108,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     )
     .context("cannot start the event loop")?;
 
+    // Publish before attaching guests: a port that cannot be bound stops start-up cleanly.
+    for rule in forwards {
+        driver.add_forward(rule)?;
+    }
     for p in &args.qemu {
         driver.add_listener(Box::new(link::QemuListener::bind(p)?))?;
     }

@@ -8,12 +8,18 @@
 //! payloads; without it, the already-sent prefix is peeked into a scratch buffer and skipped.
 //! Acknowledged bytes are dropped with `recv(MSG_TRUNC)`.
 //!
+//! Port forwards' listeners live here too, registered readable under `SocketRef { kind:
+//! Listener, index: forward id }`: a TCP listener's clients are accepted straight into the flow
+//! slots the TCP engine names, a UDP listener is read and written with `recvfrom`/`sendto`.
+//! Binding one turns the kernel's refusal into advice ([`ForwardBindError`]).
+//!
 //! Limits: sockets are bounded by the engines' flow limits and the process's fd limit (raised to
 //! its hard maximum at start-up).
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
+use slipway_core::{ForwardProto, PortForward};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -28,6 +34,7 @@ pub fn token_for(id: SocketRef) -> Token {
         FlowKind::Tcp => 0usize,
         FlowKind::Udp => 1,
         FlowKind::Icmp => 2,
+        FlowKind::Listener => 3,
     };
     Token(SOCKET_TOKEN_BASE + (kind << 28) + id.index as usize)
 }
@@ -38,6 +45,7 @@ pub fn socket_ref(token: Token) -> Option<SocketRef> {
         0 => FlowKind::Tcp,
         1 => FlowKind::Udp,
         2 => FlowKind::Icmp,
+        3 => FlowKind::Listener,
         _ => return None,
     };
     Some(SocketRef {
@@ -62,8 +70,56 @@ pub struct HostSocketTable {
     tcp: Vec<Option<TcpSock>>,
     udp: Vec<Option<OwnedFd>>,
     ping: Vec<Option<OwnedFd>>,
+    listeners: Vec<Option<ForwardListener>>,
     scratch: Vec<u8>,
     dns_tcp: Option<DnsTcpHandler>,
+}
+
+/// The host side of one port forward.
+enum ForwardListener {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Pending connections a TCP forward's listener queues in the kernel.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Why a forward's host address could not be bound, said so that a person can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardBindError {
+    #[error("{proto} port {addr} is already in use by another process (or another forward); choose another host port")]
+    InUse {
+        proto: ForwardProto,
+        addr: SocketAddr,
+    },
+    #[error("binding {proto} port {addr} is not permitted: ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower net.ipv4.ip_unprivileged_port_start); choose a port of 1024 or more")]
+    Privileged {
+        proto: ForwardProto,
+        addr: SocketAddr,
+    },
+    #[error("{ip} is not an address of this host; listen on 127.0.0.1, ::1, 0.0.0.0, :: or one of the host's own addresses", ip = addr.ip())]
+    NotLocal { addr: SocketAddr },
+    #[error("cannot listen on {proto} {addr}: {source}")]
+    Other {
+        proto: ForwardProto,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+}
+
+impl ForwardBindError {
+    fn new(proto: ForwardProto, addr: SocketAddr, e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EADDRINUSE) => Self::InUse { proto, addr },
+            Some(libc::EACCES) | Some(libc::EPERM) => Self::Privileged { proto, addr },
+            Some(libc::EADDRNOTAVAIL) => Self::NotLocal { addr },
+            _ => Self::Other {
+                proto,
+                addr,
+                source: e,
+            },
+        }
+    }
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, index: u32) -> &mut Option<T> {
@@ -93,8 +149,72 @@ impl HostSocketTable {
             tcp: Vec::new(),
             udp: Vec::new(),
             ping: Vec::new(),
+            listeners: Vec::new(),
             scratch: Vec::new(),
             dns_tcp,
+        }
+    }
+
+    /// Bind forward `id`'s host address and register its listener (non-blocking, close-on-exec;
+    /// TCP with SO_REUSEADDR, `[::]` dual-stack as the kernel's default has it).
+    pub fn bind_forward(&mut self, id: u32, rule: &PortForward) -> Result<(), ForwardBindError> {
+        let addr = rule.host;
+        let err = |e| ForwardBindError::new(rule.proto, addr, e);
+        let (ty, proto) = match rule.proto {
+            ForwardProto::Tcp => (Type::STREAM, Protocol::TCP),
+            ForwardProto::Udp => (Type::DGRAM, Protocol::UDP),
+        };
+        let s =
+            Socket::new(domain_of(&addr), ty.nonblocking().cloexec(), Some(proto)).map_err(err)?;
+        if rule.proto == ForwardProto::Tcp {
+            s.set_reuse_address(true).map_err(err)?;
+        }
+        s.bind(&SockAddr::from(addr)).map_err(err)?;
+        let listener = match rule.proto {
+            ForwardProto::Tcp => {
+                s.listen(LISTEN_BACKLOG).map_err(err)?;
+                ForwardListener::Tcp(s.into())
+            }
+            ForwardProto::Udp => ForwardListener::Udp(s.into()),
+        };
+        let fd = match &listener {
+            ForwardListener::Tcp(l) => l.as_raw_fd(),
+            ForwardListener::Udp(u) => u.as_raw_fd(),
+        };
+        let sref = SocketRef {
+            kind: FlowKind::Listener,
+            index: id,
+        };
+        self.registry
+            .register(&mut SourceFd(&fd), token_for(sref), Interest::READABLE)
+            .map_err(err)?;
+        *slot(&mut self.listeners, id) = Some(listener);
+        Ok(())
+    }
+
+    /// The local address forward `id` listens on (the real port when 0 was asked for).
+    pub fn forward_local_addr(&self, id: u32) -> Option<SocketAddr> {
+        match self.listeners.get(id as usize)?.as_ref()? {
+            ForwardListener::Tcp(l) => l.local_addr().ok(),
+            ForwardListener::Udp(u) => u.local_addr().ok(),
+        }
+    }
+
+    /// Stop listening for forward `id`.
+    pub fn close_forward(&mut self, id: u32) {
+        if let Some(l) = self.listeners.get_mut(id as usize).and_then(|s| s.take()) {
+            let fd = match &l {
+                ForwardListener::Tcp(l) => l.as_raw_fd(),
+                ForwardListener::Udp(u) => u.as_raw_fd(),
+            };
+            self.deregister(fd);
+        }
+    }
+
+    fn udp_listener(&self, listener: SocketRef) -> io::Result<&std::net::UdpSocket> {
+        match self.listeners.get(listener.index as usize) {
+            Some(Some(ForwardListener::Udp(u))) => Ok(u),
+            _ => Err(not_open()),
         }
     }
 
@@ -445,6 +565,36 @@ impl HostSockets for HostSocketTable {
             self.deregister(fd.as_raw_fd());
         }
     }
+
+    fn tcp_accept(&mut self, listener: SocketRef, id: SocketRef) -> io::Result<SocketAddr> {
+        let Some(Some(ForwardListener::Tcp(l))) = self.listeners.get(listener.index as usize)
+        else {
+            return Err(not_open());
+        };
+        // std's accept is accept4(SOCK_CLOEXEC).
+        let (stream, client) = l.accept()?;
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        self.open_tcp_fd(id, OwnedFd::from(stream), true)?;
+        Ok(client)
+    }
+
+    fn udp_recv_from(
+        &mut self,
+        listener: SocketRef,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        self.udp_listener(listener)?.recv_from(buf)
+    }
+
+    fn udp_send_to(
+        &mut self,
+        listener: SocketRef,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        self.udp_listener(listener)?.send_to(payload, to)
+    }
 }
 
 /// The fd of an open datagram socket in `table`.
@@ -498,7 +648,12 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        for kind in [FlowKind::Tcp, FlowKind::Udp, FlowKind::Icmp] {
+        for kind in [
+            FlowKind::Tcp,
+            FlowKind::Udp,
+            FlowKind::Icmp,
+            FlowKind::Listener,
+        ] {
             for index in [0u32, 1, 65535, (1 << 28) - 1] {
                 let id = SocketRef { kind, index };
                 assert_eq!(socket_ref(token_for(id)), Some(id));

@@ -60,6 +60,8 @@ pub enum FlowKind {
     Tcp,
     Udp,
     Icmp,
+    /// A port forward's host listener (TCP or UDP); the index is the forward's id.
+    Listener,
 }
 
 /// Names one host socket: the engine and the flow's slot in that engine's table.
@@ -124,4 +126,31 @@ pub trait HostSockets {
     /// Receive an ICMP message (header included).
     fn ping_recv(&mut self, id: SocketRef, buf: &mut [u8]) -> io::Result<usize>;
     fn ping_close(&mut self, id: SocketRef);
+
+    /// Accept one client waiting on the TCP forward `listener` as the socket of flow `id`
+    /// (registered like a connected socket); returns the client's address. `WouldBlock` when no
+    /// client is waiting.
+    fn tcp_accept(&mut self, listener: SocketRef, id: SocketRef) -> io::Result<SocketAddr> {
+        let _ = (listener, id);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Receive one datagram on the UDP forward `listener`, with its sender.
+    fn udp_recv_from(
+        &mut self,
+        listener: SocketRef,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        let _ = (listener, buf);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Send a guest's reply from the UDP forward `listener` to its client `to`.
+    fn udp_send_to(
+        &mut self,
+        listener: SocketRef,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        let _ = (listener, to, payload);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }

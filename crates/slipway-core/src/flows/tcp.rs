@@ -18,9 +18,14 @@
 //!   all data was sent. Both FINs done and ours acknowledged → the socket is closed and the flow
 //!   freed (the guest keeps TIME_WAIT). Guest RST → abortive close; host error → RST to the guest.
 //! - ACKs for guest data are sent once per flow per batch ([`TcpEngine::flush_acks`]).
+//! - Port forwards are the mirror image ([`TcpEngine::accept_forwarded`]): a client accepted on a
+//!   host listener becomes a flow that starts with our SYN to the guest, from the client's address
+//!   as the guest sees it. The guest's SYN-ACK establishes it (its MSS and window scale are taken
+//!   from there); its RST, or no answer after [`FORWARD_SYN_RETRIES`] SYNs, resets the client.
 //!
 //! Limits (see [`TcpLimits`]): flows per network, pending connects, connect timeout, RTO bounds,
-//! retransmission attempts, segments per peek; window scale 7 (windows up to 8 MiB).
+//! retransmission attempts, segments per peek, clients accepted per listener wake-up; window
+//! scale 7 (windows up to 8 MiB).
 
 use super::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use crate::config::Mac;
@@ -32,7 +37,7 @@ use slipway_wire::icmp;
 use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// Bounds of the TCP engine.
@@ -76,6 +81,11 @@ pub const TIMER_TICK: Duration = Duration::from_millis(5);
 pub const WINDOW_POLL: Duration = Duration::from_millis(5);
 /// The MSS assumed when a guest SYN carries none (RFC 9293).
 const DEFAULT_GUEST_MSS: u16 = 536;
+/// SYNs sent to a guest for a forwarded connection before the client is reset (with the RTO
+/// doubling from 200 ms: about 12 s).
+pub const FORWARD_SYN_RETRIES: u8 = 6;
+/// Clients accepted from one forward's listener per wake-up before other work gets a turn.
+pub const ACCEPT_BUDGET: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -89,6 +99,8 @@ pub struct FlowKey {
 enum State {
     /// Guest SYN received, host connect in progress.
     Connecting,
+    /// A forwarded client was accepted and our SYN sent to the guest; waiting for its SYN-ACK.
+    SynSent,
     /// Host connected, SYN-ACK sent, waiting for the guest's ACK.
     SynAckSent,
     Established,
@@ -147,6 +159,61 @@ struct TcpFlow {
 }
 
 impl TcpFlow {
+    /// A new flow in `state`; sequence numbers on our side start at `our_isn`.
+    fn new(
+        key: FlowKey,
+        guest_mac: Mac,
+        state: State,
+        our_isn: u32,
+        now: Duration,
+        rto: Duration,
+    ) -> Self {
+        Self {
+            key,
+            guest_mac,
+            state,
+            guest_isn: 0,
+            rcv_nxt: 0,
+            our_isn,
+            snd_una: our_isn,
+            snd_nxt: our_isn.wrapping_add(1),
+            snd_max: our_isn.wrapping_add(1),
+            guest_wnd: 0,
+            guest_wscale: 0,
+            our_wscale: 0,
+            mss: DEFAULT_GUEST_MSS,
+            guest_fin: false,
+            host_eof: false,
+            fin_sent: false,
+            fin_seq: None,
+            fin_acked: false,
+            dup_acks: 0,
+            retries: 0,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto,
+            rtt_probe: None,
+            deadline: None,
+            in_timer_list: false,
+            ack_owed: false,
+            in_push_list: false,
+            last_window_sent: 0,
+            write_blocked: false,
+            last_activity: now,
+            host_rdhup: false,
+            ident: 0,
+        }
+    }
+
+    /// Take the guest's MSS and window scale from its SYN or SYN-ACK.
+    fn set_guest_syn_options(&mut self, opts: SynOptions, our_max_mss: u16) {
+        (self.guest_wscale, self.our_wscale) = match opts.window_scale {
+            Some(ws) => (ws, OUR_WINDOW_SCALE),
+            None => (0, 0),
+        };
+        self.mss = opts.mss.unwrap_or(DEFAULT_GUEST_MSS).clamp(64, our_max_mss);
+    }
+
     fn in_flight(&self) -> u32 {
         self.snd_nxt.wrapping_sub(self.snd_una)
     }
@@ -233,6 +300,7 @@ impl TcpEngine {
                 key: f.key,
                 state: match f.state {
                     State::Connecting => "connecting",
+                    State::SynSent => "syn_sent",
                     State::SynAckSent => "syn_ack_sent",
                     State::Established if f.guest_fin || f.fin_seq.is_some() => "closing",
                     State::Established => "established",
@@ -310,58 +378,22 @@ impl TcpEngine {
             ctx.counters.drop(DropReason::TcpPendingConnectsFull);
             return;
         }
-        let opts = seg.syn_options();
-        let our_max_mss = ctx.mtu.saturating_sub(40).max(64);
-        let (guest_wscale, our_wscale) = match opts.window_scale {
-            Some(ws) => (ws, OUR_WINDOW_SCALE),
-            None => (0, 0),
-        };
         let our_isn = self.random();
-        let flow = TcpFlow {
+        let mut flow = TcpFlow::new(
             key,
             guest_mac,
-            state: State::Connecting,
-            guest_isn: seg.seq(),
-            rcv_nxt: seg.seq().wrapping_add(1),
+            State::Connecting,
             our_isn,
-            snd_una: our_isn,
-            snd_nxt: our_isn.wrapping_add(1),
-            snd_max: our_isn.wrapping_add(1),
-            guest_wnd: u32::from(seg.window()),
-            guest_wscale,
-            our_wscale,
-            mss: opts.mss.unwrap_or(DEFAULT_GUEST_MSS).clamp(64, our_max_mss),
-            guest_fin: false,
-            host_eof: false,
-            fin_sent: false,
-            fin_seq: None,
-            fin_acked: false,
-            dup_acks: 0,
-            retries: 0,
-            srtt: None,
-            rttvar: Duration::ZERO,
-            rto: self.limits.rto_min,
-            rtt_probe: None,
-            deadline: Some(ctx.now + self.limits.connect_timeout),
-            in_timer_list: false,
-            ack_owed: false,
-            in_push_list: false,
-            last_window_sent: 0,
-            write_blocked: false,
-            last_activity: ctx.now,
-            host_rdhup: false,
-            ident: 0,
-        };
-        let index = match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some(flow);
-                i
-            }
-            None => {
-                self.slots.push(Some(flow));
-                (self.slots.len() - 1) as u32
-            }
-        };
+            ctx.now,
+            self.limits.rto_min,
+        );
+        flow.guest_isn = seg.seq();
+        flow.rcv_nxt = seg.seq().wrapping_add(1);
+        flow.guest_wnd = u32::from(seg.window());
+        flow.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu));
+        flow.deadline = Some(ctx.now + self.limits.connect_timeout);
+        let index = self.alloc_slot();
+        self.slots[index as usize] = Some(flow);
         self.by_key.insert(key, index);
         ctx.counters.tcp_flows_opened += 1;
         // A flow counts as a pending connect exactly while it is in state Connecting.
@@ -371,6 +403,151 @@ impl TcpEngine {
             Ok(ConnectProgress::InProgress) => self.arm(index),
             Err(e) => self.connect_failed(ctx, sockets, index, &e),
         }
+    }
+
+    /// A free slot of the flow table (still empty).
+    fn alloc_slot(&mut self) -> u32 {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Clients are waiting on the TCP forward `listener` to `guest`: accept up to
+    /// [`ACCEPT_BUDGET`] of them, each a new flow that starts with our SYN to the guest from
+    /// `visible(client)`, the address the guest sees. Returns how many were accepted; clients
+    /// beyond the flow limit stay in the kernel's backlog (counted).
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept_forwarded(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        listener: SocketRef,
+        guest_mac: Mac,
+        guest: (Ipv4Addr, u16),
+        visible: impl Fn(IpAddr) -> Ipv4Addr,
+    ) -> usize {
+        let mut accepted = 0;
+        for _ in 0..ACCEPT_BUDGET {
+            if self.by_key.len() >= self.limits.max_flows {
+                ctx.counters.drop(DropReason::TcpFlowTableFull);
+                break;
+            }
+            let index = self.alloc_slot();
+            let client = match sockets.tcp_accept(listener, Self::sock(index)) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.free.push(index);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        ctx.counters.drop(DropReason::ForwardAcceptFailed);
+                    }
+                    break;
+                }
+            };
+            let key = FlowKey {
+                guest_ip: guest.0,
+                guest_port: guest.1,
+                remote_ip: visible(client.ip()),
+                remote_port: client.port(),
+            };
+            if self.by_key.contains_key(&key) {
+                // Two clients that look alike to the guest (127.0.0.1:P and [::1]:P).
+                sockets.tcp_close(Self::sock(index), true);
+                self.free.push(index);
+                ctx.counters.drop(DropReason::ForwardClientClash);
+                continue;
+            }
+            let our_isn = self.random();
+            let mut flow = TcpFlow::new(
+                key,
+                guest_mac,
+                State::SynSent,
+                our_isn,
+                ctx.now,
+                self.limits.rto_min,
+            );
+            flow.mss = our_max_mss(ctx.mtu);
+            flow.our_wscale = OUR_WINDOW_SCALE;
+            flow.deadline = Some(ctx.now + flow.rto);
+            let window = window_for(sockets, index, &flow);
+            send_syn(ctx, &flow, window);
+            self.slots[index as usize] = Some(flow);
+            self.by_key.insert(key, index);
+            ctx.counters.tcp_flows_opened += 1;
+            ctx.counters.forwarded_connections += 1;
+            self.arm(index);
+            accepted += 1;
+        }
+        accepted
+    }
+
+    /// Refuse every client waiting on `listener` (its guest cannot be reached): each is reset.
+    pub fn refuse_forwarded(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        listener: SocketRef,
+    ) {
+        for _ in 0..ACCEPT_BUDGET {
+            let index = self.alloc_slot();
+            let got = sockets.tcp_accept(listener, Self::sock(index));
+            if got.is_ok() {
+                sockets.tcp_close(Self::sock(index), true);
+                ctx.counters.drop(DropReason::ForwardGuestUnreachable);
+            }
+            self.free.push(index);
+            if got.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// The guest answered our SYN of a forwarded connection (or refused it).
+    fn on_syn_sent_segment(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+        seg: &TcpSegment<'_>,
+    ) {
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
+        let flags = seg.flags();
+        let acks_our_syn = flags & tcp::ACK != 0 && seg.ack() == f.our_isn.wrapping_add(1);
+        if flags & tcp::RST != 0 {
+            // RFC 9293 §3.10.7.3: in SYN-SENT a reset is acceptable if it acknowledges our SYN.
+            if acks_our_syn {
+                ctx.counters.drop(DropReason::ForwardRefusedByGuest);
+                self.free_flow(sockets, index, true);
+                ctx.counters.tcp_flows_closed += 1;
+            }
+            return;
+        }
+        if flags & tcp::ACK != 0 && !acks_our_syn {
+            send_rst_for(ctx, f.guest_mac, f.key, seg);
+            return;
+        }
+        if flags & tcp::SYN == 0 || !acks_our_syn {
+            return; // (simultaneous open is not supported)
+        }
+        f.guest_isn = seg.seq();
+        f.rcv_nxt = seg.seq().wrapping_add(1);
+        f.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu));
+        // The window of a SYN is never scaled.
+        f.guest_wnd = u32::from(seg.window());
+        f.snd_una = seg.ack();
+        f.state = State::Established;
+        f.deadline = None;
+        f.retries = 0;
+        let window = window_for(sockets, index, f);
+        f.last_window_sent = window;
+        send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
+        // The client may have sent data (or closed) already.
+        self.push(ctx, sockets, index);
     }
 
     fn connected(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
@@ -383,7 +560,7 @@ impl TcpEngine {
         f.state = State::SynAckSent;
         f.deadline = Some(ctx.now + f.rto);
         let window = window_for(sockets, index, f);
-        send_syn_ack(ctx, f, window);
+        send_syn(ctx, f, window);
         self.arm(index);
     }
 
@@ -435,7 +612,7 @@ impl TcpEngine {
                     Err(e) => self.connect_failed(ctx, sockets, index, &e),
                 }
             }
-            State::SynAckSent => {}
+            State::SynSent | State::SynAckSent => {}
             State::Established => {
                 if writable {
                     let window = window_for(sockets, index, f);
@@ -482,6 +659,10 @@ impl TcpEngine {
             return;
         };
         f.last_activity = ctx.now;
+        if f.state == State::SynSent {
+            self.on_syn_sent_segment(ctx, sockets, index, seg);
+            return;
+        }
         if flags & tcp::RST != 0 {
             // Accept a reset whose sequence is within what we could expect (RFC 5961 relaxed).
             let off = seg.seq().wrapping_sub(f.rcv_nxt);
@@ -495,7 +676,7 @@ impl TcpEngine {
             // Retransmitted SYN: repeat our SYN-ACK if we already sent one.
             if f.state == State::SynAckSent {
                 let window = window_for(sockets, index, f);
-                send_syn_ack(ctx, f, window);
+                send_syn(ctx, f, window);
             }
             return;
         }
@@ -919,6 +1100,12 @@ impl TcpEngine {
                     ctx.counters.tcp_flows_closed += 1;
                     continue;
                 }
+                State::SynSent if f.retries >= FORWARD_SYN_RETRIES => {
+                    ctx.counters.drop(DropReason::ForwardGuestUnreachable);
+                    self.free_flow(sockets, index, true);
+                    ctx.counters.tcp_flows_closed += 1;
+                    continue;
+                }
                 State::SynAckSent | State::Established if f.retries >= self.limits.max_retries => {
                     ctx.counters.drop(DropReason::TcpRetransmitLimit);
                     send_control(ctx, f, f.snd_nxt, tcp::RST | tcp::ACK, 0);
@@ -926,11 +1113,11 @@ impl TcpEngine {
                     ctx.counters.tcp_flows_closed += 1;
                     continue;
                 }
-                State::SynAckSent => {
+                State::SynSent | State::SynAckSent => {
                     f.retries += 1;
                     f.rto = (f.rto * 2).min(self.limits.rto_max);
                     let window = window_for(sockets, index, f);
-                    send_syn_ack(ctx, f, window);
+                    send_syn(ctx, f, window);
                     f.deadline = Some(ctx.now + f.rto);
                 }
                 State::Established if f.in_flight() == 0 && f.guest_wnd > 0 => {
@@ -1070,16 +1257,26 @@ fn window_for(sockets: &mut dyn HostSockets, index: u32, f: &TcpFlow) -> u32 {
     space.min(65535u32 << f.our_wscale)
 }
 
-fn send_syn_ack(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
+fn our_max_mss(mtu: u16) -> u16 {
+    mtu.saturating_sub(40).max(64)
+}
+
+/// Our SYN-ACK to a guest's SYN, or our SYN of a forwarded connection (state SynSent).
+fn send_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
     let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
         return;
+    };
+    let (ack, flags) = if f.state == State::SynSent {
+        (0, tcp::SYN)
+    } else {
+        (f.rcv_nxt, tcp::SYN | tcp::ACK)
     };
     let h = TcpHeader {
         src_port: f.key.remote_port,
         dst_port: f.key.guest_port,
         seq: f.our_isn,
-        ack: f.rcv_nxt,
-        flags: tcp::SYN | tcp::ACK,
+        ack,
+        flags,
         // The window in a SYN is never scaled.
         window: window.min(65535) as u16,
         syn_options: Some(SynOptions {

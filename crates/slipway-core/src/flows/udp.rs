@@ -6,6 +6,12 @@
 //! and sent to the guest from `remote:port` as the guest addressed it. An ICMP error the kernel
 //! reports (ECONNREFUSED) becomes an ICMP port unreachable for the guest.
 //!
+//! Port forwards ([`UdpEngine::on_forward_readable`]): a datagram from a host client on a UDP
+//! forward's listener opens (or refreshes) a flow for that client, keyed as the guest sees it
+//! (the client's address, or the host alias for loopback clients); it has no socket of its own:
+//! the guest's replies go back through the listener to the client (`sendto`). It expires like any
+//! flow.
+//!
 //! Limits: [`UdpLimits::max_flows`] flows (a new flow beyond it is refused and counted),
 //! idle expiry after [`UdpLimits::idle_timeout`], datagrams up to 65507 bytes.
 
@@ -16,7 +22,7 @@ use crate::frames::{self, ETH_IP_LEN};
 use slipway_wire::{icmp, udp};
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -50,6 +56,8 @@ struct UdpFlow {
     key: UdpKey,
     guest_mac: Mac,
     last_active: Duration,
+    /// A forwarded flow: the forward's listener (its index) and the client behind it.
+    via: Option<(u32, SocketAddr)>,
 }
 
 pub use super::DatagramCtx as UdpCtx;
@@ -60,6 +68,8 @@ pub struct UdpEngine {
     free: Vec<u32>,
     by_key: HashMap<UdpKey, u32>,
     pending_reads: Vec<u32>,
+    /// UDP forwards whose listener read stopped at the TX budget: (listener, guest MAC, guest).
+    pending_forward_reads: Vec<(SocketRef, Mac, (Ipv4Addr, u16))>,
 }
 
 impl UdpEngine {
@@ -70,6 +80,7 @@ impl UdpEngine {
             free: Vec::new(),
             by_key: HashMap::new(),
             pending_reads: Vec::new(),
+            pending_forward_reads: Vec::new(),
         }
     }
 
@@ -97,6 +108,23 @@ impl UdpEngine {
         payload: &[u8],
         ip_packet: (&[u8], usize),
     ) {
+        if let Some(&index) = self.by_key.get(&key) {
+            if let Some(f) = self.slots[index as usize].as_mut() {
+                if let Some((listener, client)) = f.via {
+                    // A reply to a forwarded client: back through the listener, whatever the
+                    // egress policy says (the client came to us).
+                    f.last_active = ctx.now;
+                    f.guest_mac = guest_mac;
+                    if sockets
+                        .udp_send_to(listener_ref(listener), client, payload)
+                        .is_err()
+                    {
+                        ctx.counters.drop(DropReason::UdpSendFailed);
+                    }
+                    return;
+                }
+            }
+        }
         let Some(target) = target else {
             ctx.counters.drop(DropReason::EgressDenied);
             ctx.unreachable(
@@ -136,6 +164,7 @@ impl UdpEngine {
                     key,
                     guest_mac,
                     last_active: ctx.now,
+                    via: None,
                 });
                 self.by_key.insert(key, index);
                 ctx.counters.udp_flows_opened += 1;
@@ -215,16 +244,161 @@ impl UdpEngine {
         }
     }
 
+    /// Datagrams are waiting on the UDP forward `listener` to `guest`: send each to the guest
+    /// from its client's visible address (`visible`), opening a flow per client.
+    pub fn on_forward_readable(
+        &mut self,
+        ctx: &mut UdpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        listener: SocketRef,
+        guest_mac: Mac,
+        guest: (Ipv4Addr, u16),
+        visible: impl Fn(IpAddr) -> Ipv4Addr,
+    ) {
+        let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) else {
+            return;
+        };
+        let hdr = ETH_IP_LEN + udp::HEADER_LEN;
+        for _ in 0..READ_BUDGET {
+            if ctx.tx.over_budget() {
+                break;
+            }
+            let buf = ctx.tx.reserve(hdr + MAX_DATAGRAM);
+            let (n, client) = match sockets.udp_recv_from(listener, &mut buf[hdr..]) {
+                Ok(got) => got,
+                Err(e) => {
+                    ctx.tx.finish(0);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        ctx.counters.drop(DropReason::UdpClosedPort);
+                        continue;
+                    }
+                    return;
+                }
+            };
+            let key = UdpKey {
+                guest_ip: guest.0,
+                guest_port: guest.1,
+                remote_ip: visible(client.ip()),
+                remote_port: client.port(),
+            };
+            let via = Some((listener.index, client));
+            let ok = match self.by_key.get(&key) {
+                Some(&i) => match self.slots[i as usize].as_mut() {
+                    Some(f) if f.via == via => {
+                        f.last_active = ctx.now;
+                        true
+                    }
+                    // The guest already has a flow of its own with this 4-tuple.
+                    _ => false,
+                },
+                None if self.by_key.len() >= self.limits.max_flows => {
+                    ctx.counters.drop(DropReason::UdpFlowTableFull);
+                    ctx.tx.finish(0);
+                    continue;
+                }
+                None => {
+                    let index = match self.free.pop() {
+                        Some(i) => i,
+                        None => {
+                            self.slots.push(None);
+                            (self.slots.len() - 1) as u32
+                        }
+                    };
+                    self.slots[index as usize] = Some(UdpFlow {
+                        key,
+                        guest_mac,
+                        last_active: ctx.now,
+                        via,
+                    });
+                    self.by_key.insert(key, index);
+                    ctx.counters.udp_flows_opened += 1;
+                    true
+                }
+            };
+            if !ok {
+                ctx.counters.drop(DropReason::ForwardFlowClash);
+                ctx.tx.finish(0);
+                continue;
+            }
+            frames::write_udp_v4_in_place(
+                &mut buf[..hdr + n],
+                guest_mac,
+                ctx.gateway_mac,
+                (key.remote_ip, key.remote_port),
+                (key.guest_ip, key.guest_port),
+                n,
+                None,
+            );
+            ctx.tx.commit_at(dest, 0, hdr + n);
+            ctx.tx.finish(hdr + n);
+            ctx.counters.forwarded_datagrams += 1;
+        }
+        // Budget exhausted: read on after the next flush.
+        if !self.pending_forward_reads.iter().any(|p| p.0 == listener) {
+            self.pending_forward_reads
+                .push((listener, guest_mac, guest));
+        }
+    }
+
+    /// Drop the datagrams waiting on `listener` (its guest cannot be reached), counted.
+    pub fn refuse_forwarded(
+        &mut self,
+        ctx: &mut UdpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        listener: SocketRef,
+    ) {
+        for _ in 0..READ_BUDGET {
+            let buf = ctx.tx.reserve(MAX_DATAGRAM);
+            let got = sockets.udp_recv_from(listener, buf);
+            ctx.tx.finish(0);
+            match got {
+                Ok(_) => ctx.counters.drop(DropReason::ForwardGuestUnreachable),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// A UDP forward was removed: forget its clients' flows.
+    pub fn forget_listener(&mut self, listener: u32) {
+        for i in 0..self.slots.len() {
+            if self.slots[i]
+                .as_ref()
+                .is_some_and(|f| f.via.is_some_and(|(l, _)| l == listener))
+            {
+                if let Some(f) = self.slots[i].take() {
+                    self.by_key.remove(&f.key);
+                    self.free.push(i as u32);
+                }
+            }
+        }
+        self.pending_forward_reads.retain(|p| p.0.index != listener);
+    }
+
+    /// True when the guest has a flow with this 4-tuple (replies to forwarded clients among them).
+    pub fn has_flow(&self, key: &UdpKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
     /// Continue reads that were cut short by a budget.
-    pub fn resume_reads(&mut self, ctx: &mut UdpCtx<'_>, sockets: &mut dyn HostSockets) {
+    pub fn resume_reads(
+        &mut self,
+        ctx: &mut UdpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        visible: impl Fn(IpAddr) -> Ipv4Addr + Copy,
+    ) {
         let list = std::mem::take(&mut self.pending_reads);
         for index in list {
             self.on_socket_readable(ctx, sockets, index);
         }
+        let list = std::mem::take(&mut self.pending_forward_reads);
+        for (listener, mac, guest) in list {
+            self.on_forward_readable(ctx, sockets, listener, mac, guest, visible);
+        }
     }
 
     pub fn has_pending_reads(&self) -> bool {
-        !self.pending_reads.is_empty()
+        !self.pending_reads.is_empty() || !self.pending_forward_reads.is_empty()
     }
 
     /// Close flows idle longer than the limit.
@@ -242,11 +416,20 @@ impl UdpEngine {
             if expired {
                 if let Some(f) = self.slots[i].take() {
                     self.by_key.remove(&f.key);
-                    sockets.udp_close(Self::sock(i as u32));
+                    if f.via.is_none() {
+                        sockets.udp_close(Self::sock(i as u32));
+                    }
                     self.free.push(i as u32);
                     counters.udp_flows_expired += 1;
                 }
             }
         }
+    }
+}
+
+fn listener_ref(index: u32) -> SocketRef {
+    SocketRef {
+        kind: FlowKind::Listener,
+        index,
     }
 }

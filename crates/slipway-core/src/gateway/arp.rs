@@ -34,6 +34,19 @@ pub fn reply_to(cfg: &NetworkConfig, req: &ArpPacket<'_>, out: &mut [u8; 42]) ->
     true
 }
 
+/// The broadcast request (42 bytes) by which the gateway asks who has `target`.
+pub fn request(cfg: &NetworkConfig, target: Ipv4Addr, out: &mut [u8; 42]) {
+    ethernet::write_header(out, [0xff; 6], cfg.gateway_mac, ethernet::ETHERTYPE_ARP);
+    arp::write(
+        &mut out[14..],
+        arp::OP_REQUEST,
+        cfg.gateway_mac,
+        cfg.gateway,
+        [0; 6],
+        target,
+    );
+}
+
 /// The (ip, mac) a guest announced about itself, if usable for the neighbour table.
 pub fn sender_binding(cfg: &NetworkConfig, pkt: &ArpPacket<'_>) -> Option<(Ipv4Addr, Mac)> {
     let ip = pkt.sender_ip();

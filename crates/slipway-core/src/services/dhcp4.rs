@@ -367,6 +367,12 @@ impl Dhcp4Server {
         (binding.state != BindingState::Offered).then(|| Ipv4Addr::from(*ip))
     }
 
+    /// The MAC holding `ip` (bound or assigned, also after expiry until another MAC takes it).
+    pub fn holder_of(&self, ip: Ipv4Addr) -> Option<Mac> {
+        let binding = self.bindings.get(&u32::from(ip))?;
+        (binding.state != BindingState::Offered).then_some(binding.mac)
+    }
+
     /// Active leases (ip, mac), sorted by IP (for the API and `slipway leases`).
     pub fn leases(&self, now: Duration) -> Vec<(Ipv4Addr, Mac)> {
         self.bindings
