@@ -1,8 +1,12 @@
 //! The TCP translation engine driven through the whole core with a simulated host socket and
 //! virtual time: handshake, data both ways, loss and retransmission, zero window, backpressure,
-//! half-close, resets, refused and timed-out connects.
+//! half-close, resets, refused and timed-out connects; port forwards (clients accepted on a host
+//! listener, our SYN to the guest).
 
-use slipway_core::flows::{ConnectProgress, HostSockets, SocketRef, TcpTarget};
+use slipway_core::counters::DropReason;
+use slipway_core::flows::tcp::FORWARD_SYN_RETRIES;
+use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
+use slipway_core::forward::parse_publish;
 use slipway_core::{Network, NetworkConfig};
 use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
 use slipway_wire::{ethernet, ipv4, EthernetFrame, Ipv4Packet};
@@ -36,6 +40,8 @@ struct Sim {
     connect_errno: Option<i32>,
     in_progress: bool,
     default_space: usize,
+    /// Clients waiting on a forward's listener (its kernel backlog).
+    backlog: VecDeque<SocketAddr>,
 }
 
 impl Sim {
@@ -159,6 +165,16 @@ impl HostSockets for Sim {
         Err(io::ErrorKind::WouldBlock.into())
     }
     fn ping_close(&mut self, _: SocketRef) {}
+    fn tcp_accept(&mut self, listener: SocketRef, id: SocketRef) -> io::Result<SocketAddr> {
+        assert_eq!(listener.kind, FlowKind::Listener);
+        let client = self.backlog.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
+        let sock = SimTcp {
+            send_space: self.default_space,
+            ..Default::default()
+        };
+        assert!(self.tcp.insert(id.index, sock).is_none(), "slot in use");
+        Ok(client)
+    }
 }
 
 /// A segment the engine sent to the guest.
@@ -186,6 +202,10 @@ struct Harness {
     guest_ack: u32,
     guest_window: u16,
     icmp: usize,
+    /// The address the guest talks to (the alias, or a forwarded client's address).
+    remote_ip: Ipv4Addr,
+    /// ARP frames the network sent.
+    arp: usize,
 }
 
 impl Harness {
@@ -207,6 +227,8 @@ impl Harness {
             guest_ack: 0,
             guest_window: 65535,
             icmp: 0,
+            remote_ip: ALIAS,
+            arp: 0,
         }
     }
 
@@ -232,7 +254,7 @@ impl Harness {
             NetworkConfig::default().gateway_mac,
             GUEST_MAC,
             GUEST_IP,
-            ALIAS,
+            self.remote_ip,
             &h,
             1,
         );
@@ -257,6 +279,10 @@ impl Harness {
         let mut out = Vec::new();
         for (_, frame) in self.net.tx().frames() {
             let eth = EthernetFrame::new_checked(frame).unwrap();
+            if eth.ethertype() == ethernet::ETHERTYPE_ARP {
+                self.arp += 1;
+                continue;
+            }
             assert_eq!(eth.ethertype(), ethernet::ETHERTYPE_IPV4);
             let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
             if ip.protocol() == ipv4::PROTO_ICMP {
@@ -268,7 +294,7 @@ impl Harness {
                 seg.verify_v4(ip.src(), ip.dst()),
                 "bad checksum from the engine"
             );
-            assert_eq!((ip.src(), ip.dst()), (ALIAS, GUEST_IP));
+            assert_eq!((ip.src(), ip.dst()), (self.remote_ip, GUEST_IP));
             let o = seg.syn_options();
             out.push(Out {
                 seq: seg.seq(),
@@ -707,4 +733,230 @@ fn a_late_ack_of_our_fin_after_a_rewind_is_not_taken_for_data() {
         0,
         "both FINs done: the flow is freed"
     );
+}
+
+// ---- Port forwards: a host client accepted on a listener, our SYN to the guest. ----
+
+impl Harness {
+    /// A TCP forward host 127.0.0.1:8080 → guest port 80; the guest at GUEST_IP is known to
+    /// the network when `guest_known` (it sent a frame).
+    fn with_forward(guest_known: bool) -> (Self, u32) {
+        let mut h = Harness::new(1500);
+        let id = h
+            .net
+            .add_forward(parse_publish("8080:80").unwrap()[0])
+            .unwrap();
+        h.guest_port = 80;
+        if guest_known {
+            h.guest_says_hello();
+        }
+        (h, id)
+    }
+
+    /// The guest announces itself (an ARP request for the gateway).
+    fn guest_says_hello(&mut self) {
+        let mut f = [0u8; 42];
+        ethernet::write_header(&mut f, [0xff; 6], GUEST_MAC, ethernet::ETHERTYPE_ARP);
+        slipway_wire::arp::write(
+            &mut f[14..],
+            slipway_wire::arp::OP_REQUEST,
+            GUEST_MAC,
+            GUEST_IP,
+            [0; 6],
+            NetworkConfig::default().gateway,
+        );
+        self.net
+            .on_guest_frame(self.now, self.port, &f, &mut self.sim);
+        self.net.clear_tx();
+    }
+
+    fn client_arrives(&mut self, id: u32, client: &str) {
+        let client: SocketAddr = client.parse().unwrap();
+        self.sim.backlog.push_back(client);
+        self.remote_port = client.port();
+        let listener = SocketRef {
+            kind: FlowKind::Listener,
+            index: id,
+        };
+        self.net
+            .on_socket_event(self.now, listener, true, false, &mut self.sim);
+    }
+
+    /// Our SYN to the guest, answered with a SYN-ACK carrying `mss` and `wscale`.
+    fn guest_accepts(&mut self, mss: u16, wscale: Option<u8>) -> Out {
+        let out = self.take();
+        assert_eq!(out.len(), 1, "{out:?}");
+        let syn = out[0].clone();
+        assert_eq!(syn.flags, tcp::SYN);
+        self.guest_ack = syn.seq.wrapping_add(1);
+        let seq = self.guest_seq;
+        self.send(
+            tcp::SYN | tcp::ACK,
+            seq,
+            &[],
+            Some(SynOptions {
+                mss: Some(mss),
+                window_scale: wscale,
+            }),
+        );
+        self.guest_seq += 1;
+        syn
+    }
+}
+
+#[test]
+fn forwarded_client_becomes_a_flow_that_starts_with_our_syn() {
+    let (mut h, id) = Harness::with_forward(true);
+    h.client_arrives(id, "127.0.0.1:50000");
+    let syn = h.guest_accepts(1000, Some(5));
+    assert_eq!(syn.mss, Some(1460), "our MSS from the MTU");
+    assert_eq!(syn.wscale, Some(7));
+    let ack = h.take();
+    assert_eq!(ack.len(), 1, "{ack:?}");
+    assert_eq!((ack[0].flags, ack[0].ack), (tcp::ACK, h.guest_seq));
+    assert_eq!(ack[0].seq, h.guest_ack);
+    assert_eq!(h.net.tcp().flows()[0].state, "established");
+    assert_eq!(h.net.counters().forwarded_connections, 1);
+
+    // Host client → guest, in the guest's MSS (from its SYN-ACK).
+    let body: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+    h.sim.only().queue.extend(body.iter().copied());
+    h.socket_event(true, false);
+    let segs = h.take();
+    assert_eq!(
+        segs.iter().map(|s| s.payload.len()).collect::<Vec<_>>(),
+        vec![1000, 1000, 1000]
+    );
+    h.guest_ack = h.guest_ack.wrapping_add(3000);
+    h.ack();
+    assert!(h.sim.only().queue.is_empty());
+    // Guest → host client.
+    h.data(b"hello from the guest");
+    assert_eq!(h.sim.only().written, b"hello from the guest");
+    assert_eq!(h.take().last().unwrap().ack, h.guest_seq);
+}
+
+#[test]
+fn forwarded_client_keeps_its_address_and_loopback_clients_appear_as_the_alias() {
+    let (mut h, id) = Harness::with_forward(true);
+    h.remote_ip = Ipv4Addr::new(198, 51, 100, 2);
+    h.client_arrives(id, "198.51.100.2:41000");
+    h.guest_accepts(1460, Some(7));
+    assert_eq!(h.net.tcp().flows()[0].key.remote_ip, h.remote_ip);
+    assert_eq!(h.net.tcp().flows()[0].key.remote_port, 41000);
+    assert_eq!(h.take().len(), 1, "our ACK of the SYN-ACK");
+    // Loopback over IPv6 is the alias too (the take() above checked the source address).
+    h.remote_ip = ALIAS;
+    h.client_arrives(id, "[::1]:41001");
+    h.guest_seq = 5000;
+    h.guest_accepts(1460, None);
+    let flows = h.net.tcp().flows();
+    assert!(flows
+        .iter()
+        .any(|f| f.key.remote_ip == ALIAS && f.key.remote_port == 41001));
+    assert_eq!(h.take().len(), 1, "our ACK of the SYN-ACK");
+    // Two clients that would look alike to the guest: the second is turned away.
+    h.client_arrives(id, "127.0.0.1:41001");
+    assert!(h.take().is_empty());
+    assert_eq!(h.net.counters().dropped(DropReason::ForwardClientClash), 1);
+}
+
+#[test]
+fn guest_reset_of_our_syn_resets_the_client() {
+    let (mut h, id) = Harness::with_forward(true);
+    h.client_arrives(id, "127.0.0.1:50001");
+    let syn = h.take().remove(0);
+    // A reset that does not acknowledge our SYN is ignored (RFC 9293 §3.10.7.3).
+    h.guest_ack = syn.seq.wrapping_add(7);
+    h.send(tcp::RST | tcp::ACK, 0, &[], None);
+    assert_eq!(h.net.tcp().flow_count(), 1);
+    h.guest_ack = syn.seq.wrapping_add(1);
+    h.send(tcp::RST | tcp::ACK, 0, &[], None);
+    assert_eq!(h.net.tcp().flow_count(), 0);
+    assert_eq!(h.sim.only().closed, Some(true), "the client sees a reset");
+    assert_eq!(
+        h.net.counters().dropped(DropReason::ForwardRefusedByGuest),
+        1
+    );
+}
+
+#[test]
+fn unanswered_syn_is_retried_with_backoff_then_the_client_is_reset() {
+    let (mut h, id) = Harness::with_forward(true);
+    h.client_arrives(id, "127.0.0.1:50002");
+    let first = h.take();
+    assert_eq!(first.len(), 1);
+    let mut syns = 0;
+    for _ in 0..400 {
+        h.advance(Duration::from_millis(100));
+        for o in h.take() {
+            assert_eq!((o.flags, o.seq), (tcp::SYN, first[0].seq));
+            syns += 1;
+        }
+    }
+    assert_eq!(syns, usize::from(FORWARD_SYN_RETRIES));
+    assert_eq!(h.net.tcp().flow_count(), 0);
+    assert_eq!(h.sim.only().closed, Some(true));
+}
+
+#[test]
+fn client_waits_while_the_guest_is_asked_for_and_is_accepted_once_it_answers() {
+    let (mut h, id) = Harness::with_forward(false);
+    h.client_arrives(id, "127.0.0.1:50003");
+    assert!(h.take().is_empty());
+    assert_eq!(h.arp, 1, "an ARP request for the guest");
+    assert_eq!(h.sim.backlog.len(), 1, "the client waits in the backlog");
+    h.advance(Duration::from_millis(100));
+    assert!(h.take().is_empty());
+    h.guest_says_hello();
+    h.advance(Duration::from_millis(100));
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags, tcp::SYN);
+    assert!(h.sim.backlog.is_empty());
+}
+
+#[test]
+fn client_of_a_guest_that_never_answers_is_refused_after_the_wait() {
+    let (mut h, id) = Harness::with_forward(false);
+    h.client_arrives(id, "127.0.0.1:50004");
+    for _ in 0..40 {
+        h.advance(Duration::from_millis(100));
+        let _ = h.take();
+    }
+    assert!(h.sim.backlog.is_empty());
+    assert_eq!(h.sim.only().closed, Some(true));
+    assert_eq!(h.net.tcp().flow_count(), 0);
+    assert_eq!(
+        h.net
+            .counters()
+            .dropped(DropReason::ForwardGuestUnreachable),
+        1
+    );
+    assert!(
+        h.arp >= 2 && h.arp <= 8,
+        "ARP asked again, boundedly: {}",
+        h.arp
+    );
+}
+
+#[test]
+fn forwards_reject_addresses_that_are_not_guests() {
+    let mut net = Network::new(NetworkConfig::default(), 1);
+    for spec in [
+        "127.0.0.1:8080:192.168.127.1:80",
+        "127.0.0.1:8080:192.168.127.254:80",
+        "127.0.0.1:8080:10.0.0.5:80",
+    ] {
+        let e = net
+            .add_forward(parse_publish(spec).unwrap()[0])
+            .unwrap_err();
+        assert!(e.to_string().contains("not a guest address"), "{e}");
+    }
+    let id = net
+        .add_forward(parse_publish("8080:80").unwrap()[0])
+        .unwrap();
+    assert_eq!(net.forwards()[0].2, (GUEST_IP, 80));
+    assert!(net.remove_forward(id).is_some());
+    assert!(net.forwards().is_empty());
 }

@@ -1,6 +1,6 @@
 //! The UDP and ICMP echo engines through the whole core with simulated host sockets: flows per
 //! 4-tuple, replies from the address the guest used, the host-loopback alias, idle expiry,
-//! policy refusals and ICMP errors.
+//! policy refusals and ICMP errors; UDP port forwards (per-client flows through a listener).
 
 use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use slipway_core::{Network, NetworkConfig};
@@ -19,6 +19,9 @@ struct Sim {
     ping: HashMap<u32, SimDgram>,
     closed: Vec<SocketRef>,
     refuse_ping: bool,
+    /// Datagrams waiting on a UDP forward's listener, and what it sent (client, payload).
+    listener_in: VecDeque<(SocketAddr, Vec<u8>)>,
+    listener_out: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl HostSockets for Sim {
@@ -100,6 +103,29 @@ impl HostSockets for Sim {
     fn ping_close(&mut self, id: SocketRef) {
         self.ping.remove(&id.index);
         self.closed.push(id);
+    }
+    fn udp_recv_from(
+        &mut self,
+        listener: SocketRef,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        assert_eq!(listener.kind, FlowKind::Listener);
+        let (from, d) = self
+            .listener_in
+            .pop_front()
+            .ok_or(io::ErrorKind::WouldBlock)?;
+        buf[..d.len()].copy_from_slice(&d);
+        Ok((d.len(), from))
+    }
+    fn udp_send_to(
+        &mut self,
+        listener: SocketRef,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        assert_eq!(listener.kind, FlowKind::Listener);
+        self.listener_out.push((to, payload.to_vec()));
+        Ok(payload.len())
     }
 }
 
@@ -295,4 +321,71 @@ fn a_host_that_forbids_ping_sockets_is_reported_once_and_the_guest_told() {
     assert!(net.ping_refused_by_host());
     let out = drain(&mut net);
     assert_eq!(out.len(), 1, "an ICMP unreachable instead of silence");
+}
+
+/// (source, source port, destination, destination port, payload) of a UDP frame to a guest.
+fn udp_of(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, Vec<u8>) {
+    let ip = Ipv4Packet::new_checked(EthernetFrame::new_checked(frame).unwrap().payload()).unwrap();
+    let u = UdpDatagram::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_v4(ip.src(), ip.dst()));
+    (
+        ip.src(),
+        u.src_port(),
+        ip.dst(),
+        u.dst_port(),
+        u.payload().to_vec(),
+    )
+}
+
+#[test]
+fn udp_forward_keeps_a_flow_per_client_and_answers_through_the_listener() {
+    let mut cfg = NetworkConfig::default();
+    // The reply to an outside client passes even though the egress policy allows only loopback.
+    cfg.egress_allow.push("127.0.0.0/8".parse().unwrap());
+    let (mut net, p, mut sim) = setup(cfg);
+    let t = Duration::from_secs(1);
+    let rule = slipway_core::forward::parse_publish("5353:53/udp").unwrap()[0];
+    let id = net.add_forward(rule).unwrap();
+    // The guest is known once it sent anything.
+    net.on_guest_frame(t, p, &udp((ALIAS, 9), 1, b"hi"), &mut sim);
+    let listener = SocketRef {
+        kind: FlowKind::Listener,
+        index: id,
+    };
+    let real: SocketAddr = "198.51.100.2:6000".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:6001".parse().unwrap();
+    sim.listener_in.push_back((real, b"q1".to_vec()));
+    sim.listener_in.push_back((local, b"q2".to_vec()));
+    sim.listener_in.push_back((real, b"q3".to_vec()));
+    net.on_socket_event(t, listener, true, false, &mut sim);
+    let got: Vec<_> = drain(&mut net).iter().map(|f| udp_of(f)).collect();
+    let real_ip = Ipv4Addr::new(198, 51, 100, 2);
+    assert_eq!(
+        got,
+        vec![
+            (real_ip, 6000, IP, 53, b"q1".to_vec()),
+            (ALIAS, 6001, IP, 53, b"q2".to_vec()),
+            (real_ip, 6000, IP, 53, b"q3".to_vec()),
+        ]
+    );
+    assert_eq!(net.counters().forwarded_datagrams, 3);
+    // Replies go back through the listener to the right client; no socket of their own.
+    let before = sim.udp.len();
+    net.on_guest_frame(t, p, &udp((real_ip, 6000), 53, b"a1"), &mut sim);
+    net.on_guest_frame(t, p, &udp((ALIAS, 6001), 53, b"a2"), &mut sim);
+    assert_eq!(
+        sim.listener_out,
+        vec![(real, b"a1".to_vec()), (local, b"a2".to_vec())]
+    );
+    assert_eq!(sim.udp.len(), before);
+    // Idle client flows expire like any other; the listener stays.
+    net.on_timers(Duration::from_secs(70), &mut sim);
+    assert_eq!(net.udp().flow_count(), 0);
+    assert_eq!(net.forwards().len(), 1);
+    // Removing the forward forgets its clients.
+    sim.listener_in.push_back((real, b"q4".to_vec()));
+    net.on_socket_event(Duration::from_secs(71), listener, true, false, &mut sim);
+    assert_eq!(net.udp().flow_count(), 1);
+    net.remove_forward(id);
+    assert_eq!(net.udp().flow_count(), 0);
 }
