@@ -70,7 +70,7 @@ impl fmt::Display for PortForward {
 /// What is wrong with a publish spec, said so that a person can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
-    #[error("-p {spec}: expected [HOST_IP:]HOST_PORT:[GUEST_IP:]GUEST_PORT[/tcp|/udp], e.g. 8080:80 or 127.0.0.1:8080:80/udp")]
+    #[error("-p {spec}: expected [HOST_IP:]HOST_PORT[-END]:[GUEST_IP:]GUEST_PORT[-END][/tcp|/udp], e.g. 8080:80, 127.0.0.1:8080:80/udp or 8000-8010:9000-9010")]
     Shape { spec: String },
     #[error("-p {spec}: '{proto}' is not a protocol; use /tcp or /udp")]
     Proto { spec: String, proto: String },

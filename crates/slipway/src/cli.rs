@@ -116,9 +116,9 @@ pub enum CliError {
     DnsUpstream(String),
     #[error("--dns-record {0}: expected NAME=IP, e.g. db.internal=192.168.127.254")]
     DnsRecord(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] slipway_core::config::ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Publish(#[from] slipway_core::forward::PublishError),
     #[error("no guest link given: use --qemu, --dgram, --vpnkit, --bess, --stdio or --netns (see --help)")]
     NoLinks,
