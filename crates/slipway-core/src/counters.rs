@@ -113,6 +113,24 @@ impl Counters {
         self.drops[reason as usize]
     }
 
+    /// Every counter by name (drops aside), for reports and the API.
+    pub fn values(&self) -> [(&'static str, u64); 12] {
+        [
+            ("frames_from_guests", self.frames_from_guests),
+            ("bytes_from_guests", self.bytes_from_guests),
+            ("frames_to_guests", self.frames_to_guests),
+            ("bytes_to_guests", self.bytes_to_guests),
+            ("tcp_flows_opened", self.tcp_flows_opened),
+            ("tcp_flows_closed", self.tcp_flows_closed),
+            ("udp_flows_opened", self.udp_flows_opened),
+            ("udp_flows_expired", self.udp_flows_expired),
+            ("icmp_echo_forwarded", self.icmp_echo_forwarded),
+            ("dns_queries", self.dns_queries),
+            ("forwarded_connections", self.forwarded_connections),
+            ("forwarded_datagrams", self.forwarded_datagrams),
+        ]
+    }
+
     /// Non-zero drop counts, for reports.
     pub fn drops(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         DropReason::ALL

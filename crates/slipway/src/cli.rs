@@ -13,18 +13,73 @@ use std::path::PathBuf;
     about = "A user-mode network stack for virtual machines and containers",
     long_about = "slipway gives VMs and network namespaces a complete network without root, \
                   bridges or NAT rules: it answers as their router (ARP, DHCP, DNS, ICMP) and \
-                  replays their TCP, UDP and ping traffic as ordinary host sockets."
+                  replays their TCP, UDP and ping traffic as ordinary host sockets.\n\n\
+                  Drop-in mode: invoked as `gvproxy` (a symlink) or `slipway gvproxy ...`, it \
+                  takes gvproxy's flags (see `slipway gvproxy -help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of `serve`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one virtual network in the foreground.
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// Published ports of a running slipway (over its --api socket).
+    Forward {
+        #[command(subcommand)]
+        command: ForwardCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// DHCP leases of a running slipway.
+    Leases(ClientArgs),
+    /// Live TCP and UDP flows of a running slipway.
+    Flows(ClientArgs),
+    /// Counters (and drops by reason) of a running slipway.
+    Counters(ClientArgs),
+    /// Local DNS records of a running slipway.
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How a client command reaches a running slipway.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The API socket of the running slipway (its `serve --api PATH`).
+    #[arg(long, value_name = "PATH", env = "SLIPWAY_API", global = true)]
+    pub api: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ForwardCommand {
+    /// Publish a port: the same SPEC as `serve -p`, e.g. 8080:80 or 127.0.0.1:5353:53/udp.
+    Add { spec: String },
+    /// List published ports.
+    Ls,
+    /// Stop a published port, by the ID `ls` shows.
+    Rm { id: u32 },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DnsCommand {
+    /// Add a local name: NAME=IP, e.g. db.internal=192.168.127.77.
+    Add { record: String },
+    /// List local names.
+    Ls,
+    /// Remove a local name.
+    Rm { name: String },
 }
 
 const SERVE_EXAMPLES: &str = "\
@@ -82,6 +137,10 @@ pub struct ServeArgs {
     /// A local DNS name answered by the gateway (repeatable), e.g. db.internal=192.168.127.254.
     #[arg(long, value_name = "NAME=IP")]
     pub dns_record: Vec<String>,
+    /// Always give this guest MAC this address by DHCP (repeatable), e.g.
+    /// 5a:94:ef:e4:0c:ee=192.168.127.2.
+    #[arg(long, value_name = "MAC=IP")]
+    pub static_lease: Vec<String>,
     /// Do not map the alias address to the host's loopback.
     #[arg(long)]
     pub no_host_loopback: bool,
@@ -97,6 +156,10 @@ pub struct ServeArgs {
     /// sees each client's real address; loopback clients appear as the host-loopback alias.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    /// Serve the HTTP API (slipway's /v1 and gvproxy's paths) on a unix socket at PATH,
+    /// created with mode 0600. See docs/api.md.
+    #[arg(long, value_name = "PATH")]
+    pub api: Option<PathBuf>,
     /// Write every frame crossing the switch to FILE (pcap format).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -120,8 +183,26 @@ pub enum CliError {
     Config(#[from] slipway_core::config::ConfigError),
     #[error(transparent)]
     Publish(#[from] slipway_core::forward::PublishError),
+    #[error("--static-lease {0}: expected MAC=IP with an address of the guest subnet, e.g. 5a:94:ef:e4:0c:ee=192.168.127.2")]
+    StaticLease(String),
     #[error("no guest link given: use --qemu, --dgram, --vpnkit, --bess, --stdio or --netns (see --help)")]
     NoLinks,
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with dashes).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
 }
 
 /// Parse `ADDR[:PORT]` with port 53 by default.
@@ -162,6 +243,16 @@ impl ServeArgs {
                 }
             })?;
             cfg.egress_allow.push(c);
+        }
+        for l in &self.static_lease {
+            let bad = || CliError::StaticLease(l.clone());
+            let (mac, ip) = l.split_once('=').ok_or_else(bad)?;
+            let mac = parse_mac(mac.trim()).ok_or_else(bad)?;
+            let ip: std::net::Ipv4Addr = ip.trim().parse().map_err(|_| bad())?;
+            if !cfg.in_subnet(ip) || cfg.owns(ip) {
+                return Err(bad());
+            }
+            cfg.static_leases.push((mac, ip));
         }
         for r in &self.dns_record {
             let (name, ip) = r
@@ -215,6 +306,7 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v).unwrap().command {
             Command::Serve(a) => a,
+            _ => unreachable!(),
         }
     }
 

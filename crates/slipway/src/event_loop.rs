@@ -10,6 +10,10 @@
 //!
 //! Limits: [`READ_BUDGET`] frames per link per batch; the core's TX budget per flush.
 
+use crate::control::{
+    self, Command, ControlError, ControlHandle, ControlQueue, CounterReport, FlowReport,
+    ForwardInfo,
+};
 use crate::dns_forwarder::{DnsClient, DnsForwarder, DnsReply};
 use crate::link::{GuestLink, LinkListener, LinkStatus};
 use crate::pcap::PcapWriter;
@@ -18,10 +22,10 @@ use crate::sockets::{socket_ref, HostSocketTable};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slipway_core::network::ForwardError;
 use slipway_core::tx::TxDest;
-use slipway_core::{Network, PortForward};
+use slipway_core::{ForwardProto, Network, PortForward};
 use std::cell::RefCell;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +40,17 @@ const OUTPUT_RETRY: Duration = Duration::from_millis(1);
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 16;
 const LINK_BASE: usize = 1 << 16;
+
+fn control_error(e: AddForwardError) -> ControlError {
+    let text = e.to_string();
+    match e {
+        AddForwardError::Rule(ForwardError::NotAGuestAddress { .. }) => {
+            ControlError::NotAGuest(text)
+        }
+        AddForwardError::Bind(ForwardBindError::InUse { .. }) => ControlError::Conflict(text),
+        _ => ControlError::Other(text),
+    }
+}
 
 /// Why a port could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +80,8 @@ pub struct Driver {
     start: Instant,
     stop: Arc<AtomicBool>,
     ping_hint_logged: bool,
+    waker: Arc<Waker>,
+    control: Option<ControlQueue>,
 }
 
 impl Driver {
@@ -107,7 +124,128 @@ impl Driver {
             start: Instant::now(),
             stop,
             ping_hint_logged: false,
+            waker,
+            control: None,
         })
+    }
+
+    /// The control plane's handle (see [`crate::control`]); commands run between batches.
+    pub fn control(&mut self) -> ControlHandle {
+        let w = self.waker.clone();
+        let (handle, queue) = control::channel(Arc::new(move || {
+            let _ = w.wake();
+        }));
+        self.control = Some(queue);
+        handle
+    }
+
+    fn forward_info(&self, id: u32, rule: &PortForward, guest: (Ipv4Addr, u16)) -> ForwardInfo {
+        ForwardInfo {
+            id,
+            proto: rule.proto,
+            host: self.sockets.forward_local_addr(id).unwrap_or(rule.host),
+            guest_ip: guest.0,
+            guest_port: guest.1,
+        }
+    }
+
+    pub fn forward_infos(&self) -> Vec<ForwardInfo> {
+        self.net
+            .forwards()
+            .iter()
+            .map(|(id, rule, guest)| self.forward_info(*id, rule, *guest))
+            .collect()
+    }
+
+    fn handle_controls(&mut self) {
+        while let Some(cmd) = self.control.as_ref().and_then(|q| q.try_next()) {
+            self.handle_control(cmd);
+        }
+    }
+
+    fn handle_control(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddForwards(rules, reply) => {
+                let mut added = Vec::new();
+                let mut failure = None;
+                for rule in rules {
+                    match self.add_forward(rule) {
+                        Ok(id) => added.push(id),
+                        Err(e) => {
+                            failure = Some(control_error(e));
+                            break;
+                        }
+                    }
+                }
+                let result = match failure {
+                    Some(e) => {
+                        for id in added {
+                            self.remove_forward(id);
+                        }
+                        Err(e)
+                    }
+                    None => {
+                        let all = self.forward_infos();
+                        Ok(all.into_iter().filter(|f| added.contains(&f.id)).collect())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Command::RemoveForward(id, reply) => {
+                let info = self.forward_infos().into_iter().find(|f| f.id == id);
+                let result = match info {
+                    Some(info) => {
+                        self.remove_forward(id);
+                        tracing::info!("no longer forwarding {}/{}", info.host, info.proto);
+                        Ok(info)
+                    }
+                    None => Err(ControlError::NotFound(format!("no forward with id {id}"))),
+                };
+                let _ = reply.send(result);
+            }
+            Command::ListForwards(reply) => {
+                let _ = reply.send(self.forward_infos());
+            }
+            Command::Leases(reply) => {
+                let now = self.now();
+                let _ = reply.send(self.net.dhcp().leases(now));
+            }
+            Command::Flows(reply) => {
+                let now = self.now();
+                let mut out: Vec<FlowReport> = self
+                    .net
+                    .tcp()
+                    .flows()
+                    .into_iter()
+                    .map(|f| FlowReport {
+                        proto: ForwardProto::Tcp,
+                        guest: SocketAddr::new(f.key.guest_ip.into(), f.key.guest_port),
+                        remote: SocketAddr::new(f.key.remote_ip.into(), f.key.remote_port),
+                        state: f.state,
+                        bytes_from_guest: f.bytes_from_guest,
+                        bytes_to_guest: f.bytes_to_guest,
+                        age: now.saturating_sub(f.opened),
+                    })
+                    .collect();
+                out.extend(self.net.udp().flows().into_iter().map(|f| FlowReport {
+                    proto: ForwardProto::Udp,
+                    guest: SocketAddr::new(f.key.guest_ip.into(), f.key.guest_port),
+                    remote: SocketAddr::new(f.key.remote_ip.into(), f.key.remote_port),
+                    state: "active",
+                    bytes_from_guest: f.bytes_from_guest,
+                    bytes_to_guest: f.bytes_to_guest,
+                    age: now.saturating_sub(f.opened),
+                }));
+                let _ = reply.send(out);
+            }
+            Command::Counters(reply) => {
+                let c = self.net.counters();
+                let _ = reply.send(CounterReport {
+                    values: c.values().to_vec(),
+                    drops: c.drops().collect(),
+                });
+            }
+        }
     }
 
     pub fn network(&mut self) -> &mut Network {
@@ -405,6 +543,7 @@ impl Driver {
                     self.read_link(port);
                 }
             }
+            self.handle_controls();
             let now = self.now();
             self.net.end_of_batch(now, &mut self.sockets);
             self.deliver_dns();

@@ -156,6 +156,9 @@ struct TcpFlow {
     /// stream instead of stopping at a short read.
     host_rdhup: bool,
     ident: u16,
+    opened: Duration,
+    bytes_from_guest: u64,
+    bytes_to_guest: u64,
 }
 
 impl TcpFlow {
@@ -202,6 +205,9 @@ impl TcpFlow {
             last_activity: now,
             host_rdhup: false,
             ident: 0,
+            opened: now,
+            bytes_from_guest: 0,
+            bytes_to_guest: 0,
         }
     }
 
@@ -265,6 +271,11 @@ pub struct TcpEngine {
 pub struct TcpFlowInfo {
     pub key: FlowKey,
     pub state: &'static str,
+    /// Guest payload bytes written to the host socket.
+    pub bytes_from_guest: u64,
+    /// Host bytes the guest acknowledged.
+    pub bytes_to_guest: u64,
+    pub opened: Duration,
 }
 
 impl TcpEngine {
@@ -305,6 +316,9 @@ impl TcpEngine {
                     State::Established if f.guest_fin || f.fin_seq.is_some() => "closing",
                     State::Established => "established",
                 },
+                bytes_from_guest: f.bytes_from_guest,
+                bytes_to_guest: f.bytes_to_guest,
+                opened: f.opened,
             })
             .collect()
     }
@@ -723,6 +737,7 @@ impl TcpEngine {
                 acked -= 1;
             }
             if acked > 0 {
+                f.bytes_to_guest += u64::from(acked);
                 if let Err(e) = sockets.tcp_discard(Self::sock(index), acked as usize) {
                     if e.kind() != io::ErrorKind::WouldBlock {
                         self.host_error(ctx, sockets, index);
@@ -794,6 +809,7 @@ impl TcpEngine {
             match sockets.tcp_write(Self::sock(index), data) {
                 Ok(n) => {
                     f.rcv_nxt = f.rcv_nxt.wrapping_add(n as u32);
+                    f.bytes_from_guest += n as u64;
                     all_data_in = n == data.len();
                     f.write_blocked |= !all_data_in;
                 }

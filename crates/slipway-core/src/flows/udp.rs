@@ -58,6 +58,20 @@ struct UdpFlow {
     last_active: Duration,
     /// A forwarded flow: the forward's listener (its index) and the client behind it.
     via: Option<(u32, SocketAddr)>,
+    opened: Duration,
+    bytes_from_guest: u64,
+    bytes_to_guest: u64,
+}
+
+/// A summary of one UDP flow for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpFlowInfo {
+    pub key: UdpKey,
+    /// A forward's client (true) or a flow the guest opened.
+    pub forwarded: bool,
+    pub bytes_from_guest: u64,
+    pub bytes_to_guest: u64,
+    pub opened: Duration,
 }
 
 pub use super::DatagramCtx as UdpCtx;
@@ -88,6 +102,20 @@ impl UdpEngine {
         self.by_key.len()
     }
 
+    pub fn flows(&self) -> Vec<UdpFlowInfo> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|f| UdpFlowInfo {
+                key: f.key,
+                forwarded: f.via.is_some(),
+                bytes_from_guest: f.bytes_from_guest,
+                bytes_to_guest: f.bytes_to_guest,
+                opened: f.opened,
+            })
+            .collect()
+    }
+
     fn sock(index: u32) -> SocketRef {
         SocketRef {
             kind: FlowKind::Udp,
@@ -115,6 +143,7 @@ impl UdpEngine {
                     // egress policy says (the client came to us).
                     f.last_active = ctx.now;
                     f.guest_mac = guest_mac;
+                    f.bytes_from_guest += payload.len() as u64;
                     if sockets
                         .udp_send_to(listener_ref(listener), client, payload)
                         .is_err()
@@ -165,6 +194,9 @@ impl UdpEngine {
                     guest_mac,
                     last_active: ctx.now,
                     via: None,
+                    opened: ctx.now,
+                    bytes_from_guest: 0,
+                    bytes_to_guest: 0,
                 });
                 self.by_key.insert(key, index);
                 ctx.counters.udp_flows_opened += 1;
@@ -174,6 +206,7 @@ impl UdpEngine {
         if let Some(f) = self.slots[index as usize].as_mut() {
             f.last_active = ctx.now;
             f.guest_mac = guest_mac;
+            f.bytes_from_guest += payload.len() as u64;
         }
         match sockets.udp_send(Self::sock(index), payload) {
             Ok(_) => {}
@@ -228,6 +261,7 @@ impl UdpEngine {
                     ctx.tx.commit_at(dest, 0, hdr + n);
                     ctx.tx.finish(hdr + n);
                     f.last_active = ctx.now;
+                    f.bytes_to_guest += n as u64;
                 }
                 Err(e) => {
                     ctx.tx.finish(0);
@@ -286,6 +320,7 @@ impl UdpEngine {
                 Some(&i) => match self.slots[i as usize].as_mut() {
                     Some(f) if f.via == via => {
                         f.last_active = ctx.now;
+                        f.bytes_to_guest += n as u64;
                         true
                     }
                     // The guest already has a flow of its own with this 4-tuple.
@@ -309,6 +344,9 @@ impl UdpEngine {
                         guest_mac,
                         last_active: ctx.now,
                         via,
+                        opened: ctx.now,
+                        bytes_from_guest: 0,
+                        bytes_to_guest: n as u64,
                     });
                     self.by_key.insert(key, index);
                     ctx.counters.udp_flows_opened += 1;

@@ -1,0 +1,396 @@
+//! gvproxy's HTTP API paths with gvproxy's request and response shapes (PROTOCOLS.md), so that
+//! existing clients (podman machine, CRC, Lima) work unchanged. Errors are plain text, as
+//! gvproxy's are. The requests are translated onto the same commands as the native API (D6).
+//!
+//! Differences, also in docs/api.md: `/stats` returns slipway's counters (not gVisor's stack
+//! statistics); `/tunnel` and `/connect` answer 501; `protocol: unix` forwards are refused (400);
+//! DNS records with a regular expression are refused (400).
+
+use super::native::{add_to_zone, counters_json};
+use super::{format_mac, ApiState};
+use crate::control::Command;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use slipway_core::{ForwardProto, PortForward};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Every (method, path) served here; the OpenAPI test checks docs/openapi.json against it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/services/forwarder/expose"),
+    ("POST", "/services/forwarder/unexpose"),
+    ("GET", "/services/forwarder/all"),
+    ("GET", "/stats"),
+    ("GET", "/leases"),
+    ("GET", "/services/dhcp/leases"),
+    ("GET", "/services/dns/all"),
+    ("POST", "/services/dns/add"),
+    ("GET", "/tunnel"),
+    ("POST", "/connect"),
+];
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/services/forwarder/expose", post(expose))
+        .route("/services/forwarder/unexpose", post(unexpose))
+        .route("/services/forwarder/all", get(all))
+        .route("/stats", get(stats))
+        .route("/leases", get(leases))
+        .route("/services/dhcp/leases", get(leases))
+        .route("/services/dns/all", get(dns_all))
+        .route("/services/dns/add", post(dns_add))
+        .route("/tunnel", get(not_implemented))
+        .route("/connect", post(not_implemented))
+}
+
+/// A plain-text answer, as gvproxy gives.
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+/// `POST /services/forwarder/expose` body (Go decodes keys case-insensitively; so do we).
+#[derive(Debug, Deserialize)]
+pub struct ExposeRequest {
+    /// The host address to listen on, `IP:PORT` or `:PORT` (every interface).
+    #[serde(alias = "Local")]
+    pub local: String,
+    /// The guest address, `IP:PORT` or `:PORT` (the network's first guest).
+    #[serde(alias = "Remote", default)]
+    pub remote: String,
+    /// `tcp` (default), `udp` or `unix`.
+    #[serde(alias = "Protocol", default)]
+    pub protocol: String,
+}
+
+/// One forward in `GET /services/forwarder/all`.
+#[derive(Debug, Serialize)]
+pub struct ExposedPort {
+    pub local: String,
+    pub remote: String,
+    pub protocol: &'static str,
+}
+
+/// A plain-text refusal (status, text).
+type Refusal = (StatusCode, String);
+
+fn parse_proto(p: &str) -> Result<ForwardProto, Refusal> {
+    match p.to_ascii_lowercase().as_str() {
+        "" | "tcp" => Ok(ForwardProto::Tcp),
+        "udp" => Ok(ForwardProto::Udp),
+        "unix" => Err((
+            StatusCode::BAD_REQUEST,
+            "unix socket forwards are not supported by slipway yet; use tcp or udp".into(),
+        )),
+        other => Err((
+            StatusCode::BAD_REQUEST,
+            format!("unknown protocol '{other}'; use tcp or udp"),
+        )),
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT` or `:PORT` (the host part defaults to `default`).
+fn parse_host_port(s: &str, default: IpAddr) -> Option<SocketAddr> {
+    if let Some(port) = s.strip_prefix(':') {
+        return Some(SocketAddr::new(default, port.parse().ok()?));
+    }
+    s.parse().ok()
+}
+
+fn body_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("cannot decode the request: {e}"),
+        )
+    })
+}
+
+async fn expose(State(s): State<ApiState>, body: Bytes) -> Response {
+    let req: ExposeRequest = match body_json(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let proto = match parse_proto(&req.protocol) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let Some(host) = parse_host_port(&req.local, IpAddr::V4(Ipv4Addr::UNSPECIFIED)) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("local '{}' is not IP:PORT or :PORT", req.local),
+        );
+    };
+    let remote = parse_host_port(&req.remote, IpAddr::V4(s.network.first_guest));
+    let Some(SocketAddr::V4(remote)) = remote else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "remote '{}' is not an IPv4 guest address IP:PORT or :PORT",
+                req.remote
+            ),
+        );
+    };
+    let existing = match s.control.call(Command::ListForwards).await {
+        Ok(all) => all,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    };
+    if existing.iter().any(|f| f.proto == proto && f.host == host) {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "proxy already running");
+    }
+    let rule = PortForward {
+        proto,
+        host,
+        guest_ip: Some(*remote.ip()),
+        guest_port: remote.port(),
+    };
+    match s
+        .control
+        .call(|reply| Command::AddForwards(vec![rule], reply))
+        .await
+    {
+        Ok(Ok(_)) => StatusCode::OK.into_response(),
+        Ok(Err(e)) | Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    }
+}
+
+/// `POST /services/forwarder/unexpose` body.
+#[derive(Debug, Deserialize)]
+pub struct UnexposeRequest {
+    #[serde(alias = "Local")]
+    pub local: String,
+    #[serde(alias = "Protocol", default)]
+    pub protocol: String,
+}
+
+async fn unexpose(State(s): State<ApiState>, body: Bytes) -> Response {
+    let req: UnexposeRequest = match body_json(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let proto = match parse_proto(&req.protocol) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let host = parse_host_port(&req.local, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let existing = match s.control.call(Command::ListForwards).await {
+        Ok(all) => all,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    };
+    let Some(f) = existing
+        .iter()
+        .find(|f| f.proto == proto && Some(f.host) == host)
+    else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "proxy not found");
+    };
+    let id = f.id;
+    match s
+        .control
+        .call(|reply| Command::RemoveForward(id, reply))
+        .await
+    {
+        Ok(Ok(_)) => StatusCode::OK.into_response(),
+        Ok(Err(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, "proxy not found"),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    }
+}
+
+async fn all(State(s): State<ApiState>) -> Response {
+    let forwards = match s.control.call(Command::ListForwards).await {
+        Ok(all) => all,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    };
+    let mut out: Vec<ExposedPort> = forwards
+        .iter()
+        .map(|f| ExposedPort {
+            local: f.host.to_string(),
+            remote: SocketAddr::new(f.guest_ip.into(), f.guest_port).to_string(),
+            protocol: f.proto.as_str(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.local.cmp(&b.local).then(a.protocol.cmp(b.protocol)));
+    Json(out).into_response()
+}
+
+async fn stats(State(s): State<ApiState>) -> Response {
+    match counters_json(&s).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn leases(State(s): State<ApiState>) -> Response {
+    match s.control.call(Command::Leases).await {
+        Ok(leases) => {
+            let map: serde_json::Map<String, Value> = leases
+                .iter()
+                .map(|(ip, mac)| (ip.to_string(), Value::String(format_mac(mac))))
+                .collect();
+            Json(Value::Object(map)).into_response()
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    }
+}
+
+/// gvproxy's zone (`types.Zone`, Go field names).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Zone {
+    #[serde(rename = "Name", alias = "name")]
+    pub name: String,
+    #[serde(rename = "Records", alias = "records", default)]
+    pub records: Vec<Record>,
+    #[serde(
+        rename = "DefaultIP",
+        alias = "defaultIP",
+        alias = "defaultip",
+        default
+    )]
+    pub default_ip: Option<String>,
+}
+
+/// gvproxy's record (`types.Record`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(rename = "Name", alias = "name", default)]
+    pub name: String,
+    #[serde(rename = "IP", alias = "ip", alias = "Ip", default)]
+    pub ip: Option<String>,
+    #[serde(rename = "Regexp", alias = "regexp", default, skip_serializing)]
+    pub regexp: Option<Value>,
+}
+
+async fn dns_all(State(s): State<ApiState>) -> Response {
+    let zones = match s.gvproxy_zones.lock() {
+        Ok(z) => z.clone(),
+        Err(_) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the DNS zone is unavailable",
+            )
+        }
+    };
+    // Names added through /services/dns/add are listed under their zone; every other local
+    // name (built-ins, --dns-record, the native API) under a zone named "".
+    let listed: Vec<String> = zones
+        .iter()
+        .flat_map(|(zone, recs)| recs.iter().map(move |(n, _)| full_name(n, zone)))
+        .collect();
+    let others = match s.zone.read() {
+        Ok(z) => z.records(),
+        Err(_) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the DNS zone is unavailable",
+            )
+        }
+    };
+    let mut out = vec![Zone {
+        name: String::new(),
+        records: others
+            .into_iter()
+            .filter(|(n, _)| !listed.contains(n))
+            .map(|(n, ip)| Record {
+                name: n,
+                ip: Some(ip.to_string()),
+                regexp: None,
+            })
+            .collect(),
+        default_ip: None,
+    }];
+    for (zone, recs) in zones {
+        out.push(Zone {
+            name: zone,
+            records: recs
+                .into_iter()
+                .map(|(n, ip)| Record {
+                    name: n,
+                    ip: Some(ip.to_string()),
+                    regexp: None,
+                })
+                .collect(),
+            default_ip: None,
+        });
+    }
+    Json(out).into_response()
+}
+
+/// `a` in zone `zone.internal.` → `a.zone.internal`.
+fn full_name(name: &str, zone: &str) -> String {
+    let zone = zone.trim_end_matches('.');
+    match (name.is_empty(), zone.is_empty()) {
+        (true, _) => zone.to_string(),
+        (false, true) => name.to_string(),
+        (false, false) => format!("{name}.{zone}"),
+    }
+    .to_ascii_lowercase()
+}
+
+async fn dns_add(State(s): State<ApiState>, body: Bytes) -> Response {
+    let req: Zone = match body_json(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let mut added = Vec::new();
+    for r in &req.records {
+        if r.regexp.as_ref().is_some_and(|v| !v.is_null()) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "records with a regular expression are not supported by slipway",
+            );
+        }
+        let Some(ip) = r.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("record '{}' has no valid IP address", r.name),
+            );
+        };
+        if let Err(e) = add_to_zone(&s, &full_name(&r.name, &req.name), ip) {
+            return e.into_response();
+        }
+        added.push((r.name.clone(), ip));
+    }
+    if let Ok(mut zones) = s.gvproxy_zones.lock() {
+        let entry = zones.entry(req.name.clone()).or_default();
+        for (name, ip) in added {
+            entry.retain(|(n, _)| *n != name);
+            entry.push((name, ip));
+        }
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn not_implemented() -> Response {
+    text(
+        StatusCode::NOT_IMPLEMENTED,
+        "slipway does not implement this gvproxy endpoint yet",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_as_gvproxy_takes_them() {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            parse_host_port(":2222", any),
+            Some("0.0.0.0:2222".parse().unwrap())
+        );
+        assert_eq!(
+            parse_host_port("127.0.0.1:2222", any),
+            Some("127.0.0.1:2222".parse().unwrap())
+        );
+        assert_eq!(
+            parse_host_port("[::1]:80", any),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(parse_host_port("nonsense", any), None);
+        assert_eq!(full_name("a", "zone.internal."), "a.zone.internal");
+        assert_eq!(full_name("", "zone.internal."), "zone.internal");
+    }
+}

@@ -1,0 +1,205 @@
+//! The HTTP API on a unix socket (`--api PATH`): slipway's own versioned REST API under `/v1`
+//! ([`native`]) and gvproxy's paths with gvproxy's shapes ([`gvproxy`]), documented in
+//! `docs/api.md` and `docs/openapi.json` (kept in sync by a test below).
+//!
+//! Theory of operation: the server runs on its own thread (a tokio current-thread runtime with
+//! axum), off the data path. It owns no network state: forwards, leases, flows and counters are
+//! asked of the event loop through typed commands ([`crate::control`]); DNS records live in the
+//! local zone that the DNS thread answers from. The socket is created with mode 0600; a stale
+//! socket file is replaced, a live one (another slipway) refused.
+//!
+//! Limits: request bodies up to [`MAX_BODY`] bytes; the control queue's bound
+//! ([`crate::control::MAX_QUEUED`]).
+
+pub mod client;
+pub mod gvproxy;
+pub mod native;
+
+use crate::control::ControlHandle;
+use axum::Router;
+use slipway_core::services::dns::LocalZone;
+use slipway_core::NetworkConfig;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub control: ControlHandle,
+    pub zone: Arc<RwLock<LocalZone>>,
+    pub network: NetworkInfo,
+    /// Zones added through gvproxy's `/services/dns/add`, for `/services/dns/all`.
+    pub gvproxy_zones: GvproxyZones,
+}
+
+/// Zone name → its (record name, address) pairs.
+pub type GvproxyZones = Arc<Mutex<BTreeMap<String, Vec<(String, IpAddr)>>>>;
+
+/// Facts about the network the API reports.
+#[derive(Debug, Clone)]
+pub struct NetworkInfo {
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub host_alias: Option<Ipv4Addr>,
+    pub mtu: u16,
+    /// The network's first guest address (the default forward target).
+    pub first_guest: Ipv4Addr,
+}
+
+impl NetworkInfo {
+    pub fn of(cfg: &NetworkConfig) -> Self {
+        Self {
+            subnet: cfg.subnet,
+            prefix: cfg.prefix,
+            gateway: cfg.gateway,
+            host_alias: cfg.host_loopback_alias,
+            mtu: cfg.mtu,
+            first_guest: cfg.pool_start,
+        }
+    }
+}
+
+/// Why the API socket could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiBindError {
+    #[error("--api {0}: another process is serving this socket (is another slipway running?); choose another path or stop it")]
+    InUse(PathBuf),
+    #[error("--api {path}: cannot create the socket: {source}; check that the directory exists and is writable")]
+    Create { path: PathBuf, source: io::Error },
+}
+
+/// Create the API socket at `path` (mode 0600).
+pub fn bind(path: &Path) -> Result<UnixListener, ApiBindError> {
+    let create = |source| ApiBindError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ApiBindError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(create)?;
+    }
+    let listener = UnixListener::bind(path).map_err(create)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(create)?;
+    listener.set_nonblocking(true).map_err(create)?;
+    Ok(listener)
+}
+
+/// Every route of the API.
+pub fn router(state: ApiState) -> Router {
+    native::routes()
+        .merge(gvproxy::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serve the API on its own thread until the process ends.
+pub fn spawn(listener: UnixListener, state: ApiState) -> io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("slipway-api".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("the API socket cannot be served: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, router(state)).await {
+                    tracing::error!("the API server stopped: {e}");
+                }
+            })
+        })
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    /// Every operation documented in docs/openapi.json is routed, and every route is documented.
+    #[tokio::test(flavor = "current_thread")]
+    async fn openapi_description_matches_the_router() {
+        let spec: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../docs/openapi.json"))
+                .expect("docs/openapi.json is JSON");
+        let paths = spec["paths"].as_object().expect("paths");
+        let mut documented = Vec::new();
+        for (path, ops) in paths {
+            for method in ops.as_object().expect("operations").keys() {
+                if ["get", "post", "delete", "put", "patch"].contains(&method.as_str()) {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let (control, _queue) = crate::control::channel(Arc::new(|| {}));
+        let cfg = NetworkConfig::default();
+        let state = ApiState {
+            control,
+            zone: Arc::new(RwLock::new(LocalZone::new(&cfg))),
+            network: NetworkInfo::of(&cfg),
+            gvproxy_zones: Arc::default(),
+        };
+        let app = router(state);
+        let mut routed: Vec<(String, String)> = native::ROUTES
+            .iter()
+            .chain(gvproxy::ROUTES)
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routed.sort();
+        documented.sort();
+        assert_eq!(
+            routed, documented,
+            "docs/openapi.json and the ROUTES lists differ"
+        );
+        for (method, path) in &routed {
+            let uri = path.replace("{id}", "0").replace("{name}", "x.internal");
+            let req = Request::builder()
+                .method(method.as_str())
+                .uri(&uri)
+                .body(Body::from("not json"))
+                .unwrap();
+            // The control queue is never served, so calls that ask the event loop wait: a
+            // route is missing only if the router answers at once with 405, or 404 and no body.
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_millis(50),
+                app.clone().oneshot(req),
+            )
+            .await;
+            if let Ok(r) = answer {
+                let r = r.unwrap();
+                let status = r.status();
+                let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+                assert!(
+                    status != StatusCode::METHOD_NOT_ALLOWED
+                        && !(status == StatusCode::NOT_FOUND && body.is_empty()),
+                    "{method} {path} is listed but not routed ({status})"
+                );
+            }
+        }
+    }
+}

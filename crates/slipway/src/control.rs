@@ -1,0 +1,148 @@
+//! The control plane's only door into the data plane (ARCHITECTURE.md D3): typed commands sent
+//! over a channel with a wake-up, carried out by the event loop between batches, each answered
+//! on its own one-shot channel. The API server and CLI clients never touch data-plane state.
+//!
+//! Limits: [`MAX_QUEUED`] commands waiting; a full queue is answered at once with an error.
+
+use slipway_core::{ForwardProto, Mac, PortForward};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Commands waiting for the event loop before new ones are refused.
+pub const MAX_QUEUED: usize = 256;
+
+/// A published port as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardInfo {
+    pub id: u32,
+    pub proto: ForwardProto,
+    /// The address actually listened on.
+    pub host: SocketAddr,
+    pub guest_ip: Ipv4Addr,
+    pub guest_port: u16,
+}
+
+/// One live flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowReport {
+    pub proto: ForwardProto,
+    pub guest: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: &'static str,
+    pub bytes_from_guest: u64,
+    pub bytes_to_guest: u64,
+    pub age: Duration,
+}
+
+/// Network-wide counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterReport {
+    pub values: Vec<(&'static str, u64)>,
+    pub drops: Vec<(&'static str, u64)>,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    /// The forward's host address is taken (or another forward has it).
+    Conflict(String),
+    /// The target is not a guest address of the network.
+    NotAGuest(String),
+    NotFound(String),
+    Other(String),
+}
+
+impl ControlError {
+    /// The text for a person.
+    pub fn message(&self) -> String {
+        match self {
+            ControlError::Conflict(m)
+            | ControlError::NotAGuest(m)
+            | ControlError::NotFound(m)
+            | ControlError::Other(m) => m.clone(),
+        }
+    }
+}
+
+pub enum Command {
+    /// Publish all of `rules`, or none of them.
+    AddForwards(
+        Vec<PortForward>,
+        oneshot::Sender<Result<Vec<ForwardInfo>, ControlError>>,
+    ),
+    RemoveForward(u32, oneshot::Sender<Result<ForwardInfo, ControlError>>),
+    ListForwards(oneshot::Sender<Vec<ForwardInfo>>),
+    Leases(oneshot::Sender<Vec<(Ipv4Addr, Mac)>>),
+    Flows(oneshot::Sender<Vec<FlowReport>>),
+    Counters(oneshot::Sender<CounterReport>),
+}
+
+/// The sending side, shared by API connections.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: Arc<Mutex<mpsc::Sender<Command>>>,
+    queued: Arc<AtomicUsize>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The event loop's side.
+pub struct ControlQueue {
+    rx: mpsc::Receiver<Command>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A channel whose sender calls `wake` after each command.
+pub fn channel(wake: Arc<dyn Fn() + Send + Sync>) -> (ControlHandle, ControlQueue) {
+    let (tx, rx) = mpsc::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        ControlHandle {
+            tx: Arc::new(Mutex::new(tx)),
+            queued: queued.clone(),
+            wake,
+        },
+        ControlQueue { rx, queued },
+    )
+}
+
+impl ControlHandle {
+    /// Send a command built around its reply channel and wait for the answer.
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        let busy = || ControlError::Other("the network is busy; try again".into());
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .tx
+            .lock()
+            .map_err(|_| busy())?
+            .send(make(reply))
+            .is_ok();
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ControlError::Other("the network has stopped".into()));
+        }
+        (self.wake)();
+        answer
+            .await
+            .map_err(|_| ControlError::Other("the network has stopped".into()))
+    }
+}
+
+impl ControlQueue {
+    /// The next waiting command, if any.
+    pub fn try_next(&self) -> Option<Command> {
+        let c = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(c)
+    }
+}
