@@ -12,8 +12,9 @@
 # clients (the host alias 192.168.127.254 with the client's own port) and for a client on another
 # link (its real address and port), on TCP and UDP (two UDP clients at once each get their own
 # replies); a port range; an IPv6 listener forwarding to the IPv4 guest; an explicit guest
-# address (the second namespace); 200 sequential connections; a host port already in use and bad
-# specs refused at start with a message.
+# address (the second namespace); 200 sequential connections; a host unix socket forwarded to a
+# guest port and a gateway port forwarded to a host unix socket (--gateway-unix), the socket file
+# gone after slipway stops; a host port already in use and bad specs refused at start.
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -139,6 +140,22 @@ e2e_spawn guest2-servers ip netns exec "$guest2" python3 "$E2E_WORK/guest-server
 e2e_wait_path "$E2E_WORK/guest1.ready" 10
 e2e_wait_path "$E2E_WORK/guest2.ready" 10
 
+# A host unix socket server that the guest reaches at the gateway's port 2375.
+cat >"$E2E_WORK/unix-server.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"hello from a host unix socket\n")
+    c.close()
+PY
+unix_in=$E2E_WORK/published.sock
+unix_out=$E2E_WORK/host-engine.sock
+e2e_spawn unix-server python3 "$E2E_WORK/unix-server.py" "$unix_out"
+e2e_wait_path "$unix_out" 10
+
 # The first --netns gets .2, the second .3.
 e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest1" --netns "/run/netns/$guest2" \
     --egress-allow 127.0.0.0/8 -v \
@@ -149,7 +166,9 @@ e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest1" --netns "/run/ne
     -p "0.0.0.0:$p_udp_real:$peer_port/udp" \
     -p "$p_range-$((p_range + 2)):$range_guest-$((range_guest + 2))" \
     -p "[::1]:$p_v6:$peer_port" \
-    -p "127.0.0.1:$p_g2:$guest2_addr:$peer_port"
+    -p "127.0.0.1:$p_g2:$guest2_addr:$peer_port" \
+    -p "$unix_in:$peer_port" \
+    --gateway-unix "2375=$unix_out"
 slipway_pid=$E2E_PID
 check() {
     local name=$1
@@ -199,7 +218,8 @@ def tcp_line(host, port):
         s.close()
     return local, buf.decode(errors="replace").strip()
 
-mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mode, host = sys.argv[1], sys.argv[2]
+port = int(sys.argv[3]) if mode != "unix" else 0
 if mode == "tcp":
     try:
         local, got = tcp_line(host, port)
@@ -234,6 +254,17 @@ elif mode == "udp":
             break
     print(f"{good} of 6 replies right")
     sys.exit(good != 6)
+elif mode == "unix":
+    # unix PATH WANT_PREFIX: one connection to a unix socket; the line must start with it.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(sys.argv[2])
+        got = s.recv(4096).decode(errors="replace").strip()
+    except OSError as e:
+        sys.exit(f"{sys.argv[2]}: {e}")
+    print(f"got '{got}', want it to start with '{sys.argv[3]}'")
+    sys.exit(not got.startswith(sys.argv[3]))
 elif mode == "range":
     n, first = int(sys.argv[4]), int(sys.argv[5])
     bad = 0
@@ -282,6 +313,9 @@ check forward_udp_peer_real in_client udp "$host_addr" "$p_udp_real" "PEER $clie
 check forward_range client range 127.0.0.1 "$p_range" 3 "$range_guest"
 check forward_ipv6_listener client tcp ::1 "$p_v6" "PEER $alias_addr {port}"
 check forward_explicit_guest client tcp 127.0.0.1 "$p_g2" "G2 PEER $alias_addr {port}"
+check forward_unix_to_guest client unix "$unix_in" "PEER $alias_addr "
+check forward_guest_to_unix ip netns exec "$guest1" python3 "$E2E_WORK/client.py" tcp \
+    192.168.127.1 2375 "hello from a host unix socket"
 check forward_many_connections client many 127.0.0.1 "$p_peer" 200 "PEER $alias_addr {port}"
 
 refused_at_start() { # NAME WANT_IN_STDERR SLIPWAY_ARGS...: exits non-zero within 5 s, saying WANT
@@ -322,6 +356,7 @@ else
     e2e_not_ok slipway_alive "slipway exited during the test"
 fi
 e2e_stop_pid "$slipway_pid"
+check forward_unix_socket_removed test ! -e "$unix_in"
 echo "forward_many_connections: $(tail -n 1 "$E2E_WORK/forward_many_connections.out" 2>/dev/null)"
 if [ "$E2E_FAILED" != 0 ]; then
     echo "--- slipway log ---"

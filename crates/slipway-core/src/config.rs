@@ -116,6 +116,9 @@ pub struct NetworkConfig {
     pub lease_time: Duration,
     /// Addresses that must always be handed to a given MAC (gvproxy's static lease).
     pub static_leases: Vec<(Mac, Ipv4Addr)>,
+    /// TCP ports of the gateway whose connections go to a host unix socket (the driver knows
+    /// which); others, but DNS, are refused.
+    pub gateway_unix_ports: Vec<u16>,
 }
 
 /// The largest MTU slipway accepts: 65535 minus room for the Ethernet header and framing.
@@ -169,6 +172,7 @@ impl NetworkConfig {
             egress_allow: Vec::new(),
             lease_time: Duration::from_secs(3600),
             static_leases: Vec::new(),
+            gateway_unix_ports: Vec::new(),
         })
     }
 

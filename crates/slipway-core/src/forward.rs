@@ -15,12 +15,15 @@
 //! Specs follow Docker's `-p`: `[HOST_IP:]HOST_PORT[-END]:[GUEST_IP:]GUEST_PORT[-END][/tcp|/udp]`,
 //! IPv6 host addresses in brackets. The host address defaults to 127.0.0.1 (publishing on every
 //! interface must be asked for with 0.0.0.0 or [::]); the guest address defaults to the
-//! network's first guest address (the first address of the DHCP pool).
+//! network's first guest address (the first address of the DHCP pool). A host unix socket is
+//! published with `PATH:[GUEST_IP:]GUEST_PORT` (PATH absolute): its clients become TCP
+//! connections to the guest, appearing as the host alias with a port slipway picks.
 //!
 //! Limits: [`MAX_RANGE`] ports per spec.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 /// The most ports one spec may publish.
 pub const MAX_RANGE: u32 = 1024;
@@ -46,15 +49,42 @@ impl fmt::Display for ForwardProto {
     }
 }
 
+/// Where a forward listens on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ForwardHost {
+    Inet(SocketAddr),
+    /// A unix stream socket (TCP forwards only).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ForwardHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardHost::Inet(a) => write!(f, "{a}"),
+            ForwardHost::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// One published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PortForward {
     pub proto: ForwardProto,
     /// Where the host listens.
-    pub host: SocketAddr,
+    pub host: ForwardHost,
     /// The guest address; None = the network's first guest address.
     pub guest_ip: Option<Ipv4Addr>,
     pub guest_port: u16,
+}
+
+impl PortForward {
+    /// `tcp`, `udp`, or `unix` for a unix socket listener.
+    pub fn kind(&self) -> &'static str {
+        match self.host {
+            ForwardHost::Unix(_) => "unix",
+            ForwardHost::Inet(_) => self.proto.as_str(),
+        }
+    }
 }
 
 impl fmt::Display for PortForward {
@@ -84,11 +114,16 @@ pub enum PublishError {
     RangeMismatch { spec: String, host: u32, guest: u32 },
     #[error("-p {spec}: a range may hold at most {MAX_RANGE} ports")]
     RangeTooLong { spec: String },
+    #[error("-p {spec}: a unix socket forward is PATH:[GUEST_IP:]GUEST_PORT with an absolute PATH and one TCP port, e.g. /run/app.sock:8080")]
+    Unix { spec: String },
 }
 
 /// Parse one `-p` spec into the forwards it publishes (one per port of a range).
 pub fn parse_publish(spec: &str) -> Result<Vec<PortForward>, PublishError> {
     let s = spec.trim();
+    if s.starts_with('/') {
+        return parse_unix(spec).map(|f| vec![f]);
+    }
     let shape = || PublishError::Shape {
         spec: spec.to_string(),
     };
@@ -157,11 +192,35 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortForward>, PublishError> {
     Ok((0..hn as u16)
         .map(|i| PortForward {
             proto,
-            host: SocketAddr::new(host_ip, h0 + i),
+            host: ForwardHost::Inet(SocketAddr::new(host_ip, h0 + i)),
             guest_ip,
             guest_port: g0 + i,
         })
         .collect())
+}
+
+/// `PATH:[GUEST_IP:]GUEST_PORT[/tcp]`.
+fn parse_unix(spec: &str) -> Result<PortForward, PublishError> {
+    let bad = || PublishError::Unix {
+        spec: spec.to_string(),
+    };
+    let s = spec.trim();
+    let s = s.strip_suffix("/tcp").unwrap_or(s);
+    let (rest, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let guest_port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    let (path, guest_ip) = match rest.rsplit_once(':') {
+        Some((path, ip)) if ip.parse::<Ipv4Addr>().is_ok() => (path, ip.parse().ok()),
+        _ => (rest, None),
+    };
+    if path.len() < 2 || path.ends_with('/') {
+        return Err(bad());
+    }
+    Ok(PortForward {
+        proto: ForwardProto::Tcp,
+        host: ForwardHost::Unix(PathBuf::from(path)),
+        guest_ip,
+        guest_port,
+    })
 }
 
 /// Split at ':' outside brackets; None for an unbalanced bracket.
@@ -234,18 +293,35 @@ mod tests {
     fn one(spec: &str) -> PortForward {
         let v = parse_publish(spec).unwrap();
         assert_eq!(v.len(), 1, "{spec}");
-        v[0]
+        v[0].clone()
+    }
+
+    fn inet(s: &str) -> ForwardHost {
+        ForwardHost::Inet(s.parse().unwrap())
+    }
+
+    #[test]
+    fn unix_socket_forwards() {
+        let f = one("/run/app.sock:8080");
+        assert_eq!(f.host, ForwardHost::Unix("/run/app.sock".into()));
+        assert_eq!((f.guest_ip, f.guest_port, f.kind()), (None, 8080, "unix"));
+        let f = one("/run/a.sock:192.168.127.3:22/tcp");
+        assert_eq!(f.guest_ip, Some(Ipv4Addr::new(192, 168, 127, 3)));
+        let e = |s: &str| parse_publish(s).unwrap_err().to_string();
+        assert!(e("/run/a.sock").contains("a unix socket forward is PATH"));
+        assert!(e("/run/a.sock:0").contains("a unix socket forward"));
+        assert!(e("/:80").contains("a unix socket forward"));
     }
 
     #[test]
     fn docker_forms() {
         let f = one("8080:80");
         assert_eq!(f.proto, ForwardProto::Tcp);
-        assert_eq!(f.host, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(f.host, inet("127.0.0.1:8080"));
         assert_eq!((f.guest_ip, f.guest_port), (None, 80));
-        assert_eq!(one("0.0.0.0:8080:80").host, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(one("[::1]:8080:80").host, "[::1]:8080".parse().unwrap());
-        assert_eq!(one("[::]:8080:80/udp").host, "[::]:8080".parse().unwrap());
+        assert_eq!(one("0.0.0.0:8080:80").host, inet("0.0.0.0:8080"));
+        assert_eq!(one("[::1]:8080:80").host, inet("[::1]:8080"));
+        assert_eq!(one("[::]:8080:80/udp").host, inet("[::]:8080"));
         assert_eq!(one("[::]:8080:80/udp").proto, ForwardProto::Udp);
         assert_eq!(one("8080:80/TCP").proto, ForwardProto::Tcp);
         let f = one("127.0.0.1:8080:192.168.127.3:80");
@@ -257,11 +333,20 @@ mod tests {
     #[test]
     fn ranges_expand_pairwise() {
         let v = parse_publish("8000-8002:9000-9002/udp").unwrap();
-        let pairs: Vec<_> = v.iter().map(|f| (f.host.port(), f.guest_port)).collect();
+        let pairs: Vec<_> = v
+            .iter()
+            .map(|f| match f.host {
+                ForwardHost::Inet(a) => (a.port(), f.guest_port),
+                _ => unreachable!(),
+            })
+            .collect();
         assert_eq!(pairs, vec![(8000, 9000), (8001, 9001), (8002, 9002)]);
         assert!(v.iter().all(|f| f.proto == ForwardProto::Udp));
         assert_eq!(parse_publish("1-1024:1-1024").unwrap().len(), 1024);
-        assert_eq!(parse_publish("65535:65535").unwrap()[0].host.port(), 65535);
+        assert_eq!(
+            parse_publish("65535:65535").unwrap()[0].host,
+            inet("127.0.0.1:65535")
+        );
     }
 
     #[test]

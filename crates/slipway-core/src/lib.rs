@@ -21,5 +21,5 @@ pub mod switch;
 pub mod tx;
 
 pub use config::{IpCidr, Mac, NetworkConfig};
-pub use forward::{ForwardProto, PortForward};
+pub use forward::{ForwardHost, ForwardProto, PortForward};
 pub use network::Network;

@@ -171,8 +171,8 @@ impl Network {
             });
         }
         let entry = ForwardEntry {
-            rule,
             guest: (ip, rule.guest_port),
+            rule,
             waiting_since: None,
             last_arp: None,
         };
@@ -204,7 +204,7 @@ impl Network {
         self.forwards
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| e.as_ref().map(|e| (i as u32, e.rule, e.guest)))
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i as u32, e.rule.clone(), e.guest)))
             .collect()
     }
 
@@ -550,8 +550,13 @@ impl Network {
             remote_port: seg.dst_port(),
         };
         let target = if ip.dst() == self.cfg.gateway {
-            // The gateway's own TCP services: DNS. Other ports are refused with RST.
-            (seg.dst_port() == DNS_PORT).then_some(TcpTarget::DnsService)
+            // The gateway's own TCP services: DNS, and ports forwarded to host unix sockets.
+            // Other ports are refused with RST.
+            match seg.dst_port() {
+                DNS_PORT => Some(TcpTarget::DnsService),
+                p if self.cfg.gateway_unix_ports.contains(&p) => Some(TcpTarget::Unix(p)),
+                _ => None,
+            }
         } else {
             self.translate(ip.dst())
                 .map(|h| TcpTarget::Host(SocketAddr::new(h.into(), seg.dst_port())))

@@ -210,10 +210,13 @@ struct Harness {
 
 impl Harness {
     fn new(mtu: u16) -> Self {
-        let cfg = NetworkConfig {
+        Self::with_config(NetworkConfig {
             mtu,
             ..NetworkConfig::default()
-        };
+        })
+    }
+
+    fn with_config(cfg: NetworkConfig) -> Self {
         let mut net = Network::new(cfg, 42);
         let port = net.port_up().unwrap();
         Self {
@@ -744,7 +747,7 @@ impl Harness {
         let mut h = Harness::new(1500);
         let id = h
             .net
-            .add_forward(parse_publish("8080:80").unwrap()[0])
+            .add_forward(parse_publish("8080:80").unwrap().remove(0))
             .unwrap();
         h.guest_port = 80;
         if guest_known {
@@ -949,14 +952,33 @@ fn forwards_reject_addresses_that_are_not_guests() {
         "127.0.0.1:8080:10.0.0.5:80",
     ] {
         let e = net
-            .add_forward(parse_publish(spec).unwrap()[0])
+            .add_forward(parse_publish(spec).unwrap().remove(0))
             .unwrap_err();
         assert!(e.to_string().contains("not a guest address"), "{e}");
     }
     let id = net
-        .add_forward(parse_publish("8080:80").unwrap()[0])
+        .add_forward(parse_publish("8080:80").unwrap().remove(0))
         .unwrap();
     assert_eq!(net.forwards()[0].2, (GUEST_IP, 80));
     assert!(net.remove_forward(id).is_some());
     assert!(net.forwards().is_empty());
+}
+
+#[test]
+fn gateway_ports_reach_their_host_unix_socket_and_others_are_refused() {
+    let mut h = Harness::with_config(NetworkConfig {
+        gateway_unix_ports: vec![2375],
+        ..NetworkConfig::default()
+    });
+    h.remote_ip = NetworkConfig::default().gateway;
+    h.remote_port = 2375;
+    h.establish();
+    assert_eq!(h.sim.only().target, Some(TcpTarget::Unix(2375)));
+    h.remote_port = 2376;
+    h.guest_port = 40001;
+    let seq = h.guest_seq;
+    h.send(tcp::SYN, seq, &[], None);
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags, tcp::RST | tcp::ACK);
 }

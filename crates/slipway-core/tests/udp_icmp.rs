@@ -344,7 +344,9 @@ fn udp_forward_keeps_a_flow_per_client_and_answers_through_the_listener() {
     cfg.egress_allow.push("127.0.0.0/8".parse().unwrap());
     let (mut net, p, mut sim) = setup(cfg);
     let t = Duration::from_secs(1);
-    let rule = slipway_core::forward::parse_publish("5353:53/udp").unwrap()[0];
+    let rule = slipway_core::forward::parse_publish("5353:53/udp")
+        .unwrap()
+        .remove(0);
     let id = net.add_forward(rule).unwrap();
     // The guest is known once it sent anything.
     net.on_guest_frame(t, p, &udp((ALIAS, 9), 1, b"hi"), &mut sim);

@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// sees each client's real address; loopback clients appear as the host-loopback alias.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    /// Guest connections to the gateway's TCP PORT go to the host unix socket PATH
+    /// (repeatable), e.g. 2375=/run/docker.sock: the guest reaches a host engine socket at
+    /// 192.168.127.1:2375.
+    #[arg(long, value_name = "PORT=PATH")]
+    pub gateway_unix: Vec<String>,
     /// Serve the HTTP API (slipway's /v1 and gvproxy's paths) on a unix socket at PATH,
     /// created with mode 0600. See docs/api.md.
     #[arg(long, value_name = "PATH")]
@@ -185,6 +190,8 @@ pub enum CliError {
     Publish(#[from] slipway_core::forward::PublishError),
     #[error("--static-lease {0}: expected MAC=IP with an address of the guest subnet, e.g. 5a:94:ef:e4:0c:ee=192.168.127.2")]
     StaticLease(String),
+    #[error("--gateway-unix {0}: expected PORT=PATH with a TCP port other than 53 and an absolute socket path, e.g. 2375=/run/docker.sock")]
+    GatewayUnix(String),
     #[error("no guest link given: use --qemu, --dgram, --vpnkit, --bess, --stdio or --netns (see --help)")]
     NoLinks,
 }
@@ -244,6 +251,9 @@ impl ServeArgs {
             })?;
             cfg.egress_allow.push(c);
         }
+        for (port, _) in self.gateway_unix_targets()? {
+            cfg.gateway_unix_ports.push(port);
+        }
         for l in &self.static_lease {
             let bad = || CliError::StaticLease(l.clone());
             let (mac, ip) = l.split_once('=').ok_or_else(bad)?;
@@ -278,6 +288,22 @@ impl ServeArgs {
             out.extend(slipway_core::forward::parse_publish(spec)?);
         }
         Ok(out)
+    }
+
+    /// The `--gateway-unix` pairs (gateway TCP port, host socket path).
+    pub fn gateway_unix_targets(&self) -> Result<Vec<(u16, PathBuf)>, CliError> {
+        self.gateway_unix
+            .iter()
+            .map(|g| {
+                let bad = || CliError::GatewayUnix(g.clone());
+                let (port, path) = g.split_once('=').ok_or_else(bad)?;
+                let port: u16 = port.trim().parse().map_err(|_| bad())?;
+                if port == 0 || port == 53 || !path.starts_with('/') {
+                    return Err(bad());
+                }
+                Ok((port, PathBuf::from(path)))
+            })
+            .collect()
     }
 
     pub fn dns_upstreams(&self) -> Result<Vec<SocketAddr>, CliError> {

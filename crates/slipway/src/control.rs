@@ -4,7 +4,7 @@
 //!
 //! Limits: [`MAX_QUEUED`] commands waiting; a full queue is answered at once with an error.
 
-use slipway_core::{ForwardProto, Mac, PortForward};
+use slipway_core::{ForwardHost, ForwardProto, Mac, PortForward};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -20,8 +20,10 @@ pub const MAX_QUEUED: usize = 256;
 pub struct ForwardInfo {
     pub id: u32,
     pub proto: ForwardProto,
+    /// `tcp`, `udp` or `unix` (a unix socket listener).
+    pub kind: &'static str,
     /// The address actually listened on.
-    pub host: SocketAddr,
+    pub host: ForwardHost,
     pub guest_ip: Ipv4Addr,
     pub guest_port: u16,
 }

@@ -143,7 +143,11 @@ impl Driver {
         ForwardInfo {
             id,
             proto: rule.proto,
-            host: self.sockets.forward_local_addr(id).unwrap_or(rule.host),
+            kind: rule.kind(),
+            host: self
+                .sockets
+                .forward_local_addr(id)
+                .unwrap_or_else(|| rule.host.clone()),
             guest_ip: guest.0,
             guest_port: guest.1,
         }
@@ -196,7 +200,7 @@ impl Driver {
                 let result = match info {
                     Some(info) => {
                         self.remove_forward(id);
-                        tracing::info!("no longer forwarding {}/{}", info.host, info.proto);
+                        tracing::info!("no longer forwarding {}/{}", info.host, info.kind);
                         Ok(info)
                     }
                     None => Err(ControlError::NotFound(format!("no forward with id {id}"))),
@@ -269,7 +273,7 @@ impl Driver {
     /// Publish a port: bind the host listener and add the forward to the network. Nothing is
     /// left behind when either step fails. Returns the forward's id.
     pub fn add_forward(&mut self, rule: PortForward) -> Result<u32, AddForwardError> {
-        let id = self.net.add_forward(rule)?;
+        let id = self.net.add_forward(rule.clone())?;
         if let Err(e) = self.sockets.bind_forward(id, &rule) {
             self.net.remove_forward(id);
             return Err(e.into());
@@ -283,11 +287,19 @@ impl Driver {
         if let Some((ip, port)) = guest {
             tracing::info!(
                 "forwarding {}/{} to {ip}:{port}",
-                self.sockets.forward_local_addr(id).unwrap_or(rule.host),
-                rule.proto
+                self.sockets
+                    .forward_local_addr(id)
+                    .unwrap_or_else(|| rule.host.clone()),
+                rule.kind()
             );
         }
         Ok(id)
+    }
+
+    /// Guest connections to the gateway's TCP `port` go to the host unix socket `path` (the
+    /// port must also be in the network's `gateway_unix_ports`).
+    pub fn set_unix_target(&mut self, port: u16, path: std::path::PathBuf) {
+        self.sockets.set_unix_target(port, path);
     }
 
     /// Stop a forward; returns what it was.
@@ -558,6 +570,10 @@ impl Driver {
                      allow them with: sysctl -w net.ipv4.ping_group_range=\"0 2147483647\""
                 );
             }
+        }
+        // Unix socket forwards leave no socket file behind.
+        for f in self.forward_infos() {
+            self.remove_forward(f.id);
         }
         self.log_counters();
         Ok(())

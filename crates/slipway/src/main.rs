@@ -145,6 +145,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     )
     .context("cannot start the event loop")?;
 
+    for (port, path) in args.gateway_unix_targets()? {
+        tracing::info!(
+            "guest connections to {}:{port} go to {}",
+            cfg.gateway,
+            path.display()
+        );
+        driver.set_unix_target(port, path);
+    }
     // Publish before attaching guests: a port that cannot be bound stops start-up cleanly.
     for rule in forwards {
         driver.add_forward(rule)?;

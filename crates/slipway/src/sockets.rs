@@ -19,12 +19,13 @@
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
-use slipway_core::{ForwardProto, PortForward};
+use slipway_core::{ForwardHost, ForwardProto, PortForward};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 /// Tokens at or above this value name host sockets.
 pub const SOCKET_TOKEN_BASE: usize = 1 << 32;
@@ -71,6 +72,10 @@ pub struct HostSocketTable {
     udp: Vec<Option<OwnedFd>>,
     ping: Vec<Option<OwnedFd>>,
     listeners: Vec<Option<ForwardListener>>,
+    /// Host unix sockets for gateway TCP ports (`TcpTarget::Unix`).
+    unix_targets: std::collections::HashMap<u16, PathBuf>,
+    /// The next port a unix forward's client appears under.
+    next_unix_client_port: u16,
     scratch: Vec<u8>,
     dns_tcp: Option<DnsTcpHandler>,
 }
@@ -79,7 +84,23 @@ pub struct HostSocketTable {
 enum ForwardListener {
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
+    /// A unix stream socket whose clients become TCP connections to the guest; the path is
+    /// removed when the forward ends.
+    Unix(std::os::unix::net::UnixListener, PathBuf),
 }
+
+impl ForwardListener {
+    fn fd(&self) -> RawFd {
+        match self {
+            ForwardListener::Tcp(l) => l.as_raw_fd(),
+            ForwardListener::Udp(u) => u.as_raw_fd(),
+            ForwardListener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+/// Ports under which clients of unix socket forwards appear to guests (with the host alias).
+const UNIX_CLIENT_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 /// Pending connections a TCP forward's listener queues in the kernel.
 const LISTEN_BACKLOG: libc::c_int = 1024;
@@ -99,6 +120,12 @@ pub enum ForwardBindError {
     },
     #[error("{ip} is not an address of this host; listen on 127.0.0.1, ::1, 0.0.0.0, :: or one of the host's own addresses", ip = addr.ip())]
     NotLocal { addr: SocketAddr },
+    #[error("the unix socket {0} is in use by another process; choose another path or stop that process")]
+    UnixInUse(PathBuf),
+    #[error("cannot listen on the unix socket {path}: {source}; check that its directory exists and is writable")]
+    Unix { path: PathBuf, source: io::Error },
+    #[error("a unix socket forward carries TCP only")]
+    UnixNotTcp,
     #[error("cannot listen on {proto} {addr}: {source}")]
     Other {
         proto: ForwardProto,
@@ -150,6 +177,8 @@ impl HostSocketTable {
             udp: Vec::new(),
             ping: Vec::new(),
             listeners: Vec::new(),
+            unix_targets: Default::default(),
+            next_unix_client_port: *UNIX_CLIENT_PORTS.start(),
             scratch: Vec::new(),
             dns_tcp,
         }
@@ -158,7 +187,10 @@ impl HostSocketTable {
     /// Bind forward `id`'s host address and register its listener (non-blocking, close-on-exec;
     /// TCP with SO_REUSEADDR, `[::]` dual-stack as the kernel's default has it).
     pub fn bind_forward(&mut self, id: u32, rule: &PortForward) -> Result<(), ForwardBindError> {
-        let addr = rule.host;
+        let addr = match &rule.host {
+            ForwardHost::Inet(a) => *a,
+            ForwardHost::Unix(path) => return self.bind_unix_forward(id, rule.proto, path),
+        };
         let err = |e| ForwardBindError::new(rule.proto, addr, e);
         let (ty, proto) = match rule.proto {
             ForwardProto::Tcp => (Type::STREAM, Protocol::TCP),
@@ -177,37 +209,70 @@ impl HostSocketTable {
             }
             ForwardProto::Udp => ForwardListener::Udp(s.into()),
         };
-        let fd = match &listener {
-            ForwardListener::Tcp(l) => l.as_raw_fd(),
-            ForwardListener::Udp(u) => u.as_raw_fd(),
-        };
+        self.add_listener(id, listener).map_err(err)
+    }
+
+    fn add_listener(&mut self, id: u32, listener: ForwardListener) -> io::Result<()> {
         let sref = SocketRef {
             kind: FlowKind::Listener,
             index: id,
         };
-        self.registry
-            .register(&mut SourceFd(&fd), token_for(sref), Interest::READABLE)
-            .map_err(err)?;
+        self.registry.register(
+            &mut SourceFd(&listener.fd()),
+            token_for(sref),
+            Interest::READABLE,
+        )?;
         *slot(&mut self.listeners, id) = Some(listener);
         Ok(())
     }
 
+    /// A unix socket at `path` (a stale socket file there is replaced, a live one refused).
+    fn bind_unix_forward(
+        &mut self,
+        id: u32,
+        proto: ForwardProto,
+        path: &Path,
+    ) -> Result<(), ForwardBindError> {
+        if proto != ForwardProto::Tcp {
+            return Err(ForwardBindError::UnixNotTcp);
+        }
+        let err = |source| ForwardBindError::Unix {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(ForwardBindError::UnixInUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+        l.set_nonblocking(true).map_err(err)?;
+        self.add_listener(id, ForwardListener::Unix(l, path.to_path_buf()))
+            .map_err(err)
+    }
+
+    /// Connections of the guest to the gateway's TCP `port` go to the unix socket at `path`.
+    pub fn set_unix_target(&mut self, port: u16, path: PathBuf) {
+        self.unix_targets.insert(port, path);
+    }
+
     /// The local address forward `id` listens on (the real port when 0 was asked for).
-    pub fn forward_local_addr(&self, id: u32) -> Option<SocketAddr> {
+    pub fn forward_local_addr(&self, id: u32) -> Option<ForwardHost> {
         match self.listeners.get(id as usize)?.as_ref()? {
-            ForwardListener::Tcp(l) => l.local_addr().ok(),
-            ForwardListener::Udp(u) => u.local_addr().ok(),
+            ForwardListener::Tcp(l) => l.local_addr().ok().map(ForwardHost::Inet),
+            ForwardListener::Udp(u) => u.local_addr().ok().map(ForwardHost::Inet),
+            ForwardListener::Unix(_, p) => Some(ForwardHost::Unix(p.clone())),
         }
     }
 
     /// Stop listening for forward `id`.
     pub fn close_forward(&mut self, id: u32) {
         if let Some(l) = self.listeners.get_mut(id as usize).and_then(|s| s.take()) {
-            let fd = match &l {
-                ForwardListener::Tcp(l) => l.as_raw_fd(),
-                ForwardListener::Udp(u) => u.as_raw_fd(),
-            };
-            self.deregister(fd);
+            self.deregister(l.fd());
+            if let ForwardListener::Unix(_, path) = &l {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 
@@ -279,6 +344,24 @@ impl HostSockets for HostSocketTable {
                 handler(theirs);
                 self.open_tcp_fd(id, OwnedFd::from(ours), false)?;
                 Ok(ConnectProgress::Connected)
+            }
+            TcpTarget::Unix(port) => {
+                let path = self
+                    .unix_targets
+                    .get(&port)
+                    .cloned()
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ECONNREFUSED))?;
+                let s = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+                let progress = match s.connect(&SockAddr::unix(&path)?) {
+                    Ok(()) => ConnectProgress::Connected,
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                        ConnectProgress::InProgress
+                    }
+                    // No such socket, nobody listening, or its backlog full: refused.
+                    Err(_) => return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+                };
+                self.open_tcp_fd(id, OwnedFd::from(s), false)?;
+                Ok(progress)
             }
             TcpTarget::Host(addr) => {
                 let s = Socket::new(
@@ -567,16 +650,31 @@ impl HostSockets for HostSocketTable {
     }
 
     fn tcp_accept(&mut self, listener: SocketRef, id: SocketRef) -> io::Result<SocketAddr> {
-        let Some(Some(ForwardListener::Tcp(l))) = self.listeners.get(listener.index as usize)
-        else {
-            return Err(not_open());
-        };
         // std's accept is accept4(SOCK_CLOEXEC).
-        let (stream, client) = l.accept()?;
-        stream.set_nonblocking(true)?;
-        stream.set_nodelay(true)?;
-        self.open_tcp_fd(id, OwnedFd::from(stream), true)?;
-        Ok(client)
+        match self.listeners.get(listener.index as usize) {
+            Some(Some(ForwardListener::Tcp(l))) => {
+                let (stream, client) = l.accept()?;
+                stream.set_nonblocking(true)?;
+                stream.set_nodelay(true)?;
+                self.open_tcp_fd(id, OwnedFd::from(stream), true)?;
+                Ok(client)
+            }
+            Some(Some(ForwardListener::Unix(l, _))) => {
+                let (stream, _) = l.accept()?;
+                stream.set_nonblocking(true)?;
+                self.open_tcp_fd(id, OwnedFd::from(stream), false)?;
+                // A unix client has no address: it appears as a loopback client (the host
+                // alias, to the guest) with a port of its own.
+                let port = self.next_unix_client_port;
+                self.next_unix_client_port = if port == *UNIX_CLIENT_PORTS.end() {
+                    *UNIX_CLIENT_PORTS.start()
+                } else {
+                    port + 1
+                };
+                Ok(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port))
+            }
+            _ => Err(not_open()),
+        }
     }
 
     fn udp_recv_from(

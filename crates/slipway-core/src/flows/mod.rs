@@ -78,6 +78,9 @@ pub enum TcpTarget {
     Host(SocketAddr),
     /// slipway's own DNS-over-TCP service (the guest connected to the gateway's port 53).
     DnsService,
+    /// The host unix socket configured for this TCP port of the gateway
+    /// ([`NetworkConfig::gateway_unix_ports`](crate::NetworkConfig)).
+    Unix(u16),
 }
 
 /// Outcome of starting a non-blocking connect.

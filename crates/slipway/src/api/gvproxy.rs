@@ -3,8 +3,9 @@
 //! gvproxy's are. The requests are translated onto the same commands as the native API (D6).
 //!
 //! Differences, also in docs/api.md: `/stats` returns slipway's counters (not gVisor's stack
-//! statistics); `/tunnel` and `/connect` answer 501; `protocol: unix` forwards are refused (400);
-//! DNS records with a regular expression are refused (400).
+//! statistics); `/tunnel` and `/connect` answer 501; DNS records with a regular expression are
+//! refused (400). `protocol: unix` works as in gvproxy: `local` is a socket path, `remote` is
+//! `tcp://IP:PORT`.
 
 use super::native::{add_to_zone, counters_json};
 use super::{format_mac, ApiState};
@@ -17,8 +18,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use slipway_core::{ForwardProto, PortForward};
+use slipway_core::{ForwardHost, ForwardProto, PortForward};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 /// Every (method, path) served here; the OpenAPI test checks docs/openapi.json against it.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -78,19 +80,47 @@ pub struct ExposedPort {
 /// A plain-text refusal (status, text).
 type Refusal = (StatusCode, String);
 
-fn parse_proto(p: &str) -> Result<ForwardProto, Refusal> {
+/// gvproxy's protocol names: `tcp` (or empty), `udp`, `unix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Tcp,
+    Udp,
+    Unix,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Unix => "unix",
+        }
+    }
+}
+
+fn parse_proto(p: &str) -> Result<Protocol, Refusal> {
     match p.to_ascii_lowercase().as_str() {
-        "" | "tcp" => Ok(ForwardProto::Tcp),
-        "udp" => Ok(ForwardProto::Udp),
-        "unix" => Err((
-            StatusCode::BAD_REQUEST,
-            "unix socket forwards are not supported by slipway yet; use tcp or udp".into(),
-        )),
+        "" | "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "unix" => Ok(Protocol::Unix),
         other => Err((
             StatusCode::BAD_REQUEST,
-            format!("unknown protocol '{other}'; use tcp or udp"),
+            format!("unknown protocol '{other}'; use tcp, udp or unix"),
         )),
     }
+}
+
+/// The listener of `local` for `protocol`.
+fn local_host(protocol: Protocol, local: &str) -> Option<ForwardHost> {
+    match protocol {
+        Protocol::Unix => (local.starts_with('/') && local.len() > 1)
+            .then(|| ForwardHost::Unix(PathBuf::from(local))),
+        _ => parse_host_port(local, IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map(ForwardHost::Inet),
+    }
+}
+
+fn same_forward(f: &crate::control::ForwardInfo, protocol: Protocol, host: &ForwardHost) -> bool {
+    f.kind == protocol.name() && &f.host == host
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or `:PORT` (the host part defaults to `default`).
@@ -119,13 +149,18 @@ async fn expose(State(s): State<ApiState>, body: Bytes) -> Response {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let Some(host) = parse_host_port(&req.local, IpAddr::V4(Ipv4Addr::UNSPECIFIED)) else {
+    let Some(host) = local_host(proto, &req.local) else {
         return text(
             StatusCode::BAD_REQUEST,
-            format!("local '{}' is not IP:PORT or :PORT", req.local),
+            format!(
+                "local '{}' is not IP:PORT or :PORT (or an absolute socket path for unix)",
+                req.local
+            ),
         );
     };
-    let remote = parse_host_port(&req.remote, IpAddr::V4(s.network.first_guest));
+    // gvproxy writes the remote of a unix forward as tcp://IP:PORT.
+    let remote_text = req.remote.strip_prefix("tcp://").unwrap_or(&req.remote);
+    let remote = parse_host_port(remote_text, IpAddr::V4(s.network.first_guest));
     let Some(SocketAddr::V4(remote)) = remote else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -139,11 +174,15 @@ async fn expose(State(s): State<ApiState>, body: Bytes) -> Response {
         Ok(all) => all,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
     };
-    if existing.iter().any(|f| f.proto == proto && f.host == host) {
+    if existing.iter().any(|f| same_forward(f, proto, &host)) {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "proxy already running");
     }
     let rule = PortForward {
-        proto,
+        proto: if proto == Protocol::Udp {
+            ForwardProto::Udp
+        } else {
+            ForwardProto::Tcp
+        },
         host,
         guest_ip: Some(*remote.ip()),
         guest_port: remote.port(),
@@ -176,14 +215,14 @@ async fn unexpose(State(s): State<ApiState>, body: Bytes) -> Response {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let host = parse_host_port(&req.local, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let host = local_host(proto, &req.local);
     let existing = match s.control.call(Command::ListForwards).await {
         Ok(all) => all,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
     };
     let Some(f) = existing
         .iter()
-        .find(|f| f.proto == proto && Some(f.host) == host)
+        .find(|f| host.as_ref().is_some_and(|h| same_forward(f, proto, h)))
     else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "proxy not found");
     };
@@ -206,10 +245,17 @@ async fn all(State(s): State<ApiState>) -> Response {
     };
     let mut out: Vec<ExposedPort> = forwards
         .iter()
-        .map(|f| ExposedPort {
-            local: f.host.to_string(),
-            remote: SocketAddr::new(f.guest_ip.into(), f.guest_port).to_string(),
-            protocol: f.proto.as_str(),
+        .map(|f| {
+            let remote = SocketAddr::new(f.guest_ip.into(), f.guest_port);
+            ExposedPort {
+                local: f.host.to_string(),
+                remote: if f.kind == "unix" {
+                    format!("tcp://{remote}")
+                } else {
+                    remote.to_string()
+                },
+                protocol: f.kind,
+            }
         })
         .collect();
     out.sort_by(|a, b| a.local.cmp(&b.local).then(a.protocol.cmp(b.protocol)));

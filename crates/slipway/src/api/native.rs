@@ -92,9 +92,9 @@ type ApiResult<T> = Result<T, ApiError>;
 pub struct ForwardJson {
     /// Names the forward in `DELETE /v1/forwards/{id}`.
     pub id: u32,
-    /// `tcp` or `udp`.
+    /// `tcp`, `udp`, or `unix` for a unix socket listener.
     pub proto: &'static str,
-    /// The host address listened on.
+    /// The host address listened on (a socket path for `unix`).
     pub host: String,
     pub guest_ip: String,
     pub guest_port: u16,
@@ -104,7 +104,7 @@ impl From<&ForwardInfo> for ForwardJson {
     fn from(f: &ForwardInfo) -> Self {
         Self {
             id: f.id,
-            proto: f.proto.as_str(),
+            proto: f.kind,
             host: f.host.to_string(),
             guest_ip: f.guest_ip.to_string(),
             guest_port: f.guest_port,
