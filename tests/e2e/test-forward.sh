@@ -65,6 +65,7 @@ pick_port; p_udp_real=$picked_port
 pick_port 3; p_range=$picked_port
 pick_port; p_v6=$picked_port
 pick_port; p_g2=$picked_port
+pick_port; p_guest_api=$picked_port
 
 # The client namespace, one veth link away from the host. Deleting the namespace (at exit)
 # deletes its end of the pair, and with it the other end.
@@ -168,7 +169,7 @@ e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest1" --netns "/run/ne
     -p "[::1]:$p_v6:$peer_port" \
     -p "127.0.0.1:$p_g2:$guest2_addr:$peer_port" \
     -p "$unix_in:$peer_port" \
-    --gateway-unix "2375=$unix_out"
+    --gateway-unix "2375=$unix_out" --guest-api
 slipway_pid=$E2E_PID
 check() {
     local name=$1
@@ -316,6 +317,24 @@ check forward_explicit_guest client tcp 127.0.0.1 "$p_g2" "G2 PEER $alias_addr {
 check forward_unix_to_guest client unix "$unix_in" "PEER $alias_addr "
 check forward_guest_to_unix ip netns exec "$guest1" python3 "$E2E_WORK/client.py" tcp \
     192.168.127.1 2375 "hello from a host unix socket"
+# A guest publishes its own port through gvproxy's forwarder API at the gateway's port 80
+# (--guest-api); ":5000" means the caller.
+guest_expose() {
+    ip netns exec "$guest1" python3 - "$p_guest_api" "$peer_port" <<'PY' || return 1
+import json, sys, urllib.request
+body = json.dumps({"local": f"127.0.0.1:{sys.argv[1]}", "remote": f":{sys.argv[2]}"}).encode()
+req = urllib.request.Request("http://192.168.127.1/services/forwarder/expose", data=body, method="POST")
+with urllib.request.urlopen(req, timeout=5) as r:
+    print("expose:", r.status, r.read())
+with urllib.request.urlopen("http://192.168.127.1/services/forwarder/all", timeout=5) as r:
+    listed = json.load(r)
+want = {"local": f"127.0.0.1:{sys.argv[1]}", "remote": f"192.168.127.2:{sys.argv[2]}", "protocol": "tcp"}
+print("all:", listed)
+sys.exit(want not in listed)
+PY
+    client tcp 127.0.0.1 "$p_guest_api" "PEER $alias_addr {port}"
+}
+check forward_guest_api guest_expose
 check forward_many_connections client many 127.0.0.1 "$p_peer" 200 "PEER $alias_addr {port}"
 
 refused_at_start() { # NAME WANT_IN_STDERR SLIPWAY_ARGS...: exits non-zero within 5 s, saying WANT

@@ -119,6 +119,8 @@ pub struct NetworkConfig {
     /// TCP ports of the gateway whose connections go to a host unix socket (the driver knows
     /// which); others, but DNS, are refused.
     pub gateway_unix_ports: Vec<u16>,
+    /// Serve gvproxy's forwarder API to guests at the gateway's TCP port 80.
+    pub guest_api: bool,
 }
 
 /// The largest MTU slipway accepts: 65535 minus room for the Ethernet header and framing.
@@ -173,6 +175,7 @@ impl NetworkConfig {
             lease_time: Duration::from_secs(3600),
             static_leases: Vec::new(),
             gateway_unix_ports: Vec::new(),
+            guest_api: false,
         })
     }
 

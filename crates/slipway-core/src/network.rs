@@ -36,6 +36,8 @@ use std::time::Duration;
 pub const DHCP_SERVER_PORT: u16 = 67;
 pub const DHCP_CLIENT_PORT: u16 = 68;
 pub const DNS_PORT: u16 = 53;
+/// Where guests reach gvproxy's forwarder API on the gateway (when enabled).
+pub const GUEST_API_PORT: u16 = 80;
 /// Neighbour (IP → MAC) entries kept per network.
 pub const MAX_NEIGHBORS: usize = 4096;
 /// DNS queries waiting to be handed to the DNS service per batch.
@@ -554,6 +556,7 @@ impl Network {
             // Other ports are refused with RST.
             match seg.dst_port() {
                 DNS_PORT => Some(TcpTarget::DnsService),
+                GUEST_API_PORT if self.cfg.guest_api => Some(TcpTarget::GuestApi(ip.src())),
                 p if self.cfg.gateway_unix_ports.contains(&p) => Some(TcpTarget::Unix(p)),
                 _ => None,
             }

@@ -982,3 +982,25 @@ fn gateway_ports_reach_their_host_unix_socket_and_others_are_refused() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].flags, tcp::RST | tcp::ACK);
 }
+
+#[test]
+fn gateway_port_80_is_the_guest_api_only_when_enabled() {
+    for enabled in [true, false] {
+        let mut h = Harness::with_config(NetworkConfig {
+            guest_api: enabled,
+            ..NetworkConfig::default()
+        });
+        h.remote_ip = NetworkConfig::default().gateway;
+        h.remote_port = 80;
+        let seq = h.guest_seq;
+        h.send(tcp::SYN, seq, &[], None);
+        let out = h.take();
+        assert_eq!(out.len(), 1);
+        if enabled {
+            assert_eq!(out[0].flags, tcp::SYN | tcp::ACK);
+            assert_eq!(h.sim.only().target, Some(TcpTarget::GuestApi(GUEST_IP)));
+        } else {
+            assert_eq!(out[0].flags, tcp::RST | tcp::ACK);
+        }
+    }
+}

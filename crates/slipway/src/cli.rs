@@ -165,6 +165,10 @@ pub struct ServeArgs {
     /// created with mode 0600. See docs/api.md.
     #[arg(long, value_name = "PATH")]
     pub api: Option<PathBuf>,
+    /// Serve gvproxy's forwarder paths to guests at http://GATEWAY:80/services/forwarder/
+    /// (expose, unexpose, all): guests may then publish their own ports on the host.
+    #[arg(long)]
+    pub guest_api: bool,
     /// Write every frame crossing the switch to FILE (pcap format).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -239,6 +243,7 @@ impl ServeArgs {
             reason: e.to_string(),
         })?;
         cfg.set_mtu(self.mtu)?;
+        cfg.guest_api = self.guest_api;
         if self.no_host_loopback {
             cfg.host_loopback_alias = None;
         }

@@ -296,6 +296,11 @@ impl Driver {
         Ok(id)
     }
 
+    /// Guest connections to the gateway's API port go to `handler` (see `--guest-api`).
+    pub fn set_guest_api(&mut self, handler: crate::sockets::GuestApiHandler) {
+        self.sockets.set_guest_api(handler);
+    }
+
     /// Guest connections to the gateway's TCP `port` go to the host unix socket `path` (the
     /// port must also be in the network's `gateway_unix_ports`).
     pub fn set_unix_target(&mut self, port: u16, path: std::path::PathBuf) {

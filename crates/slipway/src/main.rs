@@ -157,14 +157,24 @@ fn serve(args: ServeArgs) -> Result<()> {
     for rule in forwards {
         driver.add_forward(rule)?;
     }
-    if let Some(listener) = api_listener {
+    let guests = cfg.guest_api.then(|| {
+        let (handler, connections) = api::guest_channel(cfg.gateway);
+        driver.set_guest_api(handler);
+        tracing::info!(
+            "guests may publish ports through http://{}:{}/services/forwarder/",
+            cfg.gateway,
+            slipway_core::network::GUEST_API_PORT
+        );
+        connections
+    });
+    if api_listener.is_some() || guests.is_some() {
         let state = api::ApiState {
             control: driver.control(),
             zone: zone.clone(),
             network: api::NetworkInfo::of(&cfg),
             gvproxy_zones: Arc::default(),
         };
-        api::spawn(listener, state).context("cannot start the API server")?;
+        api::spawn(api_listener, guests, state).context("cannot start the API server")?;
         if let Some(p) = &args.api {
             tracing::info!("API on {}", p.display());
         }

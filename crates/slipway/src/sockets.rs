@@ -78,7 +78,11 @@ pub struct HostSocketTable {
     next_unix_client_port: u16,
     scratch: Vec<u8>,
     dns_tcp: Option<DnsTcpHandler>,
+    guest_api: Option<GuestApiHandler>,
 }
+
+/// Hands a guest's connection to the gateway's API port (and the guest's address) to the API.
+pub type GuestApiHandler = Box<dyn FnMut(UnixStream, std::net::Ipv4Addr) -> bool>;
 
 /// The host side of one port forward.
 enum ForwardListener {
@@ -181,6 +185,7 @@ impl HostSocketTable {
             next_unix_client_port: *UNIX_CLIENT_PORTS.start(),
             scratch: Vec::new(),
             dns_tcp,
+            guest_api: None,
         }
     }
 
@@ -250,6 +255,11 @@ impl HostSocketTable {
         l.set_nonblocking(true).map_err(err)?;
         self.add_listener(id, ForwardListener::Unix(l, path.to_path_buf()))
             .map_err(err)
+    }
+
+    /// Guest connections to the gateway's API port go to `handler` (false: refused, busy).
+    pub fn set_guest_api(&mut self, handler: GuestApiHandler) {
+        self.guest_api = Some(handler);
     }
 
     /// Connections of the guest to the gateway's TCP `port` go to the unix socket at `path`.
@@ -342,6 +352,18 @@ impl HostSockets for HostSocketTable {
                     return Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
                 };
                 handler(theirs);
+                self.open_tcp_fd(id, OwnedFd::from(ours), false)?;
+                Ok(ConnectProgress::Connected)
+            }
+            TcpTarget::GuestApi(guest) => {
+                let (ours, theirs) = UnixStream::pair()?;
+                ours.set_nonblocking(true)?;
+                theirs.set_nonblocking(true)?;
+                let refused = || io::Error::from_raw_os_error(libc::ECONNREFUSED);
+                let handler = self.guest_api.as_mut().ok_or_else(refused)?;
+                if !handler(theirs, guest) {
+                    return Err(refused());
+                }
                 self.open_tcp_fd(id, OwnedFd::from(ours), false)?;
                 Ok(ConnectProgress::Connected)
             }

@@ -81,6 +81,9 @@ pub enum TcpTarget {
     /// The host unix socket configured for this TCP port of the gateway
     /// ([`NetworkConfig::gateway_unix_ports`](crate::NetworkConfig)).
     Unix(u16),
+    /// gvproxy's forwarder API served to guests at the gateway's port 80; carries the guest's
+    /// address (an empty host in an expose request means the caller).
+    GuestApi(Ipv4Addr),
 }
 
 /// Outcome of starting a non-blocking connect.

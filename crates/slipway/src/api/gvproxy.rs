@@ -8,9 +8,10 @@
 //! `tcp://IP:PORT`.
 
 use super::native::{add_to_zone, counters_json};
-use super::{format_mac, ApiState};
+use super::{format_mac, ApiState, GuestPeer};
 use crate::control::Command;
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -140,7 +141,30 @@ fn body_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Refusal> {
     })
 }
 
+/// gvproxy's forwarder paths as guests see them at `http://GATEWAY:80`.
+pub fn guest_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/services/forwarder/expose", post(guest_expose))
+        .route("/services/forwarder/unexpose", post(unexpose))
+        .route("/services/forwarder/all", get(all))
+}
+
 async fn expose(State(s): State<ApiState>, body: Bytes) -> Response {
+    let first = s.network.first_guest;
+    expose_for(s, body, first).await
+}
+
+/// A guest's own expose: an empty host in `remote` means that guest.
+async fn guest_expose(
+    State(s): State<ApiState>,
+    ConnectInfo(GuestPeer(caller)): ConnectInfo<GuestPeer>,
+    body: Bytes,
+) -> Response {
+    expose_for(s, body, caller).await
+}
+
+/// Expose `local` → `remote`; `remote` without a host goes to `default_guest`.
+async fn expose_for(s: ApiState, body: Bytes, default_guest: Ipv4Addr) -> Response {
     let req: ExposeRequest = match body_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
@@ -160,7 +184,7 @@ async fn expose(State(s): State<ApiState>, body: Bytes) -> Response {
     };
     // gvproxy writes the remote of a unix forward as tcp://IP:PORT.
     let remote_text = req.remote.strip_prefix("tcp://").unwrap_or(&req.remote);
-    let remote = parse_host_port(remote_text, IpAddr::V4(s.network.first_guest));
+    let remote = parse_host_port(remote_text, IpAddr::V4(default_guest));
     let Some(SocketAddr::V4(remote)) = remote else {
         return text(
             StatusCode::BAD_REQUEST,

@@ -8,6 +8,10 @@
 //! local zone that the DNS thread answers from. The socket is created with mode 0600; a stale
 //! socket file is replaced, a live one (another slipway) refused.
 //!
+//! With `--guest-api` (on in gvproxy mode) the same thread also serves gvproxy's forwarder paths
+//! to guests at `http://GATEWAY:80`: the TCP engine hands each such guest connection over as one
+//! end of a socket pair ([`GuestConnections`]), with the guest's address for "the caller".
+//!
 //! Limits: request bodies up to [`MAX_BODY`] bytes; the control queue's bound
 //! ([`crate::control::MAX_QUEUED`]).
 
@@ -103,8 +107,67 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serve the API on its own thread until the process ends.
-pub fn spawn(listener: UnixListener, state: ApiState) -> io::Result<std::thread::JoinHandle<()>> {
+/// Guest connections waiting for the guest-side API (bounded; more are refused).
+pub const GUEST_BACKLOG: usize = 64;
+
+/// Guests' connections to the gateway's API port, as an axum listener.
+pub struct GuestConnections {
+    rx: tokio::sync::mpsc::Receiver<(UnixStream, Ipv4Addr)>,
+    gateway: Ipv4Addr,
+}
+
+/// The address of the guest calling the guest-side API.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestPeer(pub Ipv4Addr);
+
+/// The guest-side API's queue: the handler the TCP engine's socket table calls for each guest
+/// connection, and the listener the API thread serves.
+pub fn guest_channel(gateway: Ipv4Addr) -> (crate::sockets::GuestApiHandler, GuestConnections) {
+    let (tx, rx) = tokio::sync::mpsc::channel(GUEST_BACKLOG);
+    (
+        Box::new(move |stream, guest| tx.try_send((stream, guest)).is_ok()),
+        GuestConnections { rx, gateway },
+    )
+}
+
+impl axum::serve::Listener for GuestConnections {
+    type Io = tokio::net::UnixStream;
+    type Addr = Ipv4Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some((stream, guest)) = self.rx.recv().await else {
+                // The network stopped: no more guests.
+                std::future::pending::<()>().await;
+                continue;
+            };
+            match tokio::net::UnixStream::from_std(stream) {
+                Ok(s) => return (s, guest),
+                Err(e) => tracing::debug!("a guest API connection was lost: {e}"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.gateway)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GuestConnections>>
+    for GuestPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, GuestConnections>) -> Self {
+        GuestPeer(*stream.remote_addr())
+    }
+}
+
+/// Serve the API (on the host socket, to guests, or both) on its own thread until the process
+/// ends.
+pub fn spawn(
+    host: Option<UnixListener>,
+    guests: Option<GuestConnections>,
+    state: ApiState,
+) -> io::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -112,16 +175,28 @@ pub fn spawn(listener: UnixListener, state: ApiState) -> io::Result<std::thread:
         .name("slipway-api".into())
         .spawn(move || {
             rt.block_on(async move {
-                let listener = match tokio::net::UnixListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("the API socket cannot be served: {e}");
-                        return;
+                let host_side = async {
+                    let Some(listener) = host else { return };
+                    match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => {
+                            if let Err(e) = axum::serve(l, router(state.clone())).await {
+                                tracing::error!("the API server stopped: {e}");
+                            }
+                        }
+                        Err(e) => tracing::error!("the API socket cannot be served: {e}"),
                     }
                 };
-                if let Err(e) = axum::serve(listener, router(state)).await {
-                    tracing::error!("the API server stopped: {e}");
-                }
+                let guest_side = async {
+                    let Some(guests) = guests else { return };
+                    let app = gvproxy::guest_routes()
+                        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+                        .with_state(state.clone())
+                        .into_make_service_with_connect_info::<GuestPeer>();
+                    if let Err(e) = axum::serve(guests, app).await {
+                        tracing::error!("the guest API stopped: {e}");
+                    }
+                };
+                tokio::join!(host_side, guest_side);
             })
         })
 }

@@ -8,7 +8,7 @@
 //! for `-listen-bess`; `-listen-stdio accept`. gvproxy's defaults come with it: the network
 //! 192.168.127.0/24 (gateway and DNS .1, host loopback at .254), the static lease 192.168.127.2
 //! for 5a:94:ef:e4:0c:ee, and `-ssh-port 2222` forwarding 127.0.0.1:2222 to the guest's port 22
-//! (`-1` turns it off).
+//! (`-1` turns it off), and its forwarder API served to guests at http://192.168.127.1:80.
 //!
 //! Not supported, refused with a message rather than ignored: TCP and vsock endpoints,
 //! `-forward-sock`/`-forward-dest`/`-forward-user`/`-forward-identity` (forwarding over SSH).
@@ -97,6 +97,8 @@ pub fn parse(args: &[String]) -> Result<GvproxyMode, GvproxyError> {
     s.mtu = 1500;
     s.tap_name = "tap0".into();
     s.static_lease = vec![format!("{GVPROXY_GUEST_MAC}=192.168.127.2")];
+    // gvproxy serves its forwarder paths to guests at 192.168.127.1:80.
+    s.guest_api = true;
     let mut ssh_port: i64 = 2222;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
