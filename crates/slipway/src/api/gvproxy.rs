@@ -194,9 +194,9 @@ async fn expose_for(s: ApiState, body: Bytes, default_guest: Ipv4Addr) -> Respon
             ),
         );
     };
-    let existing = match s.control.call(Command::ListForwards).await {
+    let existing = match list(&s).await {
         Ok(all) => all,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+        Err(r) => return r,
     };
     if existing.iter().any(|f| same_forward(f, proto, &host)) {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "proxy already running");
@@ -240,9 +240,9 @@ async fn unexpose(State(s): State<ApiState>, body: Bytes) -> Response {
         Err(r) => return r.into_response(),
     };
     let host = local_host(proto, &req.local);
-    let existing = match s.control.call(Command::ListForwards).await {
+    let existing = match list(&s).await {
         Ok(all) => all,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+        Err(r) => return r,
     };
     let Some(f) = existing
         .iter()
@@ -263,9 +263,9 @@ async fn unexpose(State(s): State<ApiState>, body: Bytes) -> Response {
 }
 
 async fn all(State(s): State<ApiState>) -> Response {
-    let forwards = match s.control.call(Command::ListForwards).await {
+    let forwards = match list(&s).await {
         Ok(all) => all,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+        Err(r) => return r,
     };
     let mut out: Vec<ExposedPort> = forwards
         .iter()
@@ -431,6 +431,14 @@ async fn dns_add(State(s): State<ApiState>, body: Bytes) -> Response {
         }
     }
     StatusCode::OK.into_response()
+}
+
+/// Every forward, or the plain-text failure to answer with.
+async fn list(s: &ApiState) -> Result<Vec<crate::control::ForwardInfo>, Response> {
+    s.control
+        .call(Command::ListForwards)
+        .await
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.message()))
 }
 
 async fn not_implemented() -> Response {
