@@ -148,13 +148,28 @@ impl Harness {
         let gateway_mac = cfg.gateway_mac;
         let mtu = cfg.mtu;
         let mut net = Network::with_limits(cfg, 0x5eed, tcp_limits, udp_limits);
+        // Two port forwards to the first guest address, whose clients the script brings in
+        // (socket actions on the Listener sockets).
+        let mut host = SimHost::default();
+        for spec in ["8080:80", "5353:53/udp"] {
+            let rule = slipway_core::forward::parse_publish(spec)
+                .expect("a valid spec")
+                .remove(0);
+            let udp = rule.proto == slipway_core::ForwardProto::Udp;
+            let id = net.add_forward(rule).expect("the first guest address");
+            if udp {
+                host.listener_inbox.insert(id, Default::default());
+            } else {
+                host.backlog.insert(id, Default::default());
+            }
+        }
         let ports = [
             net.port_up().expect("a port"),
             net.port_up().expect("a port"),
         ];
         Self {
             net,
-            host: SimHost::default(),
+            host,
             now: Duration::from_secs(1),
             ports,
             gateway_mac,
@@ -473,7 +488,8 @@ impl Harness {
 /// A socket reference that may name no socket at all.
 fn arbitrary_ref(pick: u8, arg: u8) -> Option<SocketRef> {
     let kind = match arg & 3 {
-        0 | 1 => FlowKind::Tcp,
+        0 => FlowKind::Tcp,
+        1 => FlowKind::Listener,
         2 => FlowKind::Udp,
         _ => FlowKind::Icmp,
     };

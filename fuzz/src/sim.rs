@@ -92,6 +92,12 @@ pub struct SimHost {
     pub tcp_written: u64,
     pub tcp_discarded: u64,
     next_ident: u16,
+    /// Port-forward listeners by forward id: TCP clients waiting to be accepted, and UDP
+    /// datagrams from clients.
+    pub backlog: BTreeMap<u32, VecDeque<SocketAddr>>,
+    pub listener_inbox: BTreeMap<u32, VecDeque<(SocketAddr, Vec<u8>)>>,
+    /// Replies sent through UDP listeners.
+    pub listener_sent: u64,
 }
 
 impl Default for SimHost {
@@ -105,6 +111,9 @@ impl Default for SimHost {
             tcp_written: 0,
             tcp_discarded: 0,
             next_ident: 0x4000,
+            backlog: BTreeMap::new(),
+            listener_inbox: BTreeMap::new(),
+            listener_sent: 0,
         }
     }
 }
@@ -143,12 +152,56 @@ impl SimHost {
             kind: FlowKind::Icmp,
             index,
         });
-        tcp.chain(udp).chain(ping).collect()
+        let listeners = self
+            .backlog
+            .keys()
+            .chain(self.listener_inbox.keys())
+            .map(|&index| SocketRef {
+                kind: FlowKind::Listener,
+                index,
+            });
+        tcp.chain(udp).chain(ping).chain(listeners).collect()
+    }
+
+    /// A host client (address from `seed`) for forward listener `id`: a TCP client waiting in
+    /// the backlog, or (with `datagram`) a UDP datagram from it.
+    fn listener_client(&mut self, index: u32, seed: u8, datagram: Option<&[u8]>) {
+        let client = SocketAddr::new(
+            match seed % 4 {
+                0 => std::net::Ipv4Addr::LOCALHOST.into(),
+                1 => std::net::Ipv4Addr::new(198, 51, 100, seed).into(),
+                2 => std::net::Ipv6Addr::LOCALHOST.into(),
+                _ => std::net::Ipv4Addr::new(192, 168, 127, seed).into(),
+            },
+            40000 + u16::from(seed >> 2),
+        );
+        if let Some(bytes) = datagram {
+            if let Some(q) = self.listener_inbox.get_mut(&index) {
+                if q.len() < MAX_DATAGRAMS {
+                    q.push_back((client, bytes.to_vec()));
+                }
+            }
+        } else if let Some(q) = self.backlog.get_mut(&index) {
+            if q.len() < MAX_DATAGRAMS {
+                q.push_back(client);
+            }
+        }
     }
 
     /// Apply a host-side change; ignored when the socket is of another kind.
     pub fn control(&mut self, id: SocketRef, action: HostAction<'_>) {
         match (id.kind, action) {
+            (FlowKind::Listener, HostAction::TcpSend { seed, .. }) => {
+                self.listener_client(id.index, seed, None)
+            }
+            (FlowKind::Listener, HostAction::UdpDatagram { len, bytes }) => {
+                let d = if bytes.is_empty() {
+                    vec![0x5a; len]
+                } else {
+                    bytes.to_vec()
+                };
+                self.listener_client(id.index, len as u8, Some(&d));
+            }
             (FlowKind::Tcp, _) => {
                 let Some(s) = self.tcp.get_mut(&id.index) else {
                     return;
@@ -209,7 +262,9 @@ impl SimHost {
         let table = match id.kind {
             FlowKind::Udp => &mut self.udp,
             FlowKind::Icmp => &mut self.ping,
-            FlowKind::Tcp => panic!("engine contract: {op} on a TCP socket"),
+            FlowKind::Tcp | FlowKind::Listener => {
+                panic!("engine contract: {op} on a {:?} socket", id.kind)
+            }
         };
         match table.get_mut(&id.index) {
             Some(s) => s,
@@ -416,6 +471,60 @@ impl HostSockets for SimHost {
             "engine contract: ping socket {} closed but not open",
             id.index
         );
+    }
+
+    fn tcp_accept(&mut self, listener: SocketRef, id: SocketRef) -> io::Result<SocketAddr> {
+        assert_eq!(listener.kind, FlowKind::Listener, "accept on a {:?} socket", listener.kind);
+        assert_eq!(id.kind, FlowKind::Tcp);
+        let client = self
+            .backlog
+            .get_mut(&listener.index)
+            .and_then(|q| q.pop_front())
+            .ok_or_else(would_block)?;
+        assert!(
+            !self.tcp.contains_key(&id.index),
+            "engine contract: accepted into TCP socket {} that is open",
+            id.index
+        );
+        let s = SimTcp {
+            connected: true,
+            send_space: DEFAULT_SEND_SPACE,
+            ..Default::default()
+        };
+        self.tcp.insert(id.index, s);
+        Ok(client)
+    }
+
+    fn udp_recv_from(
+        &mut self,
+        listener: SocketRef,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        assert_eq!(listener.kind, FlowKind::Listener);
+        let (from, d) = self
+            .listener_inbox
+            .get_mut(&listener.index)
+            .and_then(|q| q.pop_front())
+            .ok_or_else(would_block)?;
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Ok((n, from))
+    }
+
+    fn udp_send_to(
+        &mut self,
+        listener: SocketRef,
+        _to: SocketAddr,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        assert_eq!(listener.kind, FlowKind::Listener);
+        assert!(
+            self.listener_inbox.contains_key(&listener.index),
+            "engine contract: sendto on UDP listener {} that does not exist",
+            listener.index
+        );
+        self.listener_sent += payload.len() as u64;
+        Ok(payload.len())
     }
 }
 
