@@ -14,7 +14,9 @@
 # replies); a port range; an IPv6 listener forwarding to the IPv4 guest; an explicit guest
 # address (the second namespace); 200 sequential connections; a host unix socket forwarded to a
 # guest port and a gateway port forwarded to a host unix socket (--gateway-unix), the socket file
-# gone after slipway stops; a host port already in use and bad specs refused at start.
+# gone after slipway stops; a guest publishing its own port (--guest-api); a host port already in
+# use and bad specs refused at start; with --unpublish-while-away, a forward closes while its
+# (QEMU-framed) guest is disconnected and opens again when it returns.
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -66,6 +68,7 @@ pick_port 3; p_range=$picked_port
 pick_port; p_v6=$picked_port
 pick_port; p_g2=$picked_port
 pick_port; p_guest_api=$picked_port
+pick_port; p_away=$picked_port
 
 # The client namespace, one veth link away from the host. Deleting the namespace (at exit)
 # deletes its end of the pair, and with it the other end.
@@ -368,6 +371,48 @@ bad_specs() {
     return "$bad"
 }
 check forward_bad_spec bad_specs
+
+# A second slipway with one QEMU-framed guest played by a script (a gratuitous ARP for
+# 192.168.127.2 is all it says): the forward listens while it is attached, not while it is gone.
+cat >"$E2E_WORK/away.py" <<'PY'
+import socket, struct, sys, time
+sock_path, port = sys.argv[1], int(sys.argv[2])
+mac = bytes.fromhex("020000000077")
+ip = socket.inet_aton("192.168.127.2")
+arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\0" * 6 + ip
+frame = b"\xff" * 6 + mac + b"\x08\x06" + arp
+def listening():
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+def attach():
+    g = socket.socket(socket.AF_UNIX)
+    g.connect(sock_path)
+    g.sendall(struct.pack("!I", len(frame)) + frame)
+    return g
+def wait_for(state):
+    for _ in range(30):
+        if listening() == state:
+            return True
+        time.sleep(0.1)
+    return False
+g = attach()
+steps = [("attached", wait_for(True))]
+g.close()
+steps.append(("gone", wait_for(False)))
+g = attach()
+steps.append(("back", wait_for(True)))
+print(steps)
+sys.exit(not all(ok for _, ok in steps))
+PY
+e2e_spawn slipway-away "$SLIPWAY" serve --qemu "$E2E_WORK/away.sock" --egress-allow 127.0.0.0/8 \
+    -p "$p_away:80" --unpublish-while-away -v
+away_pid=$E2E_PID
+e2e_wait_path "$E2E_WORK/away.sock" 10
+check forward_unpublish_while_away python3 "$E2E_WORK/away.py" "$E2E_WORK/away.sock" "$p_away"
+e2e_stop_pid "$away_pid"
 
 if kill -0 "$slipway_pid" 2>/dev/null; then
     e2e_ok slipway_alive

@@ -210,6 +210,12 @@ impl Network {
             .collect()
     }
 
+    /// Whether forward `id`'s guest can be reached now (None: no such forward).
+    pub fn forward_guest_reachable(&self, id: u32) -> Option<bool> {
+        let e = self.forwards.get(id as usize)?.as_ref()?;
+        Some(self.reachable_guest(e.guest.0).is_some())
+    }
+
     /// The MAC of the guest at `ip` if it can be reached now (known and on a switch port).
     fn reachable_guest(&self, ip: Ipv4Addr) -> Option<Mac> {
         let mac = self

@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// sees each client's real address; loopback clients appear as the host-loopback alias.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    /// Close a forward's host listener while its guest is disconnected and open it again when
+    /// the guest is back. Default: keep listening; clients wait up to 3 s for the guest, then
+    /// are refused.
+    #[arg(long)]
+    pub unpublish_while_away: bool,
     /// Guest connections to the gateway's TCP PORT go to the host unix socket PATH
     /// (repeatable), e.g. 2375=/run/docker.sock: the guest reaches a host engine socket at
     /// 192.168.127.1:2375.

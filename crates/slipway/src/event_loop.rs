@@ -82,7 +82,15 @@ pub struct Driver {
     ping_hint_logged: bool,
     waker: Arc<Waker>,
     control: Option<ControlQueue>,
+    /// Close a forward's listener while its guest is away (`--unpublish-while-away`).
+    unpublish_while_away: bool,
+    /// Forwards whose listener is closed until their guest returns.
+    suspended: Vec<u32>,
+    next_resume_check: Duration,
 }
+
+/// How often suspended forwards look for their guest.
+const RESUME_CHECK: Duration = Duration::from_millis(100);
 
 impl Driver {
     /// Build the loop. `make_dns` starts the DNS service given the callback for its replies.
@@ -126,6 +134,9 @@ impl Driver {
             ping_hint_logged: false,
             waker,
             control: None,
+            unpublish_while_away: false,
+            suspended: Vec::new(),
+            next_resume_check: Duration::ZERO,
         })
     }
 
@@ -311,7 +322,61 @@ impl Driver {
     pub fn remove_forward(&mut self, id: u32) -> Option<PortForward> {
         let rule = self.net.remove_forward(id)?;
         self.sockets.close_forward(id);
+        self.suspended.retain(|&s| s != id);
         Some(rule)
+    }
+
+    /// Close forwards' listeners while their guest is disconnected, and open them again when it
+    /// is back (instead of keeping them open and refusing clients after a wait).
+    pub fn set_unpublish_while_away(&mut self, on: bool) {
+        self.unpublish_while_away = on;
+    }
+
+    /// A guest left: close the listeners of forwards that can no longer reach their guest.
+    fn suspend_unreachable_forwards(&mut self) {
+        for (id, rule, guest) in self.net.forwards() {
+            if self.suspended.contains(&id) || self.net.forward_guest_reachable(id) != Some(false) {
+                continue;
+            }
+            self.sockets.close_forward(id);
+            self.suspended.push(id);
+            tracing::info!(
+                "{}/{} closed while {}:{} is away",
+                rule.host,
+                rule.kind(),
+                guest.0,
+                guest.1
+            );
+        }
+    }
+
+    /// Listen again for forwards whose guest is back.
+    fn resume_forwards(&mut self) {
+        let forwards = self.net.forwards();
+        let mut still = Vec::new();
+        for id in std::mem::take(&mut self.suspended) {
+            let Some((_, rule, guest)) = forwards.iter().find(|f| f.0 == id) else {
+                continue;
+            };
+            if self.net.forward_guest_reachable(id) != Some(true) {
+                still.push(id);
+                continue;
+            }
+            match self.sockets.bind_forward(id, rule) {
+                Ok(()) => tracing::info!(
+                    "{}/{} open again: {}:{} is back",
+                    rule.host,
+                    rule.kind(),
+                    guest.0,
+                    guest.1
+                ),
+                Err(e) => {
+                    tracing::warn!("cannot listen again for a returning guest: {e}");
+                    still.push(id);
+                }
+            }
+        }
+        self.suspended = still;
     }
 
     /// Attach a guest link; returns its switch port.
@@ -351,6 +416,9 @@ impl Driver {
                 c.dropped_queue_full
             );
             self.net.port_down(port);
+            if self.unpublish_while_away {
+                self.suspend_unreachable_forwards();
+            }
         }
     }
 
@@ -562,6 +630,10 @@ impl Driver {
             }
             self.handle_controls();
             let now = self.now();
+            if !self.suspended.is_empty() && now >= self.next_resume_check {
+                self.next_resume_check = now + RESUME_CHECK;
+                self.resume_forwards();
+            }
             self.net.end_of_batch(now, &mut self.sockets);
             self.deliver_dns();
             if self.net.next_deadline() <= now {

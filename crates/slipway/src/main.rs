@@ -153,6 +153,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         driver.set_unix_target(port, path);
     }
+    driver.set_unpublish_while_away(args.unpublish_while_away);
     // Publish before attaching guests: a port that cannot be bound stops start-up cleanly.
     for rule in forwards {
         driver.add_forward(rule)?;
