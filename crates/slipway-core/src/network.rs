@@ -330,7 +330,10 @@ impl Network {
         &self.tx
     }
 
+    /// The driver sent the TX queue: count it and empty it.
     pub fn clear_tx(&mut self) {
+        self.counters.frames_to_guests += self.tx.len() as u64;
+        self.counters.bytes_to_guests += self.tx.frames().map(|(_, f)| f.len() as u64).sum::<u64>();
         self.tx.clear();
     }
 

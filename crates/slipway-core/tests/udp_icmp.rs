@@ -371,6 +371,12 @@ fn udp_forward_keeps_a_flow_per_client_and_answers_through_the_listener() {
         ]
     );
     assert_eq!(net.counters().forwarded_datagrams, 3);
+    assert_eq!(
+        net.counters().frames_to_guests,
+        3,
+        "frames sent to guests are counted"
+    );
+    assert!(net.counters().bytes_to_guests >= 3 * 44);
     // Replies go back through the listener to the right client; no socket of their own.
     let before = sim.udp.len();
     net.on_guest_frame(t, p, &udp((real_ip, 6000), 53, b"a1"), &mut sim);
