@@ -12,6 +12,8 @@ Subcommands (all addresses must be numeric; nothing here resolves names):
   iperf FILE BACKEND ROUND TEST CPU_BEFORE CPU_AFTER CLK_TCK
                                   reads one iperf3 -J output, prints one JSONL record
   report RESULTS.jsonl INFO.json  prints the markdown report
+  slirp-api SOCKET JSON           sends one request to slirp4netns's API socket, prints the
+                                  reply; exits non-zero on an error reply
 """
 
 import json
@@ -120,6 +122,25 @@ def cr(addr, port, seconds):
     print(json.dumps({"conn_per_s": count / elapsed, "count": count, "errors": errors}))
 
 
+def slirp_api(path, request):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    sock.sendall(request.encode())
+    sock.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    sock.close()
+    print(reply.decode(errors="replace"))
+    doc = json.loads(reply)
+    if "error" in doc or "return" not in doc:
+        sys.exit(1)
+
+
 def iperf(path, backend, rnd, test, cpu_before, cpu_after, clk_tck):
     rec = {"backend": backend, "round": int(rnd), "test": test}
     try:
@@ -178,12 +199,17 @@ METRICS = [
     ("rr_p50", "TCP 1-byte request/response p50", "µs", False),
     ("rr_p99", "TCP 1-byte request/response p99", "µs", False),
     ("cr", "TCP connections (connect, 1-byte exchange, close)", "conn/s", True),
+    ("fwd_down", "TCP forward host→guest, 1 stream", "Gbit/s", True),
+    ("fwd_up", "TCP forward guest→host, 1 stream", "Gbit/s", True),
+    ("fwd_cr", "TCP forward connections (connect, 1-byte exchange, close)", "conn/s", True),
     ("cpu_up", "backend CPU per GB, guest→host 1 stream", "CPU s/GB", False),
     ("cpu_down", "backend CPU per GB, host→guest 1 stream", "CPU s/GB", False),
     ("cpu_up4", "backend CPU per GB, guest→host 4 streams", "CPU s/GB", False),
     ("cpu_down4", "backend CPU per GB, host→guest 4 streams", "CPU s/GB", False),
+    ("cpu_fwd_down", "backend CPU per GB, forward host→guest", "CPU s/GB", False),
+    ("cpu_fwd_up", "backend CPU per GB, forward guest→host", "CPU s/GB", False),
 ]
-THROUGHPUT = ["up", "down", "up4", "down4"]
+THROUGHPUT = ["up", "down", "up4", "down4", "fwd_down", "fwd_up"]
 
 
 def fmt(v, unit):
@@ -228,11 +254,11 @@ def collect(path):
                 if "p50_us" in rec:
                     values.setdefault(("rr_p50", b), []).append(rec["p50_us"])
                     values.setdefault(("rr_p99", b), []).append(rec["p99_us"])
-            elif t == "cr":
+            elif t in ("cr", "fwd_cr"):
                 if "conn_per_s" in rec:
-                    values.setdefault(("cr", b), []).append(rec["conn_per_s"])
+                    values.setdefault((t, b), []).append(rec["conn_per_s"])
                 if rec.get("errors"):
-                    errors.append(f"{b} round {rec['round']} cr: {rec['errors']} failed connections")
+                    errors.append(f"{b} round {rec['round']} {t}: {rec['errors']} failed connections")
     return values, errors, stalls, retrans
 
 
@@ -326,7 +352,8 @@ def report(results, info_path):
     w("| test | " + " | ".join(backends) + " |")
     w("|---|" + "---|" * len(backends))
     names = {"up": "guest→host, 1 stream", "down": "host→guest, 1 stream",
-             "up4": "guest→host, 4 streams", "down4": "host→guest, 4 streams"}
+             "up4": "guest→host, 4 streams", "down4": "host→guest, 4 streams",
+             "fwd_down": "forward host→guest, 1 stream", "fwd_up": "forward guest→host, 1 stream"}
     for t in THROUGHPUT:
         cells = []
         for b in backends:
@@ -368,6 +395,8 @@ def main():
         iperf(*args)
     elif cmd == "report":
         report(*args)
+    elif cmd == "slirp-api":
+        slirp_api(*args)
     else:
         sys.exit(__doc__)
 

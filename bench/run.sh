@@ -15,7 +15,8 @@
 # Network safety: every process runs inside namespaces this script creates. The host side is the
 # namespace H (loopback, plus a veth to a dead-end namespace X with 192.0.2.0/28 addresses because
 # pasta needs an interface with a default route, plus a veth to the baseline guest namespace with
-# 192.0.2.16/28). Nothing routes out of these namespaces and no name is ever resolved. Processes
+# 192.0.2.16/28). Port forwards listen on H's 127.0.0.1 only and end in the guest namespaces.
+# Nothing routes out of these namespaces and no name is ever resolved. Processes
 # are stopped by PID and namespaces deleted on exit.
 set -euo pipefail
 
@@ -84,6 +85,17 @@ declare -A NS=([slipway]="$P-g-slipway" [slirp4netns]="$P-g-slirp" [pasta]="$P-g
 # Where each guest reaches the host's 127.0.0.1 (veth: the server binds the veth address instead).
 declare -A TARGET=([slipway]=192.168.127.254 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
 declare -A SERVER=([slipway]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
+# Port forwards, host -> guest: the address and ports a client in H connects to, forwarded to the
+# guest's iperf3 server (port 5201) and echo server (port 7000), both bound to the guest's 0.0.0.0.
+# Each backend forwards its own H ports (they all live in H). veth has no forward: its client
+# connects straight to the guest's veth address, the kernel reference.
+declare -A FWD_HOST=([slipway]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_IPERF=([slipway]=15201 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
+declare -A FWD_ECHO=([slipway]=17001 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
+# The guest address each forward ends at (slirp4netns: the --configure default; pasta: the guest
+# copies H's 192.0.2.1, but a loopback client is spliced to the namespace's own loopback).
+declare -A FWD_GUEST=([slipway]=192.168.127.2 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_BAD=()
 declare -A BPID=()
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
 results="$work/results.jsonl"
@@ -148,6 +160,15 @@ wait_listen() { # wait_listen ADDR PORT
     echo "server on $1:$2 did not start" >&2
     return 1
 }
+wait_listen_ns() { # wait_listen_ns NS PORT: a TCP listener on PORT (any address) in NS
+    local i
+    for i in $(seq 100); do
+        [ -n "$(ip netns exec "$1" ss -Hltn "sport = :$2")" ] && return 0
+        sleep 0.05
+    done
+    echo "server on port $2 in $1 did not start" >&2
+    return 1
+}
 cpu_ticks() { # utime+stime of a process in clock ticks, or "-"
     local s f
     if [ -z "${1:-}" ] || ! s=$(cat "/proc/$1/stat" 2>/dev/null); then
@@ -178,17 +199,21 @@ for b in "${BACKENDS[@]}"; do
     case $b in
         slipway)
             bg "$work/slipway.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY" serve --netns "$g" \
-                --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32
+                --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
+                -p "127.0.0.1:${FWD_IPERF[slipway]}:5201" -p "127.0.0.1:${FWD_ECHO[slipway]}:7000"
             BPID[$b]=$lastpid ;;
         slirp4netns)
+            # Its forwards are added through the API socket once it runs (add_hostfwd below).
             bg "$work/slirp4netns.log" ip netns exec "$NS_H" slirp4netns --configure --mtu=65520 \
-                --disable-dns --netns-type=path "$g" tap0
+                --disable-dns --api-socket "$work/slirp4netns.sock" --netns-type=path "$g" tap0
             BPID[$b]=$lastpid ;;
         pasta)
             # -f: stay in the foreground (so the PID is pasta's); --runas 0: Debian's pasta cannot
-            # join the target namespace after dropping to nobody; no port forwarding either way.
+            # join the target namespace after dropping to nobody; -t: the two TCP forwards, bound to
+            # H's 127.0.0.1 only; nothing else is forwarded.
             bg "$work/pasta.log" ip netns exec "$NS_H" pasta -f --runas 0 --config-net -I tap0 \
-                --mtu 65520 -4 -t none -u none -T none -U none --netns "$g"
+                --mtu 65520 -4 -t "127.0.0.1/${FWD_IPERF[pasta]}:5201" \
+                -t "127.0.0.1/${FWD_ECHO[pasta]}:7000" -u none -T none -U none --netns "$g"
             BPID[$b]=$lastpid ;;
         veth) BPID[$b]="" ;;
     esac
@@ -215,6 +240,37 @@ for b in "${BACKENDS[@]}"; do
     fi
 done
 
+# ---- port forwards (host -> guest) ------------------------------------------------------------
+# An echo server in every guest; slirp4netns gets its forwards over its API socket. A backend whose
+# forward does not answer is not measured through it (its fwd_* runs are recorded as errors).
+for b in "${BACKENDS[@]}"; do
+    bg "$work/echo-guest-$b.log" ip netns exec "${NS[$b]}" python3 "$tool" serve 0.0.0.0 7000
+    wait_listen_ns "${NS[$b]}" 7000
+    if [ "$b" = slirp4netns ]; then
+        for pair in "${FWD_IPERF[$b]}:5201" "${FWD_ECHO[$b]}:7000"; do
+            if ! reply=$(python3 "$tool" slirp-api "$work/slirp4netns.sock" \
+                "{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":\"tcp\",\"host_addr\":\"127.0.0.1\",\"host_port\":${pair%%:*},\"guest_addr\":\"${FWD_GUEST[$b]}\",\"guest_port\":${pair#*:}}}" 2>&1); then
+                FWD_BAD[$b]="add_hostfwd 127.0.0.1:${pair%%:*} -> ${FWD_GUEST[$b]}:${pair#*:}: $reply"
+            fi
+        done
+    fi
+    ok=
+    if [ -z "${FWD_BAD[$b]:-}" ]; then
+        for i in $(seq 50); do
+            if ip netns exec "$NS_H" timeout 3 python3 "$tool" rr "${FWD_HOST[$b]}" "${FWD_ECHO[$b]}" 10 >/dev/null 2>&1; then
+                ok=1; break
+            fi
+            sleep 0.1
+        done
+        [ -n "$ok" ] || FWD_BAD[$b]="${FWD_HOST[$b]}:${FWD_ECHO[$b]} in H does not reach the guest's echo server"
+    fi
+    if [ -n "$ok" ]; then
+        echo "$b forward ready (H ${FWD_HOST[$b]}:${FWD_IPERF[$b]},${FWD_ECHO[$b]} -> guest ${FWD_GUEST[$b]}:5201,7000)" >&2
+    else
+        echo "$b: forward not usable: ${FWD_BAD[$b]}" >&2
+    fi
+done
+
 # ---- measurements -------------------------------------------------------------------------------
 run_iperf() { # run_iperf BACKEND ROUND TEST
     local b=$1 r=$2 t=$3 args=() spid before after
@@ -231,10 +287,28 @@ run_iperf() { # run_iperf BACKEND ROUND TEST
     stop "$spid"
     python3 "$tool" iperf "$work/iperf.json" "$b" "$r" "$t" "$before" "$after" "$clk_tck" >>"$results"
 }
-run_py() { # run_py BACKEND ROUND TEST(rr|cr)
-    local b=$1 r=$2 t=$3 out arg
+# Through a port forward: the iperf3 server in the guest, the client in H on the forwarded port;
+# fwd_down = host->guest (the client sends), fwd_up = guest->host (-R).
+run_fwd_iperf() { # run_fwd_iperf BACKEND ROUND TEST(fwd_down|fwd_up)
+    local b=$1 r=$2 t=$3 args=() spid before after
+    if [ "$t" = fwd_up ]; then args=(-R); fi
+    bg "$work/iperf-server.log" ip netns exec "${NS[$b]}" iperf3 -s -1 -p 5201
+    spid=$lastpid
+    wait_listen_ns "${NS[$b]}" 5201
+    before=$(cpu_ticks "${BPID[$b]}")
+    timeout $((DURATION + 20)) ip netns exec "$NS_H" iperf3 -c "${FWD_HOST[$b]}" -p "${FWD_IPERF[$b]}" \
+        -t "$DURATION" -J --get-server-output --connect-timeout 5000 "${args[@]}" \
+        >"$work/iperf.json" 2>"$work/iperf.err" || true
+    after=$(cpu_ticks "${BPID[$b]}")
+    for i in $(seq 30); do alive "$spid" || break; sleep 0.1; done
+    stop "$spid"
+    python3 "$tool" iperf "$work/iperf.json" "$b" "$r" "$t" "$before" "$after" "$clk_tck" >>"$results"
+}
+run_py() { # run_py BACKEND ROUND TEST(rr|cr|fwd_cr)
+    local b=$1 r=$2 t=$3 out arg ns=${NS[$1]} addr=${TARGET[$1]} port=7000 kind=$3
     if [ "$t" = rr ]; then arg=$RR_N; else arg=$CR_SECONDS; fi
-    if out=$(timeout 120 ip netns exec "${NS[$b]}" python3 "$tool" "$t" "${TARGET[$b]}" 7000 "$arg" 2>"$work/py.err") \
+    if [ "$t" = fwd_cr ]; then ns=$NS_H addr=${FWD_HOST[$b]} port=${FWD_ECHO[$b]} kind=cr; fi
+    if out=$(timeout 120 ip netns exec "$ns" python3 "$tool" "$kind" "$addr" "$port" "$arg" 2>"$work/py.err") \
         && [ "${out:0:1}" = "{" ]; then
         echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",${out#\{}" >>"$results"
     else
@@ -250,13 +324,22 @@ for r in $(seq "$ROUNDS"); do
     order=()
     for i in $(seq 0 $((n - 1))); do order+=("${BACKENDS[$(((i + r - 1) % n))]}"); done
     echo "round $r/$ROUNDS (order: ${order[*]})" >&2
-    for t in up down up4 down4 rr cr; do
+    for t in up down up4 down4 rr cr fwd_down fwd_up fwd_cr; do
         for b in "${order[@]}"; do
             if [ -n "${BPID[$b]}" ] && ! alive "${BPID[$b]}"; then
                 echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",\"error\":\"backend process exited\"}" >>"$results"
                 continue
             fi
-            case $t in rr|cr) run_py "$b" "$r" "$t" ;; *) run_iperf "$b" "$r" "$t" ;; esac
+            if [[ $t == fwd_* ]] && [ -n "${FWD_BAD[$b]:-}" ]; then
+                err=$(tr -d "\"\\\\" <<<"forward not usable: ${FWD_BAD[$b]}" | tr '\n' ' ')
+                echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",\"error\":\"$err\"}" >>"$results"
+                continue
+            fi
+            case $t in
+                rr|cr|fwd_cr) run_py "$b" "$r" "$t" ;;
+                fwd_down|fwd_up) run_fwd_iperf "$b" "$r" "$t" ;;
+                *) run_iperf "$b" "$r" "$t" ;;
+            esac
             tail -1 "$results" | python3 -c 'import json,sys
 d=json.loads(sys.stdin.read())
 if "error" in d: s="ERROR "+d["error"]
@@ -284,6 +367,7 @@ if awk -v a="${load_start%% *}" 'BEGIN { exit !(a > 0.5) }'; then
 fi
 for b in "${!DIED[@]}"; do notes+=("$b exited before the end of the run (see its log)"); done
 notes+=("Host side: one sandbox namespace H; servers bind 127.0.0.1 there, reached at 192.168.127.254 (slipway), 10.0.2.2 (slirp4netns), 192.0.2.2 (pasta: the gateway copied from H's veth route, mapped to H's loopback); veth baseline server binds 192.0.2.17 on a veth pair between H and the guest namespace.")
+notes+=("Port forwards (TCP forward rows): the iperf3 server and an echo server run in the guest namespace, the client in H connects to a forwarded port on H's 127.0.0.1: slipway -p 127.0.0.1:P:5201 (to 192.168.127.2), slirp4netns add_hostfwd on its API socket (to 10.0.2.100), pasta -t 127.0.0.1/P:5201 (a loopback client is spliced to the namespace's own loopback with splice(2), pasta's local bypass, not through tap0); veth: the client connects straight to the guest's 192.0.2.18. 'host→guest' is the direction of the data.")
 notes+=("All processes (iperf3 client and server, the backend) share $(nproc) CPUs, so user-mode backends compete with iperf3 for CPU; veth has no such third process.")
 notes+=("Latency and connection rate use a python3 client and echo server (bench/benchtool.py; netperf is not in Debian main), so absolute figures include interpreter overhead (about the same for every backend).")
 
