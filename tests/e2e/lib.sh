@@ -42,6 +42,10 @@
 #                                          $E2E_WORK/NAME.log; sets E2E_PID; stopped on exit
 #   e2e_stop_pid PID                       SIGTERM, wait up to 5 s, then SIGKILL
 #   e2e_free_port                          prints a free TCP port on 127.0.0.1
+#   e2e_pick_port [COUNT=1]                COUNT consecutive free ports not picked before by
+#                                          this script; sets E2E_PORT (the first one)
+#   e2e_check_cmd NAME CMD [ARG...]        run CMD (output to $E2E_WORK/NAME.out); ok if it
+#                                          exits 0, else not ok with the output's last lines
 #   e2e_wait_tcp PORT [TIMEOUT_S=10]       wait until 127.0.0.1:PORT accepts TCP
 #   e2e_wait_udp PORT [TIMEOUT_S=10]       wait until a UDP socket is bound on PORT
 #   e2e_wait_path PATH [TIMEOUT_S=10]      wait until PATH exists (e.g. a unix socket)
@@ -226,6 +230,34 @@ e2e_netns_create() {
 
 e2e_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+_e2e_picked_ports=" "
+e2e_pick_port() {
+    local count=${1:-1} p i ok
+    while :; do
+        p=$(e2e_free_port)
+        ok=1
+        for ((i = 0; i < count; i++)); do
+            if [[ $_e2e_picked_ports == *" $((p + i)) "* ]] || [ $((p + i)) -gt 65535 ] ||
+                { [ "$i" -gt 0 ] && ! python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' $((p + i)) 2>/dev/null; }; then
+                ok=0
+            fi
+        done
+        [ "$ok" = 1 ] && break
+    done
+    for ((i = 0; i < count; i++)); do _e2e_picked_ports+="$((p + i)) "; done
+    E2E_PORT=$p
+}
+
+e2e_check_cmd() {
+    local name=$1
+    shift
+    if "$@" >"$E2E_WORK/$name.out" 2>&1; then
+        e2e_ok "$name"
+    else
+        e2e_not_ok "$name" "exit $?: $(tail -n 5 "$E2E_WORK/$name.out" | tr '\n' ' ')"
+    fi
 }
 
 _e2e_wait() {

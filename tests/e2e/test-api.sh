@@ -30,35 +30,14 @@ guest_addr=192.168.127.2
 peer_port=5000 # PEER servers (TCP and UDP) in the guest
 api_sock=$E2E_WORK/api.sock
 
-# Host ports, all different: e2e_free_port, skipping ports this test already took; COUNT > 1
-# asks for that many consecutive free ports. Sets picked_port (the first one).
-used_ports=" "
-port_is_free() {
-    python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
-}
-pick_port() { # [COUNT=1]
-    local count=${1:-1} p i ok
-    while :; do
-        p=$(e2e_free_port)
-        ok=1
-        for ((i = 0; i < count; i++)); do
-            if [[ $used_ports == *" $((p + i)) "* ]] || [ $((p + i)) -gt 65535 ] ||
-                { [ "$i" -gt 0 ] && ! port_is_free $((p + i)); }; then
-                ok=0
-            fi
-        done
-        [ "$ok" = 1 ] && break
-    done
-    for ((i = 0; i < count; i++)); do used_ports+="$((p + i)) "; done
-    picked_port=$p
-}
-pick_port; p_cli=$picked_port      # -p on the command line
-pick_port; p_add=$picked_port      # POST /v1/forwards
-pick_port 2; p_range=$picked_port  # a range of two through /v1/forwards
-pick_port; p_nag=$picked_port      # a target that is not a guest
-pick_port; p_exp=$picked_port      # gvproxy expose, TCP
-pick_port; p_def=$picked_port      # gvproxy expose ":PORT" with an empty remote host
-pick_port; p_udp=$picked_port      # gvproxy expose, UDP
+# Host ports, all different (e2e_pick_port).
+e2e_pick_port; p_cli=$E2E_PORT      # -p on the command line
+e2e_pick_port; p_add=$E2E_PORT      # POST /v1/forwards
+e2e_pick_port 2; p_range=$E2E_PORT  # a range of two through /v1/forwards
+e2e_pick_port; p_nag=$E2E_PORT      # a target that is not a guest
+e2e_pick_port; p_exp=$E2E_PORT      # gvproxy expose, TCP
+e2e_pick_port; p_def=$E2E_PORT      # gvproxy expose ":PORT" with an empty remote host
+e2e_pick_port; p_udp=$E2E_PORT      # gvproxy expose, UDP
 
 dns_port=$(e2e_free_port)
 e2e_dnsmasq_start "$dns_port" --local=/internal/
@@ -110,15 +89,7 @@ e2e_wait_path "$E2E_WORK/guest.ready" 10
 e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest" --egress-allow 127.0.0.0/8 \
     --dns-upstream "127.0.0.1:$dns_port" --api "$api_sock" -v -p "$p_cli:$peer_port"
 slipway_pid=$E2E_PID
-check() {
-    local name=$1
-    shift
-    if "$@" >"$E2E_WORK/$name.out" 2>&1; then
-        e2e_ok "$name"
-    else
-        e2e_not_ok "$name" "exit $?: $(tail -n 5 "$E2E_WORK/$name.out" | tr '\n' ' ')"
-    fi
-}
+check() { e2e_check_cmd "$@"; }
 
 for _ in $(seq 100); do
     kill -0 "$slipway_pid" 2>/dev/null || break

@@ -37,38 +37,17 @@ mkdir -p "$E2E_WORK/www"
 blob_sha=$(e2e_random_file "$E2E_WORK/www/blob.bin" "$blob_mib")
 echo "hello through a forward" >"$E2E_WORK/www/hello.txt"
 
-# Host ports, all different: e2e_free_port, skipping ports this test already took; COUNT > 1
-# asks for that many consecutive free ports. Sets picked_port (the first one).
-used_ports=" "
-port_is_free() {
-    python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
-}
-pick_port() { # [COUNT=1]
-    local count=${1:-1} p i ok
-    while :; do
-        p=$(e2e_free_port)
-        ok=1
-        for ((i = 0; i < count; i++)); do
-            if [[ $used_ports == *" $((p + i)) "* ]] || [ $((p + i)) -gt 65535 ] ||
-                { [ "$i" -gt 0 ] && ! port_is_free $((p + i)); }; then
-                ok=0
-            fi
-        done
-        [ "$ok" = 1 ] && break
-    done
-    for ((i = 0; i < count; i++)); do used_ports+="$((p + i)) "; done
-    picked_port=$p
-}
-pick_port; p_http=$picked_port
-pick_port; p_peer=$picked_port
-pick_port; p_real=$picked_port
-pick_port; p_udp=$picked_port
-pick_port; p_udp_real=$picked_port
-pick_port 3; p_range=$picked_port
-pick_port; p_v6=$picked_port
-pick_port; p_g2=$picked_port
-pick_port; p_guest_api=$picked_port
-pick_port; p_away=$picked_port
+# Host ports, all different (e2e_pick_port).
+e2e_pick_port; p_http=$E2E_PORT
+e2e_pick_port; p_peer=$E2E_PORT
+e2e_pick_port; p_real=$E2E_PORT
+e2e_pick_port; p_udp=$E2E_PORT
+e2e_pick_port; p_udp_real=$E2E_PORT
+e2e_pick_port 3; p_range=$E2E_PORT
+e2e_pick_port; p_v6=$E2E_PORT
+e2e_pick_port; p_g2=$E2E_PORT
+e2e_pick_port; p_guest_api=$E2E_PORT
+e2e_pick_port; p_away=$E2E_PORT
 
 # The client namespace, one veth link away from the host. Deleting the namespace (at exit)
 # deletes its end of the pair, and with it the other end.
@@ -174,15 +153,7 @@ e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest1" --netns "/run/ne
     -p "$unix_in:$peer_port" \
     --gateway-unix "2375=$unix_out" --guest-api
 slipway_pid=$E2E_PID
-check() {
-    local name=$1
-    shift
-    if "$@" >"$E2E_WORK/$name.out" 2>&1; then
-        e2e_ok "$name"
-    else
-        e2e_not_ok "$name" "exit $?: $(tail -n 5 "$E2E_WORK/$name.out" | tr '\n' ' ')"
-    fi
-}
+check() { e2e_check_cmd "$@"; }
 
 for _ in $(seq 100); do
     kill -0 "$slipway_pid" 2>/dev/null || break

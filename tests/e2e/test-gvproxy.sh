@@ -38,15 +38,7 @@ ssh_port=$(e2e_free_port)
 expose_port=$(e2e_free_port)
 while [ "$expose_port" = "$ssh_port" ]; do expose_port=$(e2e_free_port); done
 
-check() {
-    local name=$1
-    shift
-    if "$@" >"$E2E_WORK/$name.out" 2>&1; then
-        e2e_ok "$name"
-    else
-        e2e_not_ok "$name" "exit $?: $(tail -n 5 "$E2E_WORK/$name.out" | tr '\n' ' ')"
-    fi
-}
+check() { e2e_check_cmd "$@"; }
 
 # The stdout/stderr log of e2e_spawn has another name than -log-file, so the two never share
 # one file.

@@ -56,15 +56,7 @@ e2e_spawn slipway "$SLIPWAY" serve --netns "/run/netns/$guest" --mtu "$mtu" \
     --egress-allow "$E2E_UPLINK_ECHO4/32" --pcap "$E2E_WORK/slipway.pcap" -v
 slipway_pid=$E2E_PID
 in_guest() { ip netns exec "$guest" "$@"; }
-check() {
-    local name=$1
-    shift
-    if "$@" >"$E2E_WORK/$name.out" 2>&1; then
-        e2e_ok "$name"
-    else
-        e2e_not_ok "$name" "exit $?: $(tail -n 5 "$E2E_WORK/$name.out" | tr '\n' ' ')"
-    fi
-}
+check() { e2e_check_cmd "$@"; }
 
 for _ in $(seq 50); do
     in_guest ip -o -4 addr show dev tap0 2>/dev/null | grep -q inet && break
