@@ -20,7 +20,8 @@ packages=(
     iperf3           # throughput, in the guest and on the host
     passt            # the reference stack the harness is proven against
     slirp4netns      # comparison stack
-    rootlesskit      # comparison stack
+    rootlesskit      # the slirp4netns drop-in is driven by it
+    uidmap           # newuidmap/newgidmap, which rootlesskit needs
     iproute2         # ip netns, veth
     util-linux       # unshare
     curl

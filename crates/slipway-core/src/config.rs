@@ -95,9 +95,14 @@ pub struct NetworkConfig {
     /// The guest subnet's network address (host bits zero).
     pub subnet: Ipv4Addr,
     pub prefix: u8,
-    /// The router's address; also the DNS server. Default: the subnet's `.1`.
+    /// The router's address. Default: the subnet's `.1`.
     pub gateway: Ipv4Addr,
-    /// The address that reaches the host's 127.0.0.1, or `None` (`--no-host-loopback`).
+    /// The DNS server's address: the gateway itself by default; its own address in slirp4netns's
+    /// plan (`.3`).
+    pub dns_server: Ipv4Addr,
+    /// The address that reaches the host's 127.0.0.1, or `None` (`--no-host-loopback`). It may
+    /// be the gateway's own address (slirp4netns's plan: `.2` is both): then the gateway's own
+    /// services (DNS, guest API, unix targets) keep their ports and every other port is the host's.
     pub host_loopback_alias: Option<Ipv4Addr>,
     /// First and last address DHCP hands out (inclusive).
     pub pool_start: Ipv4Addr,
@@ -134,6 +139,10 @@ pub enum ConfigError {
     SubnetNotIpv4(IpCidr),
     #[error("--subnet {0}: the prefix must be between /8 and /30 so that the gateway, the host alias and guests fit")]
     SubnetSize(IpCidr),
+    #[error(
+        "--cidr {0}: slirp4netns's plan puts the namespace at .100, which needs a /25 or larger"
+    )]
+    SlirpSubnetSize(IpCidr),
     #[error("--mtu {0}: must be between {MIN_MTU} and {MAX_MTU}")]
     Mtu(u32),
 }
@@ -164,6 +173,7 @@ impl NetworkConfig {
             subnet: Ipv4Addr::from(net),
             prefix: cidr.prefix,
             gateway: Ipv4Addr::from(gateway),
+            dns_server: Ipv4Addr::from(gateway),
             host_loopback_alias: Some(Ipv4Addr::from(alias)),
             pool_start: Ipv4Addr::from(pool_start),
             pool_end: Ipv4Addr::from(pool_end),
@@ -203,7 +213,29 @@ impl NetworkConfig {
 
     /// True for the addresses slipway itself answers ARP for.
     pub fn owns(&self, ip: Ipv4Addr) -> bool {
-        ip == self.gateway || Some(ip) == self.host_loopback_alias
+        ip == self.gateway || ip == self.dns_server || Some(ip) == self.host_loopback_alias
+    }
+
+    /// slirp4netns's plan around `cidr` (its `--cidr`, default 10.0.2.0/24): gateway and host
+    /// alias `.2`, DNS `.3`, DHCP from `.15`; the namespace itself is `.100` ([`Self::slirp_guest`]).
+    pub fn slirp4netns(cidr: IpCidr) -> Result<Self, ConfigError> {
+        let mut cfg = Self::from_subnet(cidr)?;
+        let net = u32::from(cfg.subnet);
+        let broadcast = u32::from(cfg.broadcast());
+        if net + 100 >= broadcast {
+            return Err(ConfigError::SlirpSubnetSize(cidr));
+        }
+        cfg.gateway = Ipv4Addr::from(net + 2);
+        cfg.dns_server = Ipv4Addr::from(net + 3);
+        cfg.host_loopback_alias = Some(cfg.gateway);
+        cfg.pool_start = Ipv4Addr::from(net + 15);
+        cfg.pool_end = Ipv4Addr::from(broadcast - 1);
+        Ok(cfg)
+    }
+
+    /// The address slirp4netns gives the namespace with `--configure`: the subnet's `.100`.
+    pub fn slirp_guest(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) + 100)
     }
 }
 

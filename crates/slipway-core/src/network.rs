@@ -560,18 +560,30 @@ impl Network {
             remote_ip: ip.dst(),
             remote_port: seg.dst_port(),
         };
-        let target = if ip.dst() == self.cfg.gateway {
-            // The gateway's own TCP services: DNS, and ports forwarded to host unix sockets.
-            // Other ports are refused with RST.
-            match seg.dst_port() {
-                DNS_PORT => Some(TcpTarget::DnsService),
+        let (dst, port) = (ip.dst(), seg.dst_port());
+        let gateway_service = if dst == self.cfg.dns_server && port == DNS_PORT {
+            Some(TcpTarget::DnsService)
+        } else if dst == self.cfg.gateway {
+            // The gateway's own TCP services: the guest API and ports forwarded to host unix
+            // sockets.
+            match port {
                 GUEST_API_PORT if self.cfg.guest_api => Some(TcpTarget::GuestApi(ip.src())),
                 p if self.cfg.gateway_unix_ports.contains(&p) => Some(TcpTarget::Unix(p)),
                 _ => None,
             }
         } else {
-            self.translate(ip.dst())
-                .map(|h| TcpTarget::Host(SocketAddr::new(h.into(), seg.dst_port())))
+            None
+        };
+        let target = if gateway_service.is_some() {
+            gateway_service
+        } else if (dst == self.cfg.gateway || dst == self.cfg.dns_server)
+            && Some(dst) != self.cfg.host_loopback_alias
+        {
+            // Other ports of the gateway's own addresses are refused with RST.
+            None
+        } else {
+            self.translate(dst)
+                .map(|h| TcpTarget::Host(SocketAddr::new(h.into(), port)))
         };
         let (mut ctx, engine) = self.tcp_ctx(now);
         engine.on_guest_segment(&mut ctx, sockets, src_mac, key, &seg, target);
@@ -599,8 +611,12 @@ impl Network {
             remote_port: u.dst_port(),
         };
         // A reply to a forward's client that appears as the gateway (host alias off).
-        if ip.dst() == self.cfg.gateway && !self.udp.has_flow(&key) {
-            if u.dst_port() == DNS_PORT {
+        let dst = ip.dst();
+        let is_dns = dst == self.cfg.dns_server && u.dst_port() == DNS_PORT;
+        let gateway_only = (dst == self.cfg.gateway || dst == self.cfg.dns_server)
+            && Some(dst) != self.cfg.host_loopback_alias;
+        if (is_dns || gateway_only) && !self.udp.has_flow(&key) {
+            if is_dns {
                 self.counters.dns_queries += 1;
                 if self.dns_queries.len() >= MAX_DNS_QUEUE {
                     self.counters.drop(DropReason::DnsQueueFull);

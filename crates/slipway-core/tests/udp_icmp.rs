@@ -397,3 +397,71 @@ fn udp_forward_keeps_a_flow_per_client_and_answers_through_the_listener() {
     net.remove_forward(id);
     assert_eq!(net.udp().flow_count(), 0);
 }
+
+/// slirp4netns's plan: 10.0.2.2 is both the gateway and the host alias, DNS is 10.0.2.3, and
+/// the namespace is 10.0.2.100.
+#[test]
+fn slirp4netns_plan_gateway_is_the_host_and_dns_has_its_own_address() {
+    use slipway_core::IpCidr;
+    let cfg = NetworkConfig::slirp4netns(IpCidr {
+        addr: "10.0.2.0".parse().unwrap(),
+        prefix: 24,
+    })
+    .unwrap();
+    let gw = Ipv4Addr::new(10, 0, 2, 2);
+    let dns = Ipv4Addr::new(10, 0, 2, 3);
+    let me = cfg.slirp_guest();
+    assert_eq!(me, Ipv4Addr::new(10, 0, 2, 100));
+    assert_eq!(
+        (cfg.gateway, cfg.dns_server, cfg.host_loopback_alias),
+        (gw, dns, Some(gw))
+    );
+    let frame = |dst: (Ipv4Addr, u16), payload: &[u8]| {
+        let mut f = vec![0u8; 42 + payload.len()];
+        slipway_core::frames::write_udp_v4_in_place(
+            &mut f,
+            cfg.gateway_mac,
+            MAC,
+            (me, 40000),
+            dst,
+            payload.len(),
+            Some(payload),
+        );
+        f
+    };
+    let (mut net, p, mut sim) = setup(cfg.clone());
+    let t = Duration::from_secs(1);
+    // Any port of the gateway is the host's loopback.
+    net.on_guest_frame(t, p, &frame((gw, 5000), b"to the host"), &mut sim);
+    assert_eq!(sim.udp.len(), 1);
+    let flow = sim.udp.values().next().unwrap();
+    assert_eq!(flow.0, "127.0.0.1:5000".parse().unwrap());
+    // Port 53 of .3 is the DNS service, not a host socket.
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    q.extend_from_slice(b"\x01a\x04test\x00\x00\x01\x00\x01");
+    net.on_guest_frame(t, p, &frame((dns, 53), &q), &mut sim);
+    let queries: Vec<_> = net.take_dns_queries().collect();
+    assert_eq!(queries.len(), 1);
+    assert_eq!(queries[0].server_ip, dns);
+    assert_eq!(sim.udp.len(), 1, "DNS opened no host socket");
+    drain(&mut net);
+    // Other ports of .3 are closed.
+    net.on_guest_frame(t, p, &frame((dns, 99), b"x"), &mut sim);
+    let out = drain(&mut net);
+    assert_eq!(out.len(), 1);
+    let ip =
+        Ipv4Packet::new_checked(EthernetFrame::new_checked(&out[0]).unwrap().payload()).unwrap();
+    assert_eq!(ip.src(), dns);
+    let m = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(
+        (m.msg_type(), m.code()),
+        (icmp::DEST_UNREACHABLE, icmp::CODE_PORT_UNREACHABLE)
+    );
+    // ARP for the DNS address is answered; ping of it too.
+    assert!(cfg.owns(dns) && cfg.owns(gw) && !cfg.owns(me));
+    let mut e = echo(dns, 5, 1);
+    ipv4::write_header(&mut e[14..], me, dns, ipv4::PROTO_ICMP, 12, 64, 1);
+    net.on_guest_frame(t, p, &e, &mut sim);
+    let out = drain(&mut net);
+    assert_eq!(out.len(), 1, "the DNS address answers ping itself");
+}

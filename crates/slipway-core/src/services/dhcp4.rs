@@ -212,6 +212,7 @@ impl Binding {
 #[derive(Debug)]
 pub struct Dhcp4Server {
     server_id: Ipv4Addr,
+    dns_server: Ipv4Addr,
     subnet: u32,
     mask: u32,
     host_alias: Option<u32>,
@@ -277,6 +278,7 @@ impl Dhcp4Server {
         let lease_secs = cfg.lease_time.as_secs().clamp(1, u64::from(u32::MAX - 1)) as u32;
         let mut server = Self {
             server_id: cfg.gateway,
+            dns_server: cfg.dns_server,
             subnet,
             mask,
             host_alias: cfg.host_loopback_alias.map(u32::from),
@@ -603,14 +605,18 @@ impl Dhcp4Server {
             return 0;
         }
         let mut size = u64::from(self.pool_end - self.pool_start) + 1;
-        let gateway = u32::from(self.server_id);
-        for ip in [Some(gateway), self.host_alias.filter(|a| *a != gateway)]
-            .into_iter()
-            .flatten()
-        {
-            if (self.pool_start..=self.pool_end).contains(&ip) {
+        let mut reserved = [
+            Some(u32::from(self.server_id)),
+            Some(u32::from(self.dns_server)),
+            self.host_alias,
+        ];
+        reserved.sort_unstable();
+        let mut last = None;
+        for ip in reserved.into_iter().flatten() {
+            if last != Some(ip) && (self.pool_start..=self.pool_end).contains(&ip) {
                 size -= 1;
             }
+            last = Some(ip);
         }
         let statics = self.static_by_ip.keys().filter(|ip| self.in_pool(**ip));
         size - statics.count() as u64
@@ -631,7 +637,9 @@ impl Dhcp4Server {
 
     /// Addresses slipway answers for itself.
     fn is_reserved(&self, ip: u32) -> bool {
-        ip == u32::from(self.server_id) || Some(ip) == self.host_alias
+        ip == u32::from(self.server_id)
+            || ip == u32::from(self.dns_server)
+            || Some(ip) == self.host_alias
     }
 
     fn in_pool(&self, ip: u32) -> bool {
@@ -684,7 +692,7 @@ impl Dhcp4Server {
             let netmask = Ipv4Addr::from(self.mask);
             opts.insert(DhcpOption::SubnetMask(netmask));
             opts.insert(DhcpOption::Router(vec![self.server_id]));
-            opts.insert(DhcpOption::DomainNameServer(vec![self.server_id]));
+            opts.insert(DhcpOption::DomainNameServer(vec![self.dns_server]));
             opts.insert(DhcpOption::InterfaceMtu(self.mtu));
             opts.insert(DhcpOption::BroadcastAddr(Ipv4Addr::from(
                 self.subnet | !self.mask,
