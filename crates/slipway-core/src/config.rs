@@ -100,6 +100,8 @@ pub struct NetworkConfig {
     /// The DNS server's address: the gateway itself by default; its own address in slirp4netns's
     /// plan (`.3`).
     pub dns_server: Ipv4Addr,
+    /// Answer DNS at `dns_server` (off: slirp4netns's `--disable-dns`, port 53 is closed).
+    pub dns_service: bool,
     /// The address that reaches the host's 127.0.0.1, or `None` (`--no-host-loopback`). It may
     /// be the gateway's own address (slirp4netns's plan: `.2` is both): then the gateway's own
     /// services (DNS, guest API, unix targets) keep their ports and every other port is the host's.
@@ -128,8 +130,9 @@ pub struct NetworkConfig {
     pub guest_api: bool,
 }
 
-/// The largest MTU slipway accepts: 65535 minus room for the Ethernet header and framing.
-pub const MAX_MTU: u16 = 65520;
+/// The largest MTU slipway accepts: a frame of at most 65535 bytes with its 14-byte Ethernet
+/// header (the kernel's limit for a TAP, and slirp4netns's `--mtu` maximum).
+pub const MAX_MTU: u16 = 65521;
 /// The smallest MTU slipway accepts (IPv4 requires 576, IPv6 1280).
 pub const MIN_MTU: u16 = 576;
 
@@ -174,6 +177,7 @@ impl NetworkConfig {
             prefix: cidr.prefix,
             gateway: Ipv4Addr::from(gateway),
             dns_server: Ipv4Addr::from(gateway),
+            dns_service: true,
             host_loopback_alias: Some(Ipv4Addr::from(alias)),
             pool_start: Ipv4Addr::from(pool_start),
             pool_end: Ipv4Addr::from(pool_end),

@@ -561,19 +561,20 @@ impl Network {
             remote_port: seg.dst_port(),
         };
         let (dst, port) = (ip.dst(), seg.dst_port());
-        let gateway_service = if dst == self.cfg.dns_server && port == DNS_PORT {
-            Some(TcpTarget::DnsService)
-        } else if dst == self.cfg.gateway {
-            // The gateway's own TCP services: the guest API and ports forwarded to host unix
-            // sockets.
-            match port {
-                GUEST_API_PORT if self.cfg.guest_api => Some(TcpTarget::GuestApi(ip.src())),
-                p if self.cfg.gateway_unix_ports.contains(&p) => Some(TcpTarget::Unix(p)),
-                _ => None,
-            }
-        } else {
-            None
-        };
+        let gateway_service =
+            if dst == self.cfg.dns_server && port == DNS_PORT && self.cfg.dns_service {
+                Some(TcpTarget::DnsService)
+            } else if dst == self.cfg.gateway {
+                // The gateway's own TCP services: the guest API and ports forwarded to host unix
+                // sockets.
+                match port {
+                    GUEST_API_PORT if self.cfg.guest_api => Some(TcpTarget::GuestApi(ip.src())),
+                    p if self.cfg.gateway_unix_ports.contains(&p) => Some(TcpTarget::Unix(p)),
+                    _ => None,
+                }
+            } else {
+                None
+            };
         let target = if gateway_service.is_some() {
             gateway_service
         } else if (dst == self.cfg.gateway || dst == self.cfg.dns_server)
@@ -612,7 +613,7 @@ impl Network {
         };
         // A reply to a forward's client that appears as the gateway (host alias off).
         let dst = ip.dst();
-        let is_dns = dst == self.cfg.dns_server && u.dst_port() == DNS_PORT;
+        let is_dns = dst == self.cfg.dns_server && u.dst_port() == DNS_PORT && self.cfg.dns_service;
         let gateway_only = (dst == self.cfg.gateway || dst == self.cfg.dns_server)
             && Some(dst) != self.cfg.host_loopback_alias;
         if (is_dns || gateway_only) && !self.udp.has_flow(&key) {

@@ -127,12 +127,17 @@ pub struct ServeArgs {
     /// The guest subnet: gateway and DNS at .1, host-loopback alias at .254, DHCP from .2.
     #[arg(long, value_name = "CIDR", default_value = "192.168.127.0/24")]
     pub subnet: String,
-    /// Link MTU announced to guests (DHCP option 26) and used for TCP segments (576..=65520).
+    /// Link MTU announced to guests (DHCP option 26) and used for TCP segments (576..=65521).
     #[arg(long, value_name = "N", default_value_t = 1500)]
     pub mtu: u32,
     /// DNS server to forward queries to (repeatable; tried in order). Default: the nameservers
     /// of /etc/resolv.conf, re-read when it changes.
-    #[arg(long, value_name = "ADDR[:PORT]")]
+    #[arg(
+        long,
+        value_name = "ADDR[:PORT]",
+        env = "SLIPWAY_DNS_UPSTREAM",
+        value_delimiter = ','
+    )]
     pub dns_upstream: Vec<String>,
     /// A local DNS name answered by the gateway (repeatable), e.g. db.internal=192.168.127.254.
     #[arg(long, value_name = "NAME=IP")]
@@ -146,7 +151,13 @@ pub struct ServeArgs {
     pub no_host_loopback: bool,
     /// Only these host-side destinations may be reached (repeatable); the alias counts as
     /// 127.0.0.1. Anything else is refused with a TCP RST or ICMP unreachable and counted.
-    #[arg(long, value_name = "CIDR")]
+    /// Also from SLIPWAY_EGRESS_ALLOW (comma-separated), which the drop-in modes honour too.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        env = "SLIPWAY_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
     pub egress_allow: Vec<String>,
     /// Publish a guest port on the host (repeatable), Docker's forms:
     /// [HOST_IP:]HOST_PORT[-END]:[GUEST_IP:]GUEST_PORT[-END][/tcp|/udp], e.g. 8080:80,
@@ -180,6 +191,12 @@ pub struct ServeArgs {
     /// More log output (-v info about each guest, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// slirp4netns's address plan around --subnet (set by the slirp4netns drop-in).
+    #[arg(skip)]
+    pub slirp4netns_plan: bool,
+    /// No DNS service (the slirp4netns drop-in's --disable-dns).
+    #[arg(skip)]
+    pub disable_dns: bool,
 }
 
 /// A mistake on the command line, said so that a person can fix it.
@@ -234,6 +251,25 @@ pub fn parse_dns_upstream(s: &str) -> Result<SocketAddr, CliError> {
 }
 
 impl ServeArgs {
+    /// The environment's SLIPWAY_EGRESS_ALLOW and SLIPWAY_DNS_UPSTREAM (comma-separated), for
+    /// the drop-in modes whose command lines have no such options (`serve` reads them through
+    /// its options).
+    pub fn apply_env(&mut self) {
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        self.egress_allow.extend(list("SLIPWAY_EGRESS_ALLOW"));
+        self.dns_upstream.extend(list("SLIPWAY_DNS_UPSTREAM"));
+    }
+
     /// Validate everything into the network's configuration.
     pub fn network_config(&self) -> Result<NetworkConfig, CliError> {
         let cidr: IpCidr = self
@@ -243,10 +279,16 @@ impl ServeArgs {
                 value: self.subnet.clone(),
                 reason: e.to_string(),
             })?;
-        let mut cfg = NetworkConfig::from_subnet(cidr).map_err(|e| CliError::Subnet {
+        let plan = if self.slirp4netns_plan {
+            NetworkConfig::slirp4netns(cidr)
+        } else {
+            NetworkConfig::from_subnet(cidr)
+        };
+        let mut cfg = plan.map_err(|e| CliError::Subnet {
             value: self.subnet.clone(),
             reason: e.to_string(),
         })?;
+        cfg.dns_service = !self.disable_dns;
         cfg.set_mtu(self.mtu)?;
         cfg.guest_api = self.guest_api;
         if self.no_host_loopback {
@@ -362,7 +404,7 @@ mod tests {
             .network_config()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("576 and 65520"), "{e}");
+        assert!(e.contains("576 and 65521"), "{e}");
     }
 
     #[test]

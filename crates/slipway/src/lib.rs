@@ -5,7 +5,8 @@
 //! gateway and flow engines → host sockets ([`sockets`]), all run by one readiness loop
 //! ([`event_loop`]). DNS forwarding runs on its own thread ([`dns_forwarder`]), and so does the
 //! HTTP API ([`api`]), which reaches the loop only through typed commands ([`control`]). The `slipway`
-//! binary (`main.rs`) is the command line ([`cli`]) around it; the library form exists so that
+//! binary (`main.rs`) is the command line ([`cli`], and the drop-ins in [`compat`]; [`sandbox`]
+//! hardens the slirp4netns drop-in) around it; the library form exists so that
 //! fuzz targets and tests can reach the parsers here.
 
 pub mod api;
@@ -17,4 +18,5 @@ pub mod event_loop;
 pub mod link;
 pub mod netns;
 pub mod pcap;
+pub mod sandbox;
 pub mod sockets;

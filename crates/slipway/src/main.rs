@@ -7,23 +7,39 @@ use slipway::cli::{self, Cli, ClientArgs, Command, DnsCommand, ForwardCommand, S
 use slipway::{api, dns_forwarder, event_loop, link, netns, pcap};
 use slipway_core::services::dns::LocalZone;
 use slipway_core::Network;
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// `slipway run`'s command: signals go to it, and slipway stops when it exits.
+static CHILD: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+extern "C" fn on_signal(sig: libc::c_int) {
+    let child = CHILD.load(Ordering::Relaxed);
+    if child > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(child, sig) };
+    } else {
+        STOP.store(true, Ordering::Relaxed);
+    }
 }
 
 fn install_signal_handlers(stop: Arc<AtomicBool>) {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let forwarding = CHILD.load(Ordering::Relaxed) > 0;
+    // SAFETY: the handler only stores to an atomic or calls kill, both async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        if forwarding {
+            for sig in [libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+                libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+            }
+        }
     }
     std::thread::spawn(move || loop {
         if STOP.load(Ordering::Relaxed) {
@@ -106,9 +122,31 @@ fn gvproxy_mode(args: &[String]) -> Result<()> {
     result
 }
 
+/// What a drop-in or `slipway run` adds to `serve`.
+#[derive(Default)]
+struct Extras {
+    /// Namespaces already attached: each TAP's fd and a description for the log.
+    taps: Vec<(OwnedFd, String)>,
+    /// slirp4netns's JSON API socket, bound.
+    slirp_api: Option<(UnixListener, api::slirp4netns::SlirpApi)>,
+    /// Runs once every socket is bound and before any thread starts (the sandbox).
+    before_threads: Option<Box<dyn FnOnce() -> Result<()>>>,
+    /// Runs when the network is about to run (slirp4netns's --ready-fd, `run`'s go-ahead).
+    on_ready: Option<Box<dyn FnOnce() -> Result<()>>>,
+    /// Each is given the stop flag to set from a thread of its own (--exit-fd, the command's
+    /// exit).
+    stop_when: Vec<Box<dyn FnOnce(Arc<AtomicBool>) + Send>>,
+    /// Files to remove at exit.
+    remove_at_exit: Vec<PathBuf>,
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
+    serve_with(args, Extras::default())
+}
+
+fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
     let mut cfg = args.network_config()?;
-    if !args.has_links() {
+    if !args.has_links() && extras.taps.is_empty() {
         bail!(cli::CliError::NoLinks);
     }
     let upstreams = args.dns_upstreams()?;
@@ -125,8 +163,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         None => None,
     };
     let net = Network::new(cfg.clone(), random_seed());
+    if let Some(hook) = extras.before_threads.take() {
+        hook()?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(stop.clone());
+    for watch in extras.stop_when.drain(..) {
+        watch(stop.clone());
+    }
     let mut dns_cfg = dns_forwarder::DnsForwarderConfig::new(zone.clone());
     dns_cfg.upstreams = upstreams;
     dns_cfg.resolv_conf = resolv_conf;
@@ -168,14 +212,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         connections
     });
-    if api_listener.is_some() || guests.is_some() {
+    let slirp_api = extras.slirp_api.take();
+    if api_listener.is_some() || guests.is_some() || slirp_api.is_some() {
         let state = api::ApiState {
             control: driver.control(),
             zone: zone.clone(),
             network: api::NetworkInfo::of(&cfg),
             gvproxy_zones: Arc::default(),
         };
-        api::spawn(api_listener, guests, state).context("cannot start the API server")?;
+        api::spawn(api_listener, guests, slirp_api, state)
+            .context("cannot start the API server")?;
         if let Some(p) = &args.api {
             tracing::info!("API on {}", p.display());
         }
@@ -217,6 +263,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             mac,
             address: Some((address, cfg.prefix)),
             gateway: Some(cfg.gateway),
+            exclusive: true,
+            configure: true,
         };
         let fd = netns::open_tap(&target, &setup)?;
         let port = driver.add_link(Box::new(link::TapLink::new(fd)?))?;
@@ -227,12 +275,120 @@ fn serve(args: ServeArgs) -> Result<()> {
             cfg.gateway
         );
     }
+    for (fd, what) in extras.taps.drain(..) {
+        let port = driver.add_link(Box::new(link::TapLink::new(fd)?))?;
+        tracing::info!("{what} (port {port})");
+    }
+    if let Some(ready) = extras.on_ready.take() {
+        ready()?;
+    }
     let result = driver.run();
     if let Some(p) = &args.api {
         let _ = std::fs::remove_file(p);
     }
+    for p in &extras.remove_at_exit {
+        let _ = std::fs::remove_file(p);
+    }
     result?;
     Ok(())
+}
+
+/// slirp4netns's command line (`slirp4netns …` through a symlink, or `slipway slirp4netns …`).
+fn slirp4netns_mode(args: &[String]) -> Result<()> {
+    let mode = slipway::compat::slirp4netns::parse(args)?;
+    if let Some(text) = mode.print {
+        print!("{text}");
+        return Ok(());
+    }
+    init_logging(mode.serve.verbose, None)?;
+    let cfg = mode.serve.network_config()?;
+    let Some(target) = mode.target.clone() else {
+        bail!("slirp4netns mode: no namespace given");
+    };
+    let guest = cfg.slirp_guest();
+    let setup = netns::TapSetup {
+        name: mode.tap.clone(),
+        mtu: cfg.mtu,
+        mac: mode.mac.unwrap_or_else(netns::tap_mac_random),
+        address: mode.configure.then_some((guest, cfg.prefix)),
+        gateway: mode.configure.then_some(cfg.gateway),
+        exclusive: false,
+        configure: mode.configure,
+    };
+    let fd = netns::open_tap_joining(&target, mode.userns.as_deref(), &setup)?;
+    let mut extras = Extras::default();
+    let what = if mode.configure {
+        format!(
+            "namespace {target}: {} is {guest}/{} via {}, DNS {}",
+            mode.tap, cfg.prefix, cfg.gateway, cfg.dns_server
+        )
+    } else {
+        format!("namespace {target}: attached to {}", mode.tap)
+    };
+    extras.taps.push((fd, what));
+    if let Some(path) = &mode.api_socket {
+        let listener = api::bind(path)?;
+        let info = api::slirp4netns::SlirpApi {
+            default_guest: guest,
+        };
+        extras.slirp_api = Some((listener, info));
+        extras.remove_at_exit.push(path.clone());
+    }
+    if mode.sandbox || mode.seccomp {
+        let (sandbox, seccomp) = (mode.sandbox, mode.seccomp);
+        extras.before_threads = Some(Box::new(move || {
+            if sandbox {
+                slipway::sandbox::enter().context("--enable-sandbox")?;
+            }
+            if seccomp {
+                slipway::sandbox::install_seccomp().context("--enable-seccomp")?;
+            }
+            Ok(())
+        }));
+    }
+    if let Some(fd) = mode.ready_fd {
+        extras.on_ready = Some(Box::new(move || write_ready(fd)));
+    }
+    if let Some(fd) = mode.exit_fd {
+        extras.stop_when.push(Box::new(move |stop| {
+            std::thread::spawn(move || {
+                wait_readable(fd);
+                tracing::info!("--exit-fd {fd} is readable or closed: stopping");
+                stop.store(true, Ordering::Relaxed);
+            });
+        }));
+    }
+    serve_with(mode.serve, extras)
+}
+
+/// slirp4netns's ready signal: `1` written to FD, then FD closed.
+fn write_ready(fd: RawFd) -> Result<()> {
+    // SAFETY: the fd was handed to us for this purpose; we write one byte and close it.
+    let n = unsafe { libc::write(fd, b"1".as_ptr() as *const libc::c_void, 1) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the fd we were given; nothing else uses it.
+    unsafe { libc::close(fd) };
+    if n != 1 {
+        bail!("--ready-fd {fd}: cannot write to it: {err}");
+    }
+    Ok(())
+}
+
+/// Block until `fd` is readable, hung up or invalid.
+fn wait_readable(fd: RawFd) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one pollfd on the stack, infinite timeout.
+        let rc = unsafe { libc::poll(&mut p, 1, -1) };
+        if rc > 0 || (rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+        {
+            return;
+        }
+    }
 }
 
 /// A client command against a running slipway's API; prints a table or the JSON.
@@ -343,11 +499,28 @@ fn run_client(cmd: Command) -> Result<()> {
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(netns::HELPER_ARG) {
+        std::process::exit(netns::helper::main(&argv[2..]));
+    }
     let program = argv
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("slipway");
+    let slirp = if program == "slirp4netns" {
+        Some(&argv[1..])
+    } else if argv.get(1).map(String::as_str) == Some("slirp4netns") {
+        Some(&argv[2..])
+    } else {
+        None
+    };
+    if let Some(args) = slirp {
+        if let Err(e) = slirp4netns_mode(args) {
+            eprintln!("slirp4netns (slipway): {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let drop_in = if program == "gvproxy" {
         Some(&argv[1..])
     } else if argv.get(1).map(String::as_str) == Some("gvproxy") {

@@ -34,10 +34,12 @@
 //! # User namespaces
 //!
 //! Unprivileged use (rootless containers) needs to join the user namespace that owns the network
-//! namespace first. `setns(CLONE_NEWUSER)` is refused for a multi-threaded process, so that will
-//! need a forked single-threaded helper that passes the TAP fd back over `SCM_RIGHTS`; until then
-//! [`open_tap_with_userns`] accepts the parameter and refuses it with
-//! [`NetnsError::UsernsUnsupported`].
+//! namespace first. `setns(CLONE_NEWUSER)` is refused for a multi-threaded process, so
+//! [`open_tap_with_userns`] runs a helper: slipway's own executable again (`/proc/self/exe
+//! __tap-helper …`, a fresh single-threaded process), which joins the user namespace, then the
+//! network namespace, creates and configures the TAP exactly as above, and passes the fd back
+//! over a seqpacket socket pair with `SCM_RIGHTS` (or the error's text), then exits.
+//! [`open_tap_joining`] tries without the helper first: root needs no user namespace.
 //!
 //! # Limits
 //!
@@ -184,6 +186,12 @@ pub struct TapSetup {
     pub address: Option<(Ipv4Addr, u8)>,
     /// Add a default route via this address (needs `address`, and must lie inside its subnet).
     pub gateway: Option<Ipv4Addr>,
+    /// Refuse a device of the same name that already exists (`IFF_TUN_EXCL`). slirp4netns
+    /// attaches to an existing one (rootlesskit creates `tap0` before starting it).
+    pub exclusive: bool,
+    /// Bring `lo` and the TAP up and set MTU, MAC, address and route. Without it nothing is
+    /// configured (slirp4netns without `--configure`: the namespace's owner does it).
+    pub configure: bool,
 }
 
 impl TapSetup {
@@ -200,6 +208,8 @@ impl TapSetup {
             mac,
             address: None,
             gateway: None,
+            exclusive: true,
+            configure: true,
         }
     }
 
@@ -282,7 +292,7 @@ pub enum NetnsError {
     NoNamespace { path: PathBuf, hint: String },
     #[error("{} is not a network namespace: give /run/netns/NAME, /proc/PID/ns/net or a PID (a leftover file under /run/netns is stale: recreate it with `ip netns add`)", path.display())]
     NotANamespace { path: PathBuf },
-    #[error("permission denied entering the network namespace at {}: this needs CAP_SYS_ADMIN over that namespace; run slipway as root (joining the owning user namespace is not supported yet)", path.display())]
+    #[error("permission denied entering the network namespace at {}: this needs CAP_SYS_ADMIN over that namespace; run slipway as root, or as the user owning the namespace's user namespace (slirp4netns mode joins it: give --userns-path)", path.display())]
     NamespacePermission { path: PathBuf },
     #[error("/dev/net/tun is missing or the tun driver is not loaded: load it (`modprobe tun`), or pass the device into the container (e.g. `--device /dev/net/tun`)")]
     TunMissing,
@@ -290,8 +300,11 @@ pub enum NetnsError {
     TunPermission { action: &'static str },
     #[error("an interface named '{name}' already exists in the network namespace at {}: choose another TAP name, or delete it (`ip link del {name}` inside the namespace)", path.display())]
     NameTaken { name: String, path: PathBuf },
-    #[error("joining the user namespace at {} is not supported yet: run slipway as root and leave the user namespace unset", .0.display())]
-    UsernsUnsupported(PathBuf),
+    #[error("joining the user namespace at {}: {reason}", path.display())]
+    Userns { path: PathBuf, reason: String },
+    /// The helper process reported this (its message is already for a person).
+    #[error("{0}")]
+    Helper(String),
     #[error("{step} failed: {reason}")]
     Netlink {
         step: String,
@@ -317,15 +330,16 @@ pub fn open_tap(target: &NetnsTarget, setup: &TapSetup) -> Result<OwnedFd, Netns
     open_tap_with_userns(target, None, setup)
 }
 
-/// [`open_tap`], first joining the user namespace at `userns` (e.g. `/proc/PID/ns/user`).
-/// Not supported yet: `Some` gives [`NetnsError::UsernsUnsupported`].
+/// [`open_tap`], first joining the user namespace at `userns` (e.g. `/proc/PID/ns/user`)
+/// through the helper process (see the module's docs).
 pub fn open_tap_with_userns(
     target: &NetnsTarget,
     userns: Option<&Path>,
     setup: &TapSetup,
 ) -> Result<OwnedFd, NetnsError> {
     if let Some(userns) = userns {
-        return Err(NetnsError::UsernsUnsupported(userns.to_path_buf()));
+        setup.validate()?;
+        return helper::open_tap(userns, &target.path(), setup);
     }
     setup.validate()?;
     let namespace = open_namespace_file(target)?;
@@ -339,6 +353,27 @@ pub fn open_tap_with_userns(
             source,
         })?;
     worker.join().map_err(|_| NetnsError::ThreadPanicked)?
+}
+
+/// [`open_tap`] directly when that is allowed (root), else through `userns` (slirp4netns's
+/// behaviour: it joins the target's user namespace).
+pub fn open_tap_joining(
+    target: &NetnsTarget,
+    userns: Option<&Path>,
+    setup: &TapSetup,
+) -> Result<OwnedFd, NetnsError> {
+    match open_tap(target, setup) {
+        Err(e @ (NetnsError::NamespacePermission { .. } | NetnsError::TunPermission { .. })) => {
+            match userns {
+                Some(userns) => {
+                    tracing::debug!("{e}; joining the user namespace {} first", userns.display());
+                    open_tap_with_userns(target, Some(userns), setup)
+                }
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
 }
 
 /// A random locally administered unicast MAC address (from `getrandom`, else `/dev/urandom`).
@@ -380,7 +415,7 @@ fn fill_random(buf: &mut [u8; 6]) {
     buf.copy_from_slice(&hasher.finish().to_ne_bytes()[..6]);
 }
 
-fn validate_tap_name(name: &str) -> Result<(), NetnsError> {
+pub fn validate_tap_name(name: &str) -> Result<(), NetnsError> {
     let bad = |reason| {
         Err(NetnsError::BadTapName {
             name: name.to_string(),
@@ -463,6 +498,271 @@ fn missing_namespace_hint(target: &NetnsTarget) -> String {
     }
 }
 
+/// The executable the helper is started from: this one.
+const HELPER_EXE: &str = "/proc/self/exe";
+/// The helper's first argument.
+pub const HELPER_ARG: &str = "__tap-helper";
+
+/// The user-namespace helper: the parent's side ([`helper::open_tap`]) and the helper's own
+/// ([`helper::main`]).
+pub mod helper {
+    use super::*;
+    use std::os::fd::{FromRawFd, RawFd};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    /// The fd the helper finds its end of the socket pair on.
+    const HELPER_FD: RawFd = 3;
+    const MAX_MESSAGE: usize = 1024;
+
+    /// The helper's arguments (after [`HELPER_ARG`]).
+    pub fn encode(userns: &Path, netns: &Path, s: &TapSetup) -> Vec<String> {
+        let dash = || "-".to_string();
+        vec![
+            userns.display().to_string(),
+            netns.display().to_string(),
+            s.name.clone(),
+            s.mtu.to_string(),
+            format_mac(&s.mac),
+            s.address
+                .map(|(a, p)| format!("{a}/{p}"))
+                .unwrap_or_else(dash),
+            s.gateway.map(|g| g.to_string()).unwrap_or_else(dash),
+            u8::from(s.exclusive).to_string(),
+            u8::from(s.configure).to_string(),
+        ]
+    }
+
+    pub fn decode(args: &[String]) -> Result<(PathBuf, PathBuf, TapSetup), String> {
+        let [userns, netns, name, mtu, mac, address, gateway, exclusive, configure] = args else {
+            return Err(format!("expected 9 arguments, got {}", args.len()));
+        };
+        let bad = |what: &str, v: &str| format!("bad {what}: {v}");
+        let mut m = [0u8; 6];
+        let parts: Vec<&str> = mac.split(':').collect();
+        if parts.len() != 6 {
+            return Err(bad("MAC", mac));
+        }
+        for (b, p) in m.iter_mut().zip(parts) {
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad("MAC", mac))?;
+        }
+        let address = match address.as_str() {
+            "-" => None,
+            a => {
+                let (ip, prefix) = a.split_once('/').ok_or_else(|| bad("address", a))?;
+                Some((
+                    ip.parse().map_err(|_| bad("address", a))?,
+                    prefix.parse().map_err(|_| bad("address", a))?,
+                ))
+            }
+        };
+        let gateway = match gateway.as_str() {
+            "-" => None,
+            g => Some(g.parse().map_err(|_| bad("gateway", g))?),
+        };
+        Ok((
+            PathBuf::from(userns),
+            PathBuf::from(netns),
+            TapSetup {
+                name: name.clone(),
+                mtu: mtu.parse().map_err(|_| bad("MTU", mtu))?,
+                mac: m,
+                address,
+                gateway,
+                exclusive: exclusive == "1",
+                configure: configure == "1",
+            },
+        ))
+    }
+
+    /// Run the helper and take the TAP fd it sends.
+    pub fn open_tap(userns: &Path, netns: &Path, setup: &TapSetup) -> Result<OwnedFd, NetnsError> {
+        open_tap_with_exe(Path::new(HELPER_EXE), userns, netns, setup)
+    }
+
+    pub fn open_tap_with_exe(
+        exe: &Path,
+        userns: &Path,
+        netns: &Path,
+        setup: &TapSetup,
+    ) -> Result<OwnedFd, NetnsError> {
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| NetnsError::Io { context, source }
+        };
+        let (ours, theirs) = seqpacket_pair().map_err(io("creating the helper's socket pair"))?;
+        let their_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(exe);
+        cmd.arg(HELPER_ARG)
+            .args(encode(userns, netns, setup))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: only dup2/fcntl between fork and exec, both async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if their_fd == HELPER_FD {
+                    let flags = libc::fcntl(HELPER_FD, libc::F_GETFD);
+                    libc::fcntl(HELPER_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(their_fd, HELPER_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(io("starting the user-namespace helper"))?;
+        drop(theirs);
+        let answer = receive(&ours);
+        let status = child.wait();
+        match answer {
+            Ok((_, Some(fd))) => Ok(fd),
+            Ok((text, None)) if !text.is_empty() => Err(NetnsError::Helper(text)),
+            Ok(_) | Err(_) => Err(NetnsError::Helper(format!(
+                "the user-namespace helper ({} {HELPER_ARG}) exited ({}) without an answer",
+                exe.display(),
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            ))),
+        }
+    }
+
+    fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair writes two fds into the array on success.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both fds are new and owned by nobody else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    }
+
+    /// One message: its text and the fd it carried, if any.
+    fn receive(sock: &OwnedFd) -> io::Result<(String, Option<OwnedFd>)> {
+        let mut buf = [0u8; MAX_MESSAGE];
+        // Room for one cmsghdr with one int, aligned.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: msg describes valid buffers.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut fd = None;
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled in.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const RawFd);
+                    fd = Some(OwnedFd::from_raw_fd(raw));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        let text = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+        Ok((text, fd))
+    }
+
+    fn send(sock: RawFd, text: &str, fd: Option<RawFd>) -> io::Result<()> {
+        let bytes = if text.is_empty() { " " } else { text };
+        let bytes = &bytes.as_bytes()[..bytes.len().min(MAX_MESSAGE)];
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        let mut control = [0u64; 8];
+        // SAFETY: a zeroed msghdr is valid; pointers outlive the call; CMSG macros stay in the
+        // control buffer, which is large enough for one int.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if let Some(fd) = fd {
+                let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+                msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+                msg.msg_controllen = space as _;
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+            }
+            if libc::sendmsg(sock, &msg, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// The helper process: `slipway __tap-helper ARGS…` with its socket on fd 3. Returns the
+    /// exit code.
+    pub fn main(args: &[String]) -> i32 {
+        let result = decode(args)
+            .map_err(|e| format!("user-namespace helper: {e}"))
+            .and_then(|(userns, netns, setup)| {
+                run(&userns, &netns, &setup).map_err(|e| e.to_string())
+            });
+        let sent = match &result {
+            Ok(fd) => send(HELPER_FD, "", Some(fd.as_raw_fd())),
+            Err(text) => send(HELPER_FD, text, None),
+        };
+        match (result, sent) {
+            (Ok(_), Ok(())) => 0,
+            (Err(text), _) => {
+                eprintln!("{text}");
+                1
+            }
+            (Ok(_), Err(e)) => {
+                eprintln!("user-namespace helper: cannot pass the TAP back: {e}");
+                1
+            }
+        }
+    }
+
+    fn run(userns: &Path, netns: &Path, setup: &TapSetup) -> Result<OwnedFd, NetnsError> {
+        let file = File::open(userns).map_err(|e| NetnsError::Userns {
+            path: userns.to_path_buf(),
+            reason: format!("cannot open it: {e}"),
+        })?;
+        // SAFETY: setns on an fd we just opened; this process is single-threaded.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWUSER) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            // EINVAL: already in that user namespace, which is fine (as slirp4netns treats it).
+            if errno_of(&err) != libc::EINVAL {
+                return Err(NetnsError::Userns {
+                    path: userns.to_path_buf(),
+                    reason: format!(
+                        "{err}; only its owner (or root) may join it, and only from a single-threaded process"
+                    ),
+                });
+            }
+        }
+        let target = NetnsTarget::Path(netns.to_path_buf());
+        let namespace = open_namespace_file(&target)?;
+        configure_in_namespace(namespace, netns, setup)
+    }
+}
+
 /// Runs on the short-lived thread: enter the namespace, create and configure the TAP.
 fn configure_in_namespace(
     namespace: OwnedFd,
@@ -471,7 +771,11 @@ fn configure_in_namespace(
 ) -> Result<OwnedFd, NetnsError> {
     enter_namespace(&namespace, path)?;
     drop(namespace);
-    let tap = create_tap(&setup.name, path)?;
+    let tap = create_tap(&setup.name, setup.exclusive, path)?;
+    if !setup.configure {
+        tracing::debug!(tap = %setup.name, namespace = %path.display(), "TAP device opened, left unconfigured");
+        return Ok(tap);
+    }
     let tap_index = interface_index(&setup.name)?;
     let lo_index = interface_index("lo")?;
     let mut rtnl = RouteSocket::open()?;
@@ -528,18 +832,19 @@ fn enter_namespace(namespace: &OwnedFd, path: &Path) -> Result<(), NetnsError> {
 }
 
 /// `struct ifreq` for `TUNSETIFF`: the NUL-padded name, then the flags as a native `short`.
-fn tap_ifreq(name: &str) -> [u8; IFREQ_LEN] {
+fn tap_ifreq(name: &str, exclusive: bool) -> [u8; IFREQ_LEN] {
     let mut ifreq = [0u8; IFREQ_LEN];
     let name = name.as_bytes();
     let len = name.len().min(MAX_TAP_NAME_LEN);
     ifreq[..len].copy_from_slice(&name[..len]);
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL) as u16;
+    let excl = if exclusive { libc::IFF_TUN_EXCL } else { 0 };
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | excl) as u16;
     ifreq[IFREQ_FLAGS_OFFSET..IFREQ_FLAGS_OFFSET + 2].copy_from_slice(&flags.to_ne_bytes());
     ifreq
 }
 
 /// Creates the TAP in the current thread's network namespace.
-fn create_tap(name: &str, namespace: &Path) -> Result<OwnedFd, NetnsError> {
+fn create_tap(name: &str, exclusive: bool, namespace: &Path) -> Result<OwnedFd, NetnsError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -556,7 +861,7 @@ fn create_tap(name: &str, namespace: &Path) -> Result<OwnedFd, NetnsError> {
             },
         })?;
     let fd = OwnedFd::from(file);
-    let mut ifreq = tap_ifreq(name);
+    let mut ifreq = tap_ifreq(name, exclusive);
     // SAFETY: `fd` is an open /dev/net/tun fd; TUNSETIFF reads and writes at most
     // sizeof(struct ifreq) bytes, and `ifreq` is a writable buffer at least that large.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, ifreq.as_mut_ptr()) };
@@ -1129,13 +1434,16 @@ mod tests {
 
     #[test]
     fn ifreq_holds_name_and_tap_flags() {
-        let ifreq = tap_ifreq("tap0");
+        let ifreq = tap_ifreq("tap0", true);
         let mut expected = [0u8; IFREQ_LEN];
         expected[..4].copy_from_slice(b"tap0");
         // IFF_TAP 0x0002 | IFF_NO_PI 0x1000 | IFF_TUN_EXCL 0x8000 = 0x9002
         expected[16..18].copy_from_slice(&0x9002u16.to_ne_bytes());
         assert_eq!(ifreq, expected);
-        let long = tap_ifreq("abcdefghijklmno");
+        // Attaching to an existing device: no IFF_TUN_EXCL.
+        expected[16..18].copy_from_slice(&0x1002u16.to_ne_bytes());
+        assert_eq!(tap_ifreq("tap0", false), expected);
+        let long = tap_ifreq("abcdefghijklmno", true);
         assert_eq!(&long[..15], b"abcdefghijklmno");
         assert_eq!(long[15], 0, "name stays NUL-terminated");
     }
@@ -1393,15 +1701,48 @@ mod tests {
     }
 
     #[test]
-    fn user_namespaces_are_refused_clearly() {
-        let err = open_tap_with_userns(
-            &NetnsTarget::Pid(1),
-            Some(Path::new("/proc/1/ns/user")),
+    fn helper_arguments_round_trip() {
+        let setup = TapSetup {
+            name: "tap7".into(),
+            mtu: 65520,
+            mac: [2, 1, 2, 3, 4, 5],
+            address: Some((v4("10.0.2.100"), 24)),
+            gateway: Some(v4("10.0.2.2")),
+            exclusive: false,
+            configure: true,
+        };
+        let args = helper::encode(
+            Path::new("/proc/9/ns/user"),
+            Path::new("/proc/9/ns/net"),
+            &setup,
+        );
+        let (userns, netns, back) = helper::decode(&args).unwrap();
+        assert_eq!(
+            (userns, netns),
+            ("/proc/9/ns/user".into(), "/proc/9/ns/net".into())
+        );
+        assert_eq!(back, setup);
+        let bare = TapSetup::new([2, 0, 0, 0, 0, 1]);
+        let args = helper::encode(Path::new("/u"), Path::new("/n"), &bare);
+        assert_eq!(helper::decode(&args).unwrap().2, bare);
+        assert!(helper::decode(&args[1..]).is_err());
+    }
+
+    #[test]
+    fn a_missing_user_namespace_is_reported_by_the_helper() {
+        if !Path::new(HELPER_EXE).exists() {
+            return;
+        }
+        // The test binary is not slipway: the helper must be the real executable. Only the
+        // parent's side is exercised here (the e2e tests run the helper for real).
+        let err = helper::open_tap_with_exe(
+            Path::new("/bin/false"),
+            Path::new("/nonexistent/user"),
+            Path::new("/nonexistent/net"),
             &TapSetup::new([2, 0, 0, 0, 0, 1]),
         )
         .unwrap_err();
-        assert!(matches!(err, NetnsError::UsernsUnsupported(_)));
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+        assert!(err.to_string().contains("helper"), "{err}");
     }
 
     #[test]
@@ -1542,6 +1883,8 @@ mod tests {
             mac,
             address: Some((v4("192.168.127.2"), 24)),
             gateway: Some(v4("192.168.127.1")),
+            exclusive: true,
+            configure: true,
         };
         let netns_before = thread_netns();
         let fd = open_tap(&namespace.target(), &setup).unwrap();

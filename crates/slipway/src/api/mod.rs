@@ -18,6 +18,7 @@
 pub mod client;
 pub mod gvproxy;
 pub mod native;
+pub mod slirp4netns;
 
 use crate::control::ControlHandle;
 use axum::Router;
@@ -161,11 +162,12 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Gues
     }
 }
 
-/// Serve the API (on the host socket, to guests, or both) on its own thread until the process
-/// ends.
+/// Serve the API (on the host socket, to guests, slirp4netns's JSON socket, or any of them) on
+/// its own thread until the process ends.
 pub fn spawn(
     host: Option<UnixListener>,
     guests: Option<GuestConnections>,
+    slirp: Option<(UnixListener, slirp4netns::SlirpApi)>,
     state: ApiState,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -196,7 +198,16 @@ pub fn spawn(
                         tracing::error!("the guest API stopped: {e}");
                     }
                 };
-                tokio::join!(host_side, guest_side);
+                let slirp_side = async {
+                    let Some((listener, api)) = slirp else { return };
+                    match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => slirp4netns::serve(l, api, state.control.clone()).await,
+                        Err(e) => {
+                            tracing::error!("the slirp4netns API socket cannot be served: {e}")
+                        }
+                    }
+                };
+                tokio::join!(host_side, guest_side, slirp_side);
             })
         })
 }

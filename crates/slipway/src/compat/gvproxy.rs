@@ -99,6 +99,7 @@ pub fn parse(args: &[String]) -> Result<GvproxyMode, GvproxyError> {
     s.static_lease = vec![format!("{GVPROXY_GUEST_MAC}=192.168.127.2")];
     // gvproxy serves its forwarder paths to guests at 192.168.127.1:80.
     s.guest_api = true;
+    s.apply_env();
     let mut ssh_port: i64 = 2222;
     let mut it = args.iter();
     while let Some(arg) = it.next() {

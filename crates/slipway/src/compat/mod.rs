@@ -3,3 +3,4 @@
 //! `serve` options its users' tools expect.
 
 pub mod gvproxy;
+pub mod slirp4netns;
