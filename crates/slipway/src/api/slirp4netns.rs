@@ -14,6 +14,8 @@
 //!   "host_port":…,"guest_addr":…,"guest_port":…}]}}`;
 //! - `{"execute":"remove_hostfwd","arguments":{"id":N}}` → `{"return":{}}`.
 //!
+//! IDs start at 1, as slirp4netns's do (slipway's own forward ID plus one).
+//!
 //! Errors are `{"error":{"desc":"bad request: …"}}`, as slirp4netns writes them, with the reason
 //! appended where slipway knows one. Forwards are the same forwards as `-p` and `/v1/forwards`
 //! (through [`crate::control`]), so the guest sees each client's real address. Unlike
@@ -122,13 +124,18 @@ pub fn entry(f: &ForwardInfo) -> Option<Value> {
         return None;
     };
     Some(json!({
-        "id": f.id,
+        "id": slirp_id(f.id),
         "proto": match f.proto { ForwardProto::Tcp => "tcp", ForwardProto::Udp => "udp" },
         "host_addr": host.ip().to_string(),
         "host_port": host.port(),
         "guest_addr": f.guest_ip.to_string(),
         "guest_port": f.guest_port,
     }))
+}
+
+/// slirp4netns numbers forwards from 1; slipway from 0.
+fn slirp_id(id: u32) -> u64 {
+    u64::from(id) + 1
 }
 
 /// Carry out one request through the event loop.
@@ -143,7 +150,7 @@ pub async fn handle(bytes: &[u8], api: SlirpApi, control: &ControlHandle) -> Val
             .await
         {
             Ok(Ok(added)) => match added.first() {
-                Some(f) => json!({ "return": { "id": f.id } }),
+                Some(f) => json!({ "return": { "id": slirp_id(f.id) } }),
                 None => error("add_hostfwd: nothing was added"),
             },
             Ok(Err(e)) | Err(e) => error(format!("add_hostfwd: {}", e.message())),
@@ -155,8 +162,9 @@ pub async fn handle(bytes: &[u8], api: SlirpApi, control: &ControlHandle) -> Val
             }
             Err(e) => error(format!("list_hostfwd: {}", e.message())),
         },
+        Request::Remove(0) => error("remove_hostfwd: bad arguments.id"),
         Request::Remove(id) => match control
-            .call(|reply| Command::RemoveForward(id, reply))
+            .call(|reply| Command::RemoveForward(id - 1, reply))
             .await
         {
             Ok(Ok(_)) => json!({ "return": {} }),
@@ -324,7 +332,7 @@ mod tests {
         };
         assert_eq!(
             entry(&tcp).unwrap(),
-            json!({"id":3,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,"guest_addr":"10.0.2.100","guest_port":80})
+            json!({"id":4,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,"guest_addr":"10.0.2.100","guest_port":80})
         );
         let unix = ForwardInfo {
             host: ForwardHost::Unix("/tmp/x.sock".into()),
