@@ -29,6 +29,9 @@ pub enum Command {
     /// Run one virtual network in the foreground.
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// Run a command in a new network namespace whose network is slipway (no root needed).
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
     /// Published ports of a running slipway (over its --api socket).
     Forward {
         #[command(subcommand)]
@@ -98,6 +101,33 @@ Examples:
   # In the guest, the host's 127.0.0.1 is 192.168.127.254
   # (host.slipway.internal).
 ";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # Fetch a page from a server on the host's 127.0.0.1:8000:
+  slipway run -- curl http://host.slipway.internal:8000/
+
+  # A shell whose only way out is the host's loopback, with its port 80 published on 8080:
+  slipway run --egress-allow 127.0.0.0/8 -p 8080:80 -- sh
+
+The command runs in new user, network and mount namespaces (as root of that user namespace), \
+with tap0 at 192.168.127.2/24, a default route via 192.168.127.1 and a resolv.conf naming \
+192.168.127.1. slipway forwards signals to it and exits with its exit status.
+";
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The command and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {

@@ -141,6 +141,15 @@ impl Driver {
     }
 
     /// The control plane's handle (see [`crate::control`]); commands run between batches.
+    /// Stops the loop from another thread at once (the stop flag, then a wake-up).
+    pub fn stopper(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let (stop, w) = (self.stop.clone(), self.waker.clone());
+        Arc::new(move || {
+            stop.store(true, Ordering::Relaxed);
+            let _ = w.wake();
+        })
+    }
+
     pub fn control(&mut self) -> ControlHandle {
         let w = self.waker.clone();
         let (handle, queue) = control::channel(Arc::new(move || {

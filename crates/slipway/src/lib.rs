@@ -18,5 +18,6 @@ pub mod event_loop;
 pub mod link;
 pub mod netns;
 pub mod pcap;
+pub mod run;
 pub mod sandbox;
 pub mod sockets;

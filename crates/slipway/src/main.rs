@@ -3,7 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use slipway::api::client::{self, expect_ok, table};
-use slipway::cli::{self, Cli, ClientArgs, Command, DnsCommand, ForwardCommand, ServeArgs};
+use slipway::cli::{
+    self, Cli, ClientArgs, Command, DnsCommand, ForwardCommand, RunArgs, ServeArgs,
+};
 use slipway::{api, dns_forwarder, event_loop, link, netns, pcap};
 use slipway_core::services::dns::LocalZone;
 use slipway_core::Network;
@@ -76,7 +78,13 @@ fn random_seed() -> u64 {
 }
 
 fn init_logging(verbose: u8, file: Option<&std::path::Path>) -> Result<()> {
+    init_logging_quiet(verbose, file, false)
+}
+
+/// `quiet`: only warnings unless -v (`run`, whose terminal belongs to the command).
+fn init_logging_quiet(verbose: u8, file: Option<&std::path::Path>, quiet: bool) -> Result<()> {
     let level = match verbose {
+        0 if quiet => "warn",
         0 => "warn,slipway=info",
         1 => "info",
         2 => "debug",
@@ -133,9 +141,9 @@ struct Extras {
     before_threads: Option<Box<dyn FnOnce() -> Result<()>>>,
     /// Runs when the network is about to run (slirp4netns's --ready-fd, `run`'s go-ahead).
     on_ready: Option<Box<dyn FnOnce() -> Result<()>>>,
-    /// Each is given the stop flag to set from a thread of its own (--exit-fd, the command's
-    /// exit).
-    stop_when: Vec<Box<dyn FnOnce(Arc<AtomicBool>) + Send>>,
+    /// Each is given a function that stops the network, to call from a thread of its own
+    /// (--exit-fd, the command's exit).
+    stop_when: Vec<Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>) + Send>>,
     /// Files to remove at exit.
     remove_at_exit: Vec<PathBuf>,
 }
@@ -168,9 +176,6 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(stop.clone());
-    for watch in extras.stop_when.drain(..) {
-        watch(stop.clone());
-    }
     let mut dns_cfg = dns_forwarder::DnsForwarderConfig::new(zone.clone());
     dns_cfg.upstreams = upstreams;
     dns_cfg.resolv_conf = resolv_conf;
@@ -189,6 +194,9 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
     )
     .context("cannot start the event loop")?;
 
+    for watch in extras.stop_when.drain(..) {
+        watch(driver.stopper());
+    }
     for (port, path) in args.gateway_unix_targets()? {
         tracing::info!(
             "guest connections to {}:{port} go to {}",
@@ -354,11 +362,91 @@ fn slirp4netns_mode(args: &[String]) -> Result<()> {
             std::thread::spawn(move || {
                 wait_readable(fd);
                 tracing::info!("--exit-fd {fd} is readable or closed: stopping");
-                stop.store(true, Ordering::Relaxed);
+                stop();
             });
         }));
     }
     serve_with(mode.serve, extras)
+}
+
+/// `slipway run`: the command in its own namespaces, served until it exits; returns its exit
+/// code.
+fn run_command(mut args: RunArgs) -> Result<i32> {
+    let cfg = args.serve.network_config()?;
+    args.serve.forwards()?;
+    // The namespace is the network's first guest, with a lease no one else can take.
+    let mac = netns::tap_mac_random();
+    let address = cfg.pool_start;
+    args.serve
+        .static_lease
+        .push(format!("{}={address}", api::format_mac(&mac)));
+    let setup = netns::TapSetup {
+        name: args.serve.tap_name.clone(),
+        mtu: cfg.mtu,
+        mac,
+        address: Some((address, cfg.prefix)),
+        gateway: Some(cfg.gateway),
+        exclusive: true,
+        configure: true,
+    };
+    setup.validate()?;
+    let search = dns_forwarder::read_resolv_conf(std::path::Path::new("/etc/resolv.conf"))
+        .map(|rc| rc.search)
+        .unwrap_or_default();
+    let resolv =
+        std::env::temp_dir().join(format!("slipway-run-{}.resolv.conf", std::process::id()));
+    let have_resolv = std::path::Path::new("/etc/resolv.conf").exists();
+    if have_resolv {
+        std::fs::write(
+            &resolv,
+            slipway::run::resolv_conf_text(cfg.dns_server, &search),
+        )
+        .with_context(|| format!("cannot write {}", resolv.display()))?;
+    }
+    let spec = slipway::run::Spec {
+        command: &args.command,
+        setup: &setup,
+        resolv_conf: have_resolv.then_some(resolv.as_path()),
+    };
+    // No thread has started yet: the child may do anything before it execs.
+    let child = match slipway::run::spawn(&spec) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&resolv);
+            bail!("{e}");
+        }
+    };
+    CHILD.store(child.pid, Ordering::Relaxed);
+    let status = Arc::new(AtomicI32::new(-1));
+    let mut extras = Extras::default();
+    let pid = child.pid;
+    let tap = child.tap.try_clone().context("duplicating the TAP fd")?;
+    extras.taps.push((
+        tap,
+        format!(
+            "command {}: {} is {address}/{} via {}",
+            args.command[0], args.serve.tap_name, cfg.prefix, cfg.gateway
+        ),
+    ));
+    extras.remove_at_exit.push(resolv);
+    extras.on_ready = Some(Box::new(move || {
+        child.go().context("cannot start the command")
+    }));
+    let st = status.clone();
+    extras.stop_when.push(Box::new(move |stop| {
+        std::thread::spawn(move || {
+            let mut raw = 0;
+            // SAFETY: waiting for our own child.
+            while unsafe { libc::waitpid(pid, &mut raw, 0) } < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            st.store(slipway::run::exit_code(raw), Ordering::Relaxed);
+            stop();
+        });
+    }));
+    serve_with(args.serve, extras)?;
+    let code = status.load(Ordering::Relaxed);
+    Ok(if code < 0 { 1 } else { code })
 }
 
 /// slirp4netns's ready signal: `1` written to FD, then FD closed.
@@ -493,7 +581,7 @@ fn run_client(cmd: Command) -> Result<()> {
                 &[],
             ),
         },
-        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Serve(_) | Command::Run(_) => unreachable!("not a client command"),
     }
 }
 
@@ -538,6 +626,14 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => init_logging(args.verbose, None).and_then(|()| serve(args)),
+        Command::Run(args) => {
+            let code =
+                init_logging_quiet(args.serve.verbose, None, true).and_then(|()| run_command(args));
+            match code {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
+            }
+        }
         other => run_client(other),
     };
     if let Err(e) = result {

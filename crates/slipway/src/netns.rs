@@ -296,6 +296,8 @@ pub enum NetnsError {
     NamespacePermission { path: PathBuf },
     #[error("/dev/net/tun is missing or the tun driver is not loaded: load it (`modprobe tun`), or pass the device into the container (e.g. `--device /dev/net/tun`)")]
     TunMissing,
+    #[error("permission denied opening /dev/net/tun: it must be readable and writable by this user (mode 0666, as udev makes it on most distributions: `chmod 0666 /dev/net/tun` as root), or run slipway as root")]
+    TunDeviceAccess,
     #[error("permission denied {action}: this needs CAP_NET_ADMIN in the target namespace; run slipway as root")]
     TunPermission { action: &'static str },
     #[error("an interface named '{name}' already exists in the network namespace at {}: choose another TAP name, or delete it (`ip link del {name}` inside the namespace)", path.display())]
@@ -628,7 +630,7 @@ pub mod helper {
         }
     }
 
-    fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
         let mut fds = [0; 2];
         // SAFETY: socketpair writes two fds into the array on success.
         let rc = unsafe {
@@ -647,7 +649,7 @@ pub mod helper {
     }
 
     /// One message: its text and the fd it carried, if any.
-    fn receive(sock: &OwnedFd) -> io::Result<(String, Option<OwnedFd>)> {
+    pub fn receive(sock: &OwnedFd) -> io::Result<(String, Option<OwnedFd>)> {
         let mut buf = [0u8; MAX_MESSAGE];
         // Room for one cmsghdr with one int, aligned.
         let mut control = [0u64; 8];
@@ -682,7 +684,7 @@ pub mod helper {
         Ok((text, fd))
     }
 
-    fn send(sock: RawFd, text: &str, fd: Option<RawFd>) -> io::Result<()> {
+    pub fn send(sock: RawFd, text: &str, fd: Option<RawFd>) -> io::Result<()> {
         let bytes = if text.is_empty() { " " } else { text };
         let bytes = &bytes.as_bytes()[..bytes.len().min(MAX_MESSAGE)];
         let mut iov = libc::iovec {
@@ -771,6 +773,17 @@ fn configure_in_namespace(
 ) -> Result<OwnedFd, NetnsError> {
     enter_namespace(&namespace, path)?;
     drop(namespace);
+    create_and_configure(setup, path)
+}
+
+/// Create and configure the TAP in the calling thread's own network namespace (`slipway run`'s
+/// child, which made the namespace itself). `setup` must be valid ([`TapSetup::validate`]).
+pub fn open_tap_here(setup: &TapSetup) -> Result<OwnedFd, NetnsError> {
+    setup.validate()?;
+    create_and_configure(setup, Path::new("/proc/self/ns/net"))
+}
+
+fn create_and_configure(setup: &TapSetup, path: &Path) -> Result<OwnedFd, NetnsError> {
     let tap = create_tap(&setup.name, setup.exclusive, path)?;
     if !setup.configure {
         tracing::debug!(tap = %setup.name, namespace = %path.display(), "TAP device opened, left unconfigured");
@@ -852,9 +865,7 @@ fn create_tap(name: &str, exclusive: bool, namespace: &Path) -> Result<OwnedFd, 
         .open(TUN_DEVICE)
         .map_err(|err| match errno_of(&err) {
             libc::ENOENT | libc::ENODEV | libc::ENXIO => NetnsError::TunMissing,
-            libc::EACCES | libc::EPERM => NetnsError::TunPermission {
-                action: "opening /dev/net/tun",
-            },
+            libc::EACCES | libc::EPERM => NetnsError::TunDeviceAccess,
             _ => NetnsError::Io {
                 context: format!("opening {TUN_DEVICE}"),
                 source: err,
