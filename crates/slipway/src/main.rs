@@ -130,6 +130,9 @@ fn gvproxy_mode(args: &[String]) -> Result<()> {
     result
 }
 
+/// Stops the network at once, from any thread.
+type Stopper = Arc<dyn Fn() + Send + Sync>;
+
 /// What a drop-in or `slipway run` adds to `serve`.
 #[derive(Default)]
 struct Extras {
@@ -143,7 +146,7 @@ struct Extras {
     on_ready: Option<Box<dyn FnOnce() -> Result<()>>>,
     /// Each is given a function that stops the network, to call from a thread of its own
     /// (--exit-fd, the command's exit).
-    stop_when: Vec<Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>) + Send>>,
+    stop_when: Vec<Box<dyn FnOnce(Stopper) + Send>>,
     /// Files to remove at exit.
     remove_at_exit: Vec<PathBuf>,
 }
