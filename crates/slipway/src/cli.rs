@@ -154,6 +154,14 @@ pub struct ServeArgs {
     /// Name of the TAP device created inside each --netns namespace.
     #[arg(long, value_name = "NAME", default_value = "tap0")]
     pub tap_name: String,
+    /// MAC address of the TAP device in the first --netns namespace (default: random, locally
+    /// administered).
+    #[arg(long, value_name = "MAC")]
+    pub tap_mac: Option<String>,
+    /// Write `1` to file descriptor FD and close it once the network runs (as slirp4netns's
+    /// --ready-fd), for supervisors that start slipway.
+    #[arg(long, value_name = "FD")]
+    pub ready_fd: Option<i32>,
     /// The guest subnet: gateway and DNS at .1, host-loopback alias at .254, DHCP from .2.
     #[arg(long, value_name = "CIDR", default_value = "192.168.127.0/24")]
     pub subnet: String,
@@ -248,6 +256,8 @@ pub enum CliError {
     StaticLease(String),
     #[error("--gateway-unix {0}: expected PORT=PATH with a TCP port other than 53 and an absolute socket path, e.g. 2375=/run/docker.sock")]
     GatewayUnix(String),
+    #[error("--tap-mac {0}: expected a unicast MAC such as 02:00:00:00:00:01")]
+    TapMac(String),
     #[error("no guest link given: use --qemu, --dgram, --vpnkit, --bess, --stdio or --netns (see --help)")]
     NoLinks,
 }
@@ -386,6 +396,18 @@ impl ServeArgs {
                 Ok((port, PathBuf::from(path)))
             })
             .collect()
+    }
+
+    /// The `--tap-mac` address, checked.
+    pub fn tap_mac(&self) -> Result<Option<[u8; 6]>, CliError> {
+        self.tap_mac
+            .as_deref()
+            .map(|m| {
+                parse_mac(m)
+                    .filter(|mac| mac[0] & 1 == 0 && *mac != [0; 6])
+                    .ok_or_else(|| CliError::TapMac(m.to_string()))
+            })
+            .transpose()
     }
 
     pub fn dns_upstreams(&self) -> Result<Vec<SocketAddr>, CliError> {

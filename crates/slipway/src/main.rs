@@ -106,7 +106,12 @@ fn init_logging_quiet(verbose: u8, file: Option<&std::path::Path>, quiet: bool) 
                 .with_ansi(false)
                 .init();
         }
-        None => fmt.with_writer(std::io::stderr).init(),
+        None => {
+            use std::io::IsTerminal;
+            fmt.with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init()
+        }
     }
     Ok(())
 }
@@ -254,9 +259,10 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
     if args.stdio {
         driver.add_link(Box::new(link::StdioLink::new()?))?;
     }
+    let mut tap_mac = args.tap_mac()?;
     for target in &args.netns {
         let target: netns::NetnsTarget = target.parse()?;
-        let mac = netns::tap_mac_random();
+        let mac = tap_mac.take().unwrap_or_else(netns::tap_mac_random);
         let now = driver.now();
         let address = driver
             .network()
@@ -292,6 +298,9 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
     }
     if let Some(ready) = extras.on_ready.take() {
         ready()?;
+    }
+    if let Some(fd) = args.ready_fd {
+        write_ready(fd)?;
     }
     let result = driver.run();
     if let Some(p) = &args.api {
@@ -593,11 +602,26 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some(netns::HELPER_ARG) {
         std::process::exit(netns::helper::main(&argv[2..]));
     }
+    use slipway::compat::cni::plugin as cni;
+    if argv.get(1).map(String::as_str) == Some(cni::SUPERVISE_ARG) {
+        let _ = init_logging(0, None);
+        std::process::exit(cni::supervise(&argv[2..]));
+    }
     let program = argv
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("slipway");
+    if program == "slipway-cni" || argv.get(1).map(String::as_str) == Some("cni") {
+        use std::io::{Read, Write};
+        let mut stdin = Vec::new();
+        let _ = std::io::stdin()
+            .take(slipway::api::MAX_BODY as u64)
+            .read_to_end(&mut stdin);
+        let (out, code) = cni::main(&stdin, |k| std::env::var(k).ok());
+        let _ = std::io::stdout().write_all(out.as_bytes());
+        std::process::exit(code);
+    }
     let slirp = if program == "slirp4netns" {
         Some(&argv[1..])
     } else if argv.get(1).map(String::as_str) == Some("slirp4netns") {
