@@ -41,7 +41,6 @@ mkdir -p "$E2E_WORK/bin" "$E2E_WORK/www"
 ln -sfn "$SLIPWAY" "$E2E_WORK/bin/slirp4netns"
 S4=$E2E_WORK/bin/slirp4netns
 blob_sha=$(e2e_random_file "$E2E_WORK/www/blob.bin" "$blob_mib")
-echo "hello through slirp4netns" >"$E2E_WORK/www/hello.txt"
 e2e_http_server_start "$E2E_WORK/www"
 e2e_pick_port; p_fwd=$E2E_PORT
 e2e_pick_port; p_rk=$E2E_PORT
@@ -328,6 +327,7 @@ refused() { # NAME WANT_IN_STDERR ARGS...: slirp4netns ARGS exits 1 within 5 s, 
     timeout 10 "$S4" "$@" >"$E2E_WORK/$name.stdout" 2>"$E2E_WORK/$name.stderr" || rc=$?
     echo "slirp4netns $*: exit $rc after $((SECONDS - t0)) s; stderr: $(head -c 300 "$E2E_WORK/$name.stderr")"
     [ "$rc" = 1 ] || { echo "wanted exit status 1"; return 1; }
+    [ $((SECONDS - t0)) -le 5 ] || { echo "took longer than 5 s"; return 1; }
     grep -qF -- "$want" "$E2E_WORK/$name.stderr" || { echo "no '$want' in stderr"; return 1; }
 }
 check s4_refuses_ipv6 refused ipv6 IPv6 --enable-ipv6 1 tap0
@@ -397,6 +397,11 @@ d=$E2E_WORK/rk-tmp
 echo "E2E-RK-SHA \$(sha256sum "\$d/blob.bin" | cut -d' ' -f1)"
 /usr/bin/python3 - "\$d" <"$E2E_WORK/rk-server.py" &
 srv=\$!
+i=0
+while [ \$i -lt 50 ] && ! /usr/bin/curl -sf -o /dev/null http://127.0.0.1:8000/; do
+    sleep 0.1
+    i=\$((i + 1))
+done
 echo "E2E-RK-SERVER \$srv"
 i=0
 while [ \$i -lt 100 ] && ! /usr/bin/curl -sf -o /dev/null "http://$gateway:$E2E_HTTP_PORT/rk-stop"; do
@@ -416,13 +421,21 @@ e2e_spawn rootlesskit rootlesskit --net=slirp4netns --slirp4netns-binary="$S4" \
 rk_pid=$E2E_PID
 
 # Every process below rootlesskit, as "PID STARTTIME" (so that a reused PID is not mistaken).
+starttime() { # PID: field 22 of /proc/PID/stat (counted after the command name, which may hold spaces)
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    cut -d' ' -f20 <<<"$stat"
+}
 descendants() {
     ps -eo pid=,ppid= | awk -v root="$1" '
         { parent[$1] = $2 }
         END { for (p in parent) { q = p; while (q in parent && q != root && q > 1) q = parent[q]
               if (q == root && p != root) print p } }' |
         while read -r p; do
-            echo "$p $(awk '{ print $22 }' "/proc/$p/stat" 2>/dev/null)"
+            # Gone already (a short-lived child): nothing to record.
+            st=$(starttime "$p") || continue
+            [ -z "$st" ] || echo "$p $st"
         done
 }
 rk_ready() {
@@ -477,7 +490,7 @@ all_gone() {
     local p st left=""
     [ -n "$1" ] || { echo "no processes recorded under rootlesskit"; return 1; }
     while read -r p st; do
-        [ "$(awk '{ print $22 }' "/proc/$p/stat" 2>/dev/null)" = "$st" ] &&
+        [ "$(starttime "$p" || true)" = "$st" ] &&
             left+="$p($(cat "/proc/$p/comm" 2>/dev/null)) "
     done <<<"$1"
     echo "rootlesskit's processes: $(cut -d' ' -f1 <<<"$1" | tr '\n' ' '); still running: ${left:-none}"

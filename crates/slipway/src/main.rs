@@ -612,7 +612,10 @@ fn main() {
         .and_then(|a| std::path::Path::new(a).file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("slipway");
-    if program == "slipway-cni" || argv.get(1).map(String::as_str) == Some("cni") {
+    // A runtime runs a CNI plugin by its network's type ("slipway") with no arguments and
+    // CNI_COMMAND set; `slipway-cni` and `slipway cni` are the explicit forms.
+    let cni_by_env = argv.len() == 1 && std::env::var_os("CNI_COMMAND").is_some();
+    if cni_by_env || program == "slipway-cni" || argv.get(1).map(String::as_str) == Some("cni") {
         use std::io::{Read, Write};
         let mut stdin = Vec::new();
         let _ = std::io::stdin()

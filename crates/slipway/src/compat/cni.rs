@@ -1,5 +1,6 @@
-//! A CNI plugin (spec 1.0.0): `slipway-cni` (a symlink to slipway) or `slipway cni`, for a
-//! network of `"type": "slipway"`.
+//! A CNI plugin (spec 1.0.0) for a network of `"type": "slipway"`: runtimes run the executable
+//! named like the type, so `slipway` itself in CNI_PATH (with no arguments and `CNI_COMMAND`
+//! set), or explicitly `slipway-cni` (a symlink) or `slipway cni`.
 //!
 //! # Theory of operation
 //!
