@@ -189,7 +189,7 @@ def iperf(path, backend, rnd, test, cpu_before, cpu_after, clk_tck):
 # ---------------------------------------------------------------------------------------------
 # Report
 
-BACKENDS = ["slipway", "slirp4netns", "pasta", "veth"]
+BACKENDS = ["slipway", "slipway-s4", "slirp4netns", "pasta", "veth"]
 # (key, title, unit, higher is better, formatter)
 METRICS = [
     ("up", "TCP guest→host, 1 stream", "Gbit/s", True),
@@ -342,6 +342,12 @@ def report(results, info_path):
 
     if "slirp4netns" in backends or "pasta" in backends:
         ratio_table("Ratio to the best of slirp4netns and pasta", best_user, True)
+
+    if "slirp4netns" in backends and "slipway-s4" in backends:
+        # What a drop-in user gains: the same command line, slipway's binary behind it.
+        ratio_table("Ratio to slirp4netns (drop-in users: slipway-s4 is slipway under "
+                    "slirp4netns's command line)",
+                    lambda key, higher: (med.get((key, "slirp4netns")), "slirp4netns"), False)
 
     w("## Stalls")
     w("")

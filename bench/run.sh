@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of slipway, slirp4netns, pasta and a veth pair (the kernel limit), each
+# Side-by-side benchmark of slipway (also as slipway-s4: behind slirp4netns's command line),
+# slirp4netns, pasta and a veth pair (the kernel limit), each
 # attaching one network namespace to a sandbox "host" namespace. See bench/README.md.
 #
 #   bench/run.sh                       3 rounds, 5 s per iperf3 run (under ~10 min on 2 cores)
@@ -30,7 +31,7 @@ DURATION=${DURATION:-5}
 RR_N=${RR_N:-20000}
 CR_SECONDS=${CR_SECONDS:-3}
 QUICK=${QUICK:-}
-BACKENDS_ARG=${BACKENDS:-slipway,slirp4netns,pasta,veth}
+BACKENDS_ARG=${BACKENDS:-slipway,slipway-s4,slirp4netns,pasta,veth}
 KEEP_LOGS=${KEEP_LOGS:-}
 out=${RESULTS_DIR:-$here/results}
 
@@ -51,7 +52,7 @@ if [ -n "$QUICK" ]; then
 fi
 IFS=, read -r -a BACKENDS <<<"$BACKENDS_ARG"
 for b in "${BACKENDS[@]}"; do
-    case $b in slipway|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
+    case $b in slipway|slipway-s4|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
 done
 
 if [ "$(id -u)" != 0 ]; then
@@ -70,7 +71,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 SLIPWAY=${SLIPWAY:-${CARGO_TARGET_DIR:-$repo/target}/release/slipway}
-if [[ " ${BACKENDS[*]} " == *" slipway "* ]]; then
+if [[ " ${BACKENDS[*]} " == *" slipway"* ]]; then
     if [ ! -x "$SLIPWAY" ]; then
         echo "building slipway (release) into ${CARGO_TARGET_DIR:-$repo/target}" >&2
         (cd "$repo" && cargo build --release -p slipway >&2)
@@ -81,20 +82,22 @@ fi
 P="sbench$$"
 NS_H="$P-H"
 NS_X="$P-X"
-declare -A NS=([slipway]="$P-g-slipway" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
+# slipway-s4: slipway through a symlink named slirp4netns, with slirp4netns's exact flags (what a
+# rootlesskit or podman user who swaps the binary gets).
+declare -A NS=([slipway]="$P-g-slipway" [slipway-s4]="$P-g-s4" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
 # Where each guest reaches the host's 127.0.0.1 (veth: the server binds the veth address instead).
-declare -A TARGET=([slipway]=192.168.127.254 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
-declare -A SERVER=([slipway]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
+declare -A TARGET=([slipway]=192.168.127.254 [slipway-s4]=10.0.2.2 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
+declare -A SERVER=([slipway]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
 # Port forwards, host -> guest: the address and ports a client in H connects to, forwarded to the
 # guest's iperf3 server (port 5201) and echo server (port 7000), both bound to the guest's 0.0.0.0.
 # Each backend forwards its own H ports (they all live in H). veth has no forward: its client
 # connects straight to the guest's veth address, the kernel reference.
-declare -A FWD_HOST=([slipway]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
-declare -A FWD_IPERF=([slipway]=15201 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
-declare -A FWD_ECHO=([slipway]=17001 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
+declare -A FWD_HOST=([slipway]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_IPERF=([slipway]=15201 [slipway-s4]=15204 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
+declare -A FWD_ECHO=([slipway]=17001 [slipway-s4]=17004 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
 # The guest address each forward ends at (slirp4netns: the --configure default; pasta: the guest
 # copies H's 192.0.2.1, but a loopback client is spliced to the namespace's own loopback).
-declare -A FWD_GUEST=([slipway]=192.168.127.2 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_GUEST=([slipway]=192.168.127.2 [slipway-s4]=10.0.2.100 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
 declare -A FWD_BAD=()
 declare -A BPID=()
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
@@ -202,6 +205,12 @@ for b in "${BACKENDS[@]}"; do
                 --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
                 -p "127.0.0.1:${FWD_IPERF[slipway]}:5201" -p "127.0.0.1:${FWD_ECHO[slipway]}:7000"
             BPID[$b]=$lastpid ;;
+        slipway-s4)
+            mkdir -p "$work/s4" && ln -sf "$SLIPWAY" "$work/s4/slirp4netns"
+            bg "$work/slipway-s4.log" env NO_COLOR=1 SLIPWAY_EGRESS_ALLOW=127.0.0.1/32 \
+                ip netns exec "$NS_H" "$work/s4/slirp4netns" --configure --mtu=65520 \
+                --disable-dns --api-socket "$work/slipway-s4.sock" --netns-type=path "$g" tap0
+            BPID[$b]=$lastpid ;;
         slirp4netns)
             # Its forwards are added through the API socket once it runs (add_hostfwd below).
             bg "$work/slirp4netns.log" ip netns exec "$NS_H" slirp4netns --configure --mtu=65520 \
@@ -246,9 +255,9 @@ done
 for b in "${BACKENDS[@]}"; do
     bg "$work/echo-guest-$b.log" ip netns exec "${NS[$b]}" python3 "$tool" serve 0.0.0.0 7000
     wait_listen_ns "${NS[$b]}" 7000
-    if [ "$b" = slirp4netns ]; then
+    if [ "$b" = slirp4netns ] || [ "$b" = slipway-s4 ]; then
         for pair in "${FWD_IPERF[$b]}:5201" "${FWD_ECHO[$b]}:7000"; do
-            if ! reply=$(python3 "$tool" slirp-api "$work/slirp4netns.sock" \
+            if ! reply=$(python3 "$tool" slirp-api "$work/$b.sock" \
                 "{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":\"tcp\",\"host_addr\":\"127.0.0.1\",\"host_port\":${pair%%:*},\"guest_addr\":\"${FWD_GUEST[$b]}\",\"guest_port\":${pair#*:}}}" 2>&1); then
                 FWD_BAD[$b]="add_hostfwd 127.0.0.1:${pair%%:*} -> ${FWD_GUEST[$b]}:${pair#*:}: $reply"
             fi
@@ -367,6 +376,7 @@ if awk -v a="${load_start%% *}" 'BEGIN { exit !(a > 0.5) }'; then
 fi
 for b in "${!DIED[@]}"; do notes+=("$b exited before the end of the run (see its log)"); done
 notes+=("Host side: one sandbox namespace H; servers bind 127.0.0.1 there, reached at 192.168.127.254 (slipway), 10.0.2.2 (slirp4netns), 192.0.2.2 (pasta: the gateway copied from H's veth route, mapped to H's loopback); veth baseline server binds 192.0.2.17 on a veth pair between H and the guest namespace.")
+notes+=("slipway-s4 is the same slipway binary started through a symlink named slirp4netns with the slirp4netns row's command line (--configure --mtu=65520 --disable-dns --api-socket, forwards added with add_hostfwd): what a rootlesskit or podman user gets by swapping the binary.")
 notes+=("Port forwards (TCP forward rows): the iperf3 server and an echo server run in the guest namespace, the client in H connects to a forwarded port on H's 127.0.0.1: slipway -p 127.0.0.1:P:5201 (to 192.168.127.2), slirp4netns add_hostfwd on its API socket (to 10.0.2.100), pasta -t 127.0.0.1/P:5201 (a loopback client is spliced to the namespace's own loopback with splice(2), pasta's local bypass, not through tap0); veth: the client connects straight to the guest's 192.0.2.18. 'host→guest' is the direction of the data.")
 notes+=("All processes (iperf3 client and server, the backend) share $(nproc) CPUs, so user-mode backends compete with iperf3 for CPU; veth has no such third process.")
 notes+=("Latency and connection rate use a python3 client and echo server (bench/benchtool.py; netperf is not in Debian main), so absolute figures include interpreter overhead (about the same for every backend).")
