@@ -214,10 +214,15 @@ pub fn netconf(bytes: &[u8]) -> Result<NetConf, CniError> {
     }
     match string("type").as_deref() {
         Some("slipway") => {}
-        other => {
+        Some(other) => {
             return Err(invalid(format!(
-                "type {other:?}: this plugin serves \"slipway\""
+                "type \"{other}\": this plugin serves \"slipway\""
             )))
+        }
+        None => {
+            return Err(invalid(
+                "type is missing (this plugin serves \"slipway\")".into(),
+            ))
         }
     }
     let mtu = match obj.get("mtu") {
