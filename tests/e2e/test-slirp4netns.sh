@@ -21,7 +21,8 @@
 # CAP_NET_BIND_SERVICE, Seccomp 2, traffic still flows; rootlesskit (--net=slirp4netns
 # --port-driver=slirp4netns, sandbox and seccomp on): its child downloads through 10.0.2.2 and
 # serves on port 8000, reached from the host through -p, and every process it started is gone
-# after it exits.
+# after it exits; as user nobody against nobody's own user and network namespace, given only its
+# PID (slipway's helper joins that user namespace): ready, configured, a download, the API.
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -498,6 +499,56 @@ all_gone() {
 }
 check rootlesskit_processes_gone eventually 5 all_gone "$rk_procs"
 
+# ------------------------------------------------ 9: unprivileged, joining the target's user namespace
+# As slirp4netns does for rootless users: a normal user's namespace holder (its own user and
+# network namespace), and slirp4netns run as that user with just the holder's PID. slipway cannot
+# enter the namespace directly, so its helper joins /proc/PID/ns/user first. A normal user needs
+# /dev/net/tun at mode 0666 (this machine ships 0600); the mode is restored on exit.
+tun_mode=$(stat -c %a /dev/net/tun)
+e2e_on_exit chmod "$tun_mode" /dev/net/tun
+chmod 0666 /dev/net/tun
+nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+u_dir=$(mktemp -d /tmp/e2e-s4-nobody.XXXXXX)
+e2e_on_exit rm -rf "$u_dir"
+chown 65534:65534 "$u_dir"
+ln -s "$SLIPWAY" "$u_dir/slirp4netns"
+me=$(readlink /proc/self/ns/net)
+e2e_spawn ns-u "${nobody[@]}" unshare --user --net --map-root-user sleep 300
+ns_u=$E2E_PID
+for _ in $(seq 100); do
+    [ "$(readlink "/proc/$ns_u/ns/net" 2>/dev/null)" != "$me" ] && break
+    sleep 0.05
+done
+S4_saved=$S4
+printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${nobody[*]}" "$u_dir/slirp4netns" >"$u_dir/as-nobody"
+chmod 0755 "$u_dir/as-nobody"
+S4=$u_dir/as-nobody
+start_s4 slirp4netns-u -c -a "$u_dir/api.sock" "$ns_u" tap0
+S4=$S4_saved
+s4_u=$S4_PID
+check s4_unprivileged_ready test "$S4_READY" = 1
+configured_u() {
+    local addr route
+    addr=$(in_ns "$ns_u" ip -o -4 addr show dev tap0) || return 1
+    route=$(in_ns "$ns_u" ip -4 route show default) || return 1
+    printf '%s\n' "$addr" "$route"
+    grep -q "inet $guest_addr/24 " <<<"$addr" && grep -q "^default via $gateway dev tap0" <<<"$route"
+}
+check s4_unprivileged_configured eventually 5 configured_u
+check s4_unprivileged_download fetch_sha -n "$ns_u" 10.0.2.2 "$E2E_HTTP_PORT" blob.bin "$blob_sha"
+runs_as_nobody_outside() {
+    local uid userns
+    uid=$(awk '/^Uid:/ {print $2}' "/proc/$1/status")
+    userns=$(readlink "/proc/$1/ns/user")
+    echo "slipway $1: uid $uid, user namespace $userns (the test's: $(readlink /proc/self/ns/user))"
+    [ "$uid" = 65534 ] && [ "$userns" = "$(readlink /proc/self/ns/user)" ]
+}
+check s4_unprivileged_helper_joined runs_as_nobody_outside "$s4_u"
+check s4_unprivileged_api api_is "$u_dir/api.sock" '{"execute":"list_hostfwd"}' '{"return":{"entries":[]}}'
+e2e_stop_pid "$s4_u"
+e2e_stop_pid "$ns_u"
+chmod "$tun_mode" /dev/net/tun
+
 # ------------------------------------------------ the end
 alive() {
     local p bad=0
@@ -510,7 +561,7 @@ e2e_stop_pid "$s4_c"
 check s4_api_socket_removed test ! -e "$api_sock"
 
 if [ "$E2E_FAILED" != 0 ]; then
-    for l in slirp4netns-a slirp4netns-b slirp4netns-c rootlesskit; do
+    for l in slirp4netns-a slirp4netns-b slirp4netns-c slirp4netns-u rootlesskit; do
         echo "--- $l log ---"
         tail -n 20 "$E2E_WORK/$l.log"
     done

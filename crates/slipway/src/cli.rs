@@ -431,6 +431,29 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
+    fn run(args: &[&str]) -> RunArgs {
+        let mut v = vec!["slipway", "run"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Run(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn run_takes_serve_options_then_the_command_with_its_own_options() {
+        let r = run(&["--mtu", "9000", "-p", "8080:80", "--", "sh", "-c", "exit 3"]);
+        assert_eq!(r.serve.mtu, 9000);
+        assert_eq!(r.serve.publish, vec!["8080:80"]);
+        assert_eq!(r.command, vec!["sh", "-c", "exit 3"]);
+        // Without `--`, everything from the command on is the command's, -v included.
+        let r = run(&["--egress-allow", "127.0.0.0/8", "curl", "-v", "http://x/"]);
+        assert_eq!(r.serve.egress_allow, vec!["127.0.0.0/8"]);
+        assert_eq!(r.command, vec!["curl", "-v", "http://x/"]);
+        assert_eq!(r.serve.verbose, 0);
+        assert!(Cli::try_parse_from(["slipway", "run"]).is_err(), "a command is required");
+    }
+
     fn serve(args: &[&str]) -> ServeArgs {
         let mut v = vec!["slipway", "serve"];
         v.extend_from_slice(args);
