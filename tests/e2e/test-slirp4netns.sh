@@ -16,7 +16,8 @@
 # add_hostfwd (id 1), a namespace server reached from the host through it, seeing loopback
 # clients as 10.0.2.2, list_hostfwd, remove_hostfwd, the port closed afterwards, errors for an
 # unknown id, a malformed request and a host port in use; -e: closing the exit fd's writer stops
-# it; refused options (--enable-ipv6, --outbound-addr, an unknown one), --help, -v; with
+# it; refused options (--enable-ipv6, an unusable --outbound-addr, an unknown one), --help, -v;
+# --outbound-addr: a server in the test's namespace sees that address as the client; with
 # --enable-sandbox --enable-seccomp: the root holds only etc and run, CapEff only
 # CAP_NET_BIND_SERVICE, Seccomp 2, traffic still flows; rootlesskit (--net=slirp4netns
 # --port-driver=slirp4netns, sandbox and seccomp on): its child downloads through 10.0.2.2 and
@@ -332,7 +333,7 @@ refused() { # NAME WANT_IN_STDERR ARGS...: slirp4netns ARGS exits 1 within 5 s, 
     grep -qF -- "$want" "$E2E_WORK/$name.stderr" || { echo "no '$want' in stderr"; return 1; }
 }
 check s4_refuses_ipv6 refused ipv6 IPv6 --enable-ipv6 1 tap0
-check s4_refuses_outbound_addr refused outbound --outbound-addr --outbound-addr=127.0.0.1 1 tap0
+check s4_refuses_bad_outbound_addr refused outbound no-such-if0 --outbound-addr=no-such-if0 1 tap0
 check s4_refuses_unknown_option refused unknown frobnicate --frobnicate 1 tap0
 help_and_version() {
     local help version
@@ -498,6 +499,31 @@ all_gone() {
     [ -z "$left" ]
 }
 check rootlesskit_processes_gone eventually 5 all_gone "$rk_procs"
+
+# ------------------------------------------------ --outbound-addr
+# Two more addresses on the loopback interface of the test's own namespace: a server on 198.18.0.1
+# must see the namespace's connection come from 198.18.0.2, the --outbound-addr. (198.18.0.0/15 is
+# the benchmarking range; these addresses exist only inside the test's namespace. The interface
+# form, --outbound-addr=IFACE, is covered by the unit tests.)
+ip addr add 198.18.0.1/32 dev lo
+ip addr add 198.18.0.2/32 dev lo
+e2e_pick_port; p_out=$E2E_PORT
+e2e_spawn out-http python3 -u -m http.server "$p_out" --bind 198.18.0.1 --directory "$E2E_WORK/www"
+e2e_wait_tcp_on() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+e2e_wait_tcp_on 198.18.0.1 "$p_out" || e2e_die "the server on 198.18.0.1:$p_out did not start"
+netns_holder ns-o
+ns_o=$NS_PID
+SLIPWAY_EGRESS_ALLOW=127.0.0.0/8,198.18.0.1/32 start_s4 slirp4netns-o -c --outbound-addr=198.18.0.2 "$ns_o" tap0
+s4_o=$S4_PID
+from_outbound_addr() {
+    fetch_sha -n "$ns_o" 198.18.0.1 "$p_out" blob.bin "$blob_sha" || return 1
+    local log="$E2E_WORK/out-http.log"
+    grep '"GET /blob.bin ' "$log" | tail -n 1
+    grep -q '^198\.18\.0\.2 - - .*"GET /blob.bin ' "$log" || { echo "the server did not see 198.18.0.2"; return 1; }
+}
+check s4_outbound_addr eventually 5 from_outbound_addr
+e2e_stop_pid "$s4_o"
+e2e_stop_pid "$ns_o"
 
 # ------------------------------------------------ 9: unprivileged, joining the target's user namespace
 # As slirp4netns does for rootless users: a normal user's namespace holder (its own user and

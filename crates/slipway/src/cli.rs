@@ -197,6 +197,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub egress_allow: Vec<String>,
+    /// Connections to the host (other than to its loopback) leave from this local IPv4 address,
+    /// or from the first IPv4 address of this interface (as slirp4netns's --outbound-addr).
+    #[arg(long, value_name = "ADDR|IFACE")]
+    pub outbound_addr: Option<String>,
+    /// The same for IPv6 destinations (used once guests have IPv6).
+    #[arg(long, value_name = "ADDR|IFACE")]
+    pub outbound_addr6: Option<String>,
     /// Publish a guest port on the host (repeatable), Docker's forms:
     /// [HOST_IP:]HOST_PORT[-END]:[GUEST_IP:]GUEST_PORT[-END][/tcp|/udp], e.g. 8080:80,
     /// 127.0.0.1:8080:80, [::1]:8080:80, 8000-8010:9000-9010/udp,
@@ -258,6 +265,12 @@ pub enum CliError {
     GatewayUnix(String),
     #[error("--tap-mac {0}: expected a unicast MAC such as 02:00:00:00:00:01")]
     TapMac(String),
+    #[error("--{option} {value}: {reason}")]
+    Outbound {
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("no guest link given: use --qemu, --dgram, --vpnkit, --bess, --stdio or --netns (see --help)")]
     NoLinks,
 }
@@ -276,6 +289,62 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(p, 16).ok()?;
     }
     Some(mac)
+}
+
+/// An outbound address: an IP literal, or the first address of family `v6` on interface
+/// `value`; checked by binding a UDP socket to it.
+fn resolve_outbound(option: &'static str, value: &str, v6: bool) -> Result<IpAddr, CliError> {
+    let err = |reason: String| CliError::Outbound {
+        option,
+        value: value.to_string(),
+        reason,
+    };
+    let ip = match value.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => interface_address(value, v6).ok_or_else(|| {
+            err(format!(
+                "neither an IP address nor an interface with an {} address (see `ip addr`)",
+                if v6 { "IPv6" } else { "IPv4" }
+            ))
+        })?,
+    };
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
+        .map_err(|e| err(format!("{ip} is not usable as a local address here: {e}")))?;
+    Ok(ip)
+}
+
+/// The first address of the given family on interface `name`.
+fn interface_address(name: &str, v6: bool) -> Option<IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates the list, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    // SAFETY: walking the list getifaddrs returned; each entry's name is a C string and its
+    // address, when not null, a sockaddr of the family it names.
+    unsafe {
+        while !cur.is_null() && found.is_none() {
+            let ifa = &*cur;
+            let ifname = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+            if ifname == name && !ifa.ifa_addr.is_null() {
+                let family = i32::from((*ifa.ifa_addr).sa_family);
+                if family == libc::AF_INET && !v6 {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    found = Some(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
+                        a.sin_addr.s_addr,
+                    ))));
+                } else if family == libc::AF_INET6 && v6 {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    found = Some(IpAddr::V6(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found
 }
 
 /// Parse `ADDR[:PORT]` with port 53 by default.
@@ -398,6 +467,40 @@ impl ServeArgs {
             .collect()
     }
 
+    /// The `--outbound-addr` and `--outbound-addr6` addresses: literal, or an interface's first
+    /// address of that family; each must be an address of this host.
+    pub fn outbound(
+        &self,
+    ) -> Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>), CliError> {
+        let v4 = match &self.outbound_addr {
+            Some(v) => match resolve_outbound("outbound-addr", v, false)? {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => {
+                    return Err(CliError::Outbound {
+                        option: "outbound-addr",
+                        value: v.clone(),
+                        reason: "an IPv6 address: use --outbound-addr6".into(),
+                    })
+                }
+            },
+            None => None,
+        };
+        let v6 = match &self.outbound_addr6 {
+            Some(v) => match resolve_outbound("outbound-addr6", v, true)? {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => {
+                    return Err(CliError::Outbound {
+                        option: "outbound-addr6",
+                        value: v.clone(),
+                        reason: "an IPv4 address: use --outbound-addr".into(),
+                    })
+                }
+            },
+            None => None,
+        };
+        Ok((v4, v6))
+    }
+
     /// The `--tap-mac` address, checked.
     pub fn tap_mac(&self) -> Result<Option<[u8; 6]>, CliError> {
         self.tap_mac
@@ -441,6 +544,30 @@ mod tests {
     }
 
     #[test]
+    fn outbound_addresses_by_literal_or_interface() {
+        let a = serve(&["--outbound-addr", "127.0.0.1"]);
+        assert_eq!(a.outbound().unwrap().0, Some("127.0.0.1".parse().unwrap()));
+        let a = serve(&["--outbound-addr", "lo"]);
+        assert_eq!(a.outbound().unwrap().0, Some("127.0.0.1".parse().unwrap()));
+        let e = serve(&["--outbound-addr", "no-such-if0"])
+            .outbound()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("neither an IP address nor an interface"), "{e}");
+        // TEST-NET-1 is no address of this host.
+        let e = serve(&["--outbound-addr", "192.0.2.77"])
+            .outbound()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not usable as a local address"), "{e}");
+        let e = serve(&["--outbound-addr", "::1"])
+            .outbound()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--outbound-addr6"), "{e}");
+    }
+
+    #[test]
     fn run_takes_serve_options_then_the_command_with_its_own_options() {
         let r = run(&["--mtu", "9000", "-p", "8080:80", "--", "sh", "-c", "exit 3"]);
         assert_eq!(r.serve.mtu, 9000);
@@ -451,7 +578,10 @@ mod tests {
         assert_eq!(r.serve.egress_allow, vec!["127.0.0.0/8"]);
         assert_eq!(r.command, vec!["curl", "-v", "http://x/"]);
         assert_eq!(r.serve.verbose, 0);
-        assert!(Cli::try_parse_from(["slipway", "run"]).is_err(), "a command is required");
+        assert!(
+            Cli::try_parse_from(["slipway", "run"]).is_err(),
+            "a command is required"
+        );
     }
 
     fn serve(args: &[&str]) -> ServeArgs {

@@ -327,6 +327,11 @@ impl Driver {
         self.sockets.set_unix_target(port, path);
     }
 
+    /// Local addresses for outgoing host sockets (`--outbound-addr`, `--outbound-addr6`).
+    pub fn set_outbound(&mut self, v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>) {
+        self.sockets.set_outbound(v4, v6);
+    }
+
     /// Stop a forward; returns what it was.
     pub fn remove_forward(&mut self, id: u32) -> Option<PortForward> {
         let rule = self.net.remove_forward(id)?;

@@ -162,6 +162,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
     let mut cfg = args.network_config()?;
+    let (out4, out6) = args.outbound()?;
     if !args.has_links() && extras.taps.is_empty() {
         bail!(cli::CliError::NoLinks);
     }
@@ -204,6 +205,9 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
 
     for watch in extras.stop_when.drain(..) {
         watch(driver.stopper());
+    }
+    if out4.is_some() || out6.is_some() {
+        driver.set_outbound(out4, out6);
     }
     for (port, path) in args.gateway_unix_targets()? {
         tracing::info!(
@@ -322,6 +326,7 @@ fn slirp4netns_mode(args: &[String]) -> Result<()> {
     }
     init_logging(mode.serve.verbose, None)?;
     let cfg = mode.serve.network_config()?;
+    mode.serve.outbound()?;
     let Some(target) = mode.target.clone() else {
         bail!("slirp4netns mode: no namespace given");
     };

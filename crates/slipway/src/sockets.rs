@@ -79,6 +79,10 @@ pub struct HostSocketTable {
     scratch: Vec<u8>,
     dns_tcp: Option<DnsTcpHandler>,
     guest_api: Option<GuestApiHandler>,
+    /// Local addresses outgoing sockets bind to (`--outbound-addr`, `--outbound-addr6`), for
+    /// destinations other than loopback.
+    outbound_v4: Option<std::net::Ipv4Addr>,
+    outbound_v6: Option<std::net::Ipv6Addr>,
 }
 
 /// Hands a guest's connection to the gateway's API port (and the guest's address) to the API.
@@ -186,7 +190,43 @@ impl HostSocketTable {
             scratch: Vec::new(),
             dns_tcp,
             guest_api: None,
+            outbound_v4: None,
+            outbound_v6: None,
         }
+    }
+
+    /// Outgoing sockets to non-loopback destinations bind to these local addresses first.
+    pub fn set_outbound(&mut self, v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>) {
+        self.outbound_v4 = v4;
+        self.outbound_v6 = v6;
+    }
+
+    /// Bind `s` to the outbound address for `dst`'s family, if one is set and `dst` is not
+    /// loopback (the host-loopback alias needs no chosen source).
+    fn bind_outbound(&self, s: &Socket, dst: &SocketAddr) -> io::Result<()> {
+        if dst.ip().is_loopback() {
+            return Ok(());
+        }
+        let local = match dst {
+            SocketAddr::V4(_) => self.outbound_v4.map(std::net::IpAddr::V4),
+            SocketAddr::V6(_) => self.outbound_v6.map(std::net::IpAddr::V6),
+        };
+        if let Some(ip) = local {
+            s.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+        }
+        Ok(())
+    }
+
+    /// A non-blocking, close-on-exec datagram socket (UDP or ICMP echo) connected to `dst`.
+    fn open_connected_dgram(&self, dst: SocketAddr, proto: Protocol) -> io::Result<OwnedFd> {
+        let s = Socket::new(
+            domain_of(&dst),
+            Type::DGRAM.nonblocking().cloexec(),
+            Some(proto),
+        )?;
+        self.bind_outbound(&s, &dst)?;
+        s.connect(&SockAddr::from(dst))?;
+        Ok(OwnedFd::from(s))
     }
 
     /// Bind forward `id`'s host address and register its listener (non-blocking, close-on-exec;
@@ -392,6 +432,7 @@ impl HostSockets for HostSocketTable {
                     Some(Protocol::TCP),
                 )?;
                 s.set_tcp_nodelay(true)?;
+                self.bind_outbound(&s, &addr)?;
                 let progress = match s.connect(&SockAddr::from(addr)) {
                     Ok(()) => ConnectProgress::Connected,
                     Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
@@ -612,7 +653,7 @@ impl HostSockets for HostSocketTable {
     }
 
     fn udp_open(&mut self, id: SocketRef, dst: SocketAddr) -> io::Result<()> {
-        let fd = open_connected_dgram(dst, Protocol::UDP)?;
+        let fd = self.open_connected_dgram(dst, Protocol::UDP)?;
         self.registry.register(
             &mut SourceFd(&fd.as_raw_fd()),
             token_for(id),
@@ -642,7 +683,7 @@ impl HostSockets for HostSocketTable {
         } else {
             Protocol::ICMPV6
         };
-        let fd = open_connected_dgram(dst, proto)?;
+        let fd = self.open_connected_dgram(dst, proto)?;
         // The kernel's echo identifier for this socket is its local "port".
         let ident = socket2::SockRef::from(&fd)
             .local_addr()?
@@ -724,17 +765,6 @@ fn fd_in(table: &[Option<OwnedFd>], id: SocketRef) -> io::Result<RawFd> {
         .and_then(|s| s.as_ref())
         .map(|fd| fd.as_raw_fd())
         .ok_or_else(not_open)
-}
-
-/// A non-blocking, close-on-exec datagram socket (UDP or ICMP echo) connected to `dst`.
-fn open_connected_dgram(dst: SocketAddr, proto: Protocol) -> io::Result<OwnedFd> {
-    let s = Socket::new(
-        domain_of(&dst),
-        Type::DGRAM.nonblocking().cloexec(),
-        Some(proto),
-    )?;
-    s.connect(&SockAddr::from(dst))?;
-    Ok(OwnedFd::from(s))
 }
 
 fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {

@@ -15,8 +15,7 @@
 //! What differs from slirp4netns, on purpose: forwarded connections keep the client's real
 //! address (loopback clients appear as 10.0.2.2, as before), and the API socket is served on
 //! its own thread, so a request never stalls traffic. Refused with a reason rather than
-//! ignored: `--enable-ipv6` (slipway has no IPv6 yet), `--outbound-addr`/`--outbound-addr6`,
-//! `--target-type=bess`.
+//! ignored: `--enable-ipv6` (slipway has no IPv6 yet) and `--target-type=bess`.
 
 use crate::cli::ServeArgs;
 use crate::netns::NetnsTarget;
@@ -89,8 +88,8 @@ User-mode networking for unprivileged network namespaces (slipway's drop-in).
 --enable-sandbox         after start-up, live in a new mount namespace holding only /etc and
                          /run, with capabilities dropped
 --enable-seccomp         after start-up, refuse system calls slipway never needs
---outbound-addr=ADDR     (not supported by slipway yet: refused)
---outbound-addr6=ADDR    (not supported by slipway yet: refused)
+--outbound-addr=ADDR     outgoing connections leave from this IPv4 address (or interface)
+--outbound-addr6=ADDR    the same for IPv6
 --disable-dns            no DNS service at 10.0.2.3
 --macaddress=MAC         the interface's MAC address (with --configure)
 --target-type=TYPE       netns (default); bess is not supported by slipway
@@ -264,11 +263,8 @@ pub fn parse(args: &[String]) -> Result<Slirp4netnsMode, Slirp4netnsError> {
                     "--enable-ipv6: slipway has no IPv6 yet; leave it off (rootlesskit and podman pass it only when asked to)".into(),
                 ))
             }
-            "outbound-addr" | "outbound-addr6" => {
-                return Err(Slirp4netnsError::Unsupported(format!(
-                    "--{name}: slipway cannot choose the outgoing address yet; leave it unset and the host's routing picks it"
-                )))
-            }
+            "outbound-addr" => mode.serve.outbound_addr = Some(v.clone()),
+            "outbound-addr6" => mode.serve.outbound_addr6 = Some(v.clone()),
             "target-type" => match v.as_str() {
                 "netns" => {}
                 "bess" => {
@@ -440,7 +436,9 @@ mod tests {
         assert!(e(&["abc", "tap0"]).contains("expected a process ID"));
         assert!(e(&["1", "much-too-long-name0"]).contains("TAPNAME"));
         assert!(e(&["-6", "1", "tap0"]).contains("no IPv6 yet"));
-        assert!(e(&["--outbound-addr=10.0.0.1", "1", "tap0"]).contains("outgoing address"));
+        let m = p(&["--outbound-addr=lo", "--outbound-addr6", "::1", "1", "tap0"]).unwrap();
+        assert_eq!(m.serve.outbound_addr.as_deref(), Some("lo"));
+        assert_eq!(m.serve.outbound_addr6.as_deref(), Some("::1"));
         assert!(e(&["--target-type=bess", "/x", "tap0"]).contains("--bess"));
         assert!(e(&["--configure=yes", "1", "tap0"]).contains("takes no argument"));
         let cidr = p(&["--cidr", "10.0.2.0/26", "1", "tap0"]).unwrap();
