@@ -242,6 +242,9 @@ pub struct ServeArgs {
     /// No DNS service (the slirp4netns drop-in's --disable-dns).
     #[arg(skip)]
     pub disable_dns: bool,
+    /// `/connect` links use QEMU's 4-byte big-endian framing (gvproxy mode with -listen-qemu).
+    #[arg(skip)]
+    pub connect_be32: bool,
 }
 
 /// A mistake on the command line, said so that a person can fix it.

@@ -79,8 +79,23 @@ pub enum Command {
     RemoveForward(u32, oneshot::Sender<Result<ForwardInfo, ControlError>>),
     ListForwards(oneshot::Sender<Vec<ForwardInfo>>),
     Leases(oneshot::Sender<Vec<(Ipv4Addr, Mac)>>),
+    /// A connection that becomes a guest link (gvproxy's `/connect`); the answer is its port.
+    AddLink(
+        std::os::unix::net::UnixStream,
+        LinkFraming,
+        oneshot::Sender<Result<u16, ControlError>>,
+    ),
     Flows(oneshot::Sender<Vec<FlowReport>>),
     Counters(oneshot::Sender<CounterReport>),
+}
+
+/// How frames are delimited on a stream handed over with [`Command::AddLink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkFraming {
+    /// 2-byte little-endian lengths (hyperkit, stdio: gvproxy's default for `/connect`).
+    Le16,
+    /// 4-byte big-endian lengths (QEMU's stream sockets: gvproxy with `-listen-qemu`).
+    Be32,
 }
 
 /// The sending side, shared by API connections.

@@ -12,10 +12,10 @@
 
 use crate::control::{
     self, Command, ControlError, ControlHandle, ControlQueue, CounterReport, FlowReport,
-    ForwardInfo,
+    ForwardInfo, LinkFraming,
 };
 use crate::dns_forwarder::{DnsClient, DnsForwarder, DnsReply};
-use crate::link::{GuestLink, LinkListener, LinkStatus};
+use crate::link::{GuestLink, LinkListener, LinkStatus, QemuLink, StdioLink};
 use crate::pcap::PcapWriter;
 use crate::sockets::ForwardBindError;
 use crate::sockets::{socket_ref, HostSocketTable};
@@ -229,6 +229,27 @@ impl Driver {
             }
             Command::ListForwards(reply) => {
                 let _ = reply.send(self.forward_infos());
+            }
+            Command::AddLink(stream, framing, reply) => {
+                let link: io::Result<Box<dyn GuestLink>> = match framing {
+                    LinkFraming::Be32 => stream.set_nonblocking(true).map(|()| {
+                        Box::new(QemuLink::from_stream(
+                            mio::net::UnixStream::from_std(stream),
+                            "api /connect",
+                        )) as Box<dyn GuestLink>
+                    }),
+                    LinkFraming::Le16 => stream.try_clone().and_then(|output| {
+                        StdioLink::from_fds(stream.into(), output.into(), "api /connect")
+                            .map(|l| Box::new(l) as Box<dyn GuestLink>)
+                    }),
+                };
+                let result = link
+                    .map_err(|e| ControlError::Other(format!("cannot use the connection: {e}")))
+                    .and_then(|l| {
+                        self.add_link(l)
+                            .map_err(|e| ControlError::Other(format!("cannot add the link: {e}")))
+                    });
+                let _ = reply.send(result);
             }
             Command::Leases(reply) => {
                 let now = self.now();

@@ -239,6 +239,13 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
             zone: zone.clone(),
             network: api::NetworkInfo::of(&cfg),
             gvproxy_zones: Arc::default(),
+            api_path: args.api.clone(),
+            connect_framing: if args.connect_be32 {
+                slipway::control::LinkFraming::Be32
+            } else {
+                slipway::control::LinkFraming::Le16
+            },
+            tunnels: Arc::default(),
         };
         api::spawn(api_listener, guests, slirp_api, state)
             .context("cannot start the API server")?;

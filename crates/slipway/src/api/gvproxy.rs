@@ -3,8 +3,9 @@
 //! gvproxy's are. The requests are translated onto the same commands as the native API (D6).
 //!
 //! Differences, also in docs/api.md: `/stats` returns slipway's counters (not gVisor's stack
-//! statistics); `/tunnel` and `/connect` answer 501; DNS records with a regular expression are
-//! refused (400). `protocol: unix` works as in gvproxy: `local` is a socket path, `remote` is
+//! statistics); DNS records with a regular expression are refused (400). `/tunnel` and
+//! `/connect` leave HTTP and are served before the router sees them ([`super::raw`]); the routes
+//! here only answer them when they arrive as a later request on a kept-alive connection. `protocol: unix` works as in gvproxy: `local` is a socket path, `remote` is
 //! `tcp://IP:PORT`.
 
 use super::native::{add_to_zone, counters_json};
@@ -47,8 +48,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/services/dhcp/leases", get(leases))
         .route("/services/dns/all", get(dns_all))
         .route("/services/dns/add", post(dns_add))
-        .route("/tunnel", get(not_implemented))
-        .route("/connect", post(not_implemented))
+        .route("/tunnel", get(not_first_request))
+        .route("/connect", post(not_first_request))
 }
 
 /// A plain-text answer, as gvproxy gives.
@@ -441,10 +442,10 @@ async fn list(s: &ApiState) -> Result<Vec<crate::control::ForwardInfo>, Response
         .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.message()))
 }
 
-async fn not_implemented() -> Response {
+async fn not_first_request() -> Response {
     text(
-        StatusCode::NOT_IMPLEMENTED,
-        "slipway does not implement this gvproxy endpoint yet",
+        StatusCode::BAD_REQUEST,
+        "/tunnel and /connect take the connection over: send them as the first request on a new connection",
     )
 }
 

@@ -18,6 +18,7 @@
 pub mod client;
 pub mod gvproxy;
 pub mod native;
+pub mod raw;
 pub mod slirp4netns;
 
 use crate::control::ControlHandle;
@@ -43,6 +44,11 @@ pub struct ApiState {
     pub network: NetworkInfo,
     /// Zones added through gvproxy's `/services/dns/add`, for `/services/dns/all`.
     pub gvproxy_zones: GvproxyZones,
+    /// The API socket's path (tunnels' sockets go next to it).
+    pub api_path: Option<PathBuf>,
+    /// How `/connect` links are framed.
+    pub connect_framing: crate::control::LinkFraming,
+    pub tunnels: Arc<raw::Tunnels>,
 }
 
 /// Zone name → its (record name, address) pairs.
@@ -162,6 +168,67 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Gues
     }
 }
 
+/// Classified HTTP connections waiting for the router.
+const HOST_BACKLOG: usize = 64;
+
+/// Accept API connections, take `/tunnel` and `/connect` over ([`raw`]) and pass the rest on.
+async fn classify_connections(
+    listener: tokio::net::UnixListener,
+    http: tokio::sync::mpsc::Sender<tokio::net::UnixStream>,
+    state: ApiState,
+) {
+    loop {
+        let mut conn = match listener.accept().await {
+            Ok((c, _)) => c,
+            Err(e) => {
+                tracing::warn!("API: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (http, state) = (http.clone(), state.clone());
+        tokio::spawn(async move {
+            match raw::classify(&mut conn).await {
+                Ok(Some(raw::Route::Http)) => {
+                    let _ = http.send(conn).await;
+                }
+                Ok(Some(raw::Route::Tunnel(query))) => {
+                    let Some(path) = state.api_path.clone() else {
+                        return;
+                    };
+                    raw::tunnel(conn, &query, &path, &state.tunnels, &state.control).await
+                }
+                Ok(Some(raw::Route::Connect)) => {
+                    raw::connect(conn, state.connect_framing, &state.control).await
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("API: a connection was dropped: {e}"),
+            }
+        });
+    }
+}
+
+/// The HTTP connections of the host's API socket, as an axum listener.
+struct HostConnections {
+    rx: tokio::sync::mpsc::Receiver<tokio::net::UnixStream>,
+}
+
+impl axum::serve::Listener for HostConnections {
+    type Io = tokio::net::UnixStream;
+    type Addr = ();
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => (conn, ()),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(())
+    }
+}
+
 /// Serve the API (on the host socket, to guests, slirp4netns's JSON socket, or any of them) on
 /// its own thread until the process ends.
 pub fn spawn(
@@ -179,14 +246,20 @@ pub fn spawn(
             rt.block_on(async move {
                 let host_side = async {
                     let Some(listener) = host else { return };
-                    match tokio::net::UnixListener::from_std(listener) {
-                        Ok(l) => {
-                            if let Err(e) = axum::serve(l, router(state.clone())).await {
-                                tracing::error!("the API server stopped: {e}");
-                            }
+                    let l = match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!("the API socket cannot be served: {e}"),
+                    };
+                    let (tx, rx) = tokio::sync::mpsc::channel(HOST_BACKLOG);
+                    let classifier = classify_connections(l, tx, state.clone());
+                    let server = async {
+                        if let Err(e) =
+                            axum::serve(HostConnections { rx }, router(state.clone())).await
+                        {
+                            tracing::error!("the API server stopped: {e}");
                         }
-                        Err(e) => tracing::error!("the API socket cannot be served: {e}"),
-                    }
+                    };
+                    tokio::join!(classifier, server);
                 };
                 let guest_side = async {
                     let Some(guests) = guests else { return };
@@ -249,6 +322,9 @@ mod tests {
             zone: Arc::new(RwLock::new(LocalZone::new(&cfg))),
             network: NetworkInfo::of(&cfg),
             gvproxy_zones: Arc::default(),
+            api_path: None,
+            connect_framing: crate::control::LinkFraming::Le16,
+            tunnels: Arc::default(),
         };
         let app = router(state);
         let mut routed: Vec<(String, String)> = native::ROUTES

@@ -183,7 +183,11 @@ pub fn parse(args: &[String]) -> Result<GvproxyMode, GvproxyError> {
                 }
                 s.api = Some(p);
             }
-            "listen-qemu" => s.qemu.push(endpoint(&name, &value, &["unix"])?),
+            "listen-qemu" => {
+                s.qemu.push(endpoint(&name, &value, &["unix"])?);
+                // gvproxy frames /connect links like its QEMU listener then.
+                s.connect_be32 = true;
+            }
             "listen-vfkit" => s.dgram.push(endpoint(&name, &value, &["unixgram"])?),
             "listen-vpnkit" => s.vpnkit.push(endpoint(&name, &value, &["unix"])?),
             "listen-bess" => s.bess.push(endpoint(&name, &value, &["unixpacket"])?),
