@@ -11,7 +11,10 @@
 # 127.0.0.1:P -> 192.168.127.2:22) is the only entry of /services/forwarder/all; a guest with
 # gvproxy's MAC 5a:94:ef:e4:0c:ee gets the static lease 192.168.127.2; a server on the guest's
 # port 22 (busybox nc) answers through 127.0.0.1:P; /leases names the guest; a second port
-# exposed with POST /services/forwarder/expose answers too; the log file is written; flags
+# exposed with POST /services/forwarder/expose answers too; GET /tunnel to the guest's port 22
+# answers OK and the banner, leaves no forward behind and refuses a query without ip; POST
+# /connect makes the connection a QEMU-framed guest link that gets ARP answers; the log file is
+# written; flags
 # slipway does not support and unknown flags are refused, -help prints the usage; after
 # SIGTERM the pid file and the API socket are gone.
 set -euo pipefail
@@ -173,6 +176,79 @@ print(json.dumps(sorted([json.loads(sys.argv[1]), json.loads(sys.argv[2])], key=
         "$ssh_forward" "$body")"
 }
 check gvproxy_expose_api expose
+
+# GET /tunnel: "OK", then a byte stream to the guest's port 22 (its banner comes back); the
+# temporary forward behind it is gone once the tunnel closes; bad queries get gvproxy's 500.
+tunnel_banner() {
+    python3 - "$api_sock" "$guest_addr" "$banner" <<'PY'
+import socket, sys
+path, ip, want = sys.argv[1:]
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(path)
+s.sendall(f"GET /tunnel?ip={ip}&port=22 HTTP/1.1\r\nHost: gvproxy\r\n\r\n".encode())
+buf = b""
+while b"\n" not in buf:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    buf += chunk
+s.close()
+print(f"tunnel answered {buf!r}")
+sys.exit(buf.decode(errors="replace").strip() != "OK" + want)
+PY
+}
+check gvproxy_tunnel tunnel_banner
+tunnel_forward_gone() {
+    local out
+    for _ in $(seq 50); do
+        out=$(api GET /v1/forwards) || return 1
+        grep -q tunnel <<<"$out" || { echo "$out"; return 0; }
+        sleep 0.1
+    done
+    echo "$out"
+    return 1
+}
+check gvproxy_tunnel_forward_removed tunnel_forward_gone
+tunnel_needs_ip() {
+    local out
+    out=$(api GET "/tunnel?port=22") || return 1
+    echo "$out"
+    [ "$(tail -n1 <<<"$out")" = "HTTP 500" ] && grep -q '^ip is mandatory$' <<<"$out"
+}
+check gvproxy_tunnel_needs_ip tunnel_needs_ip
+
+# POST /connect: the connection becomes a guest link, framed as the -listen-qemu socket is
+# (4-byte big-endian lengths); an ARP request for the gateway on it is answered on it.
+connect_link_arp() {
+    python3 - "$api_sock" <<'PY'
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b"POST /connect HTTP/1.1\r\nHost: gvproxy\r\nContent-Length: 0\r\n\r\n")
+mac = bytes([2, 0, 0, 0, 0x5e, 0x42])
+arp = (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac
+       + bytes([192, 168, 127, 77]) + b"\0" * 6 + bytes([192, 168, 127, 1]))
+s.sendall(struct.pack("!I", len(arp)) + arp)
+def exact(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit(f"the link closed after {len(b)} of {n} bytes")
+        b += c
+    return b
+for _ in range(20):  # skip frames flooded to every port (the guest's broadcasts)
+    frame = exact(struct.unpack("!I", exact(4))[0])
+    if frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x02" and frame[32:38] == mac:
+        sender = ".".join(map(str, frame[28:32]))
+        print(f"ARP reply on the /connect link: {sender} is at {frame[22:28].hex(':')}")
+        sys.exit(sender != "192.168.127.1")
+sys.exit("no ARP reply among the first 20 frames")
+PY
+}
+check gvproxy_connect_link connect_link_arp
 
 # Let the guest finish.
 echo "done" >"$E2E_WORK/www/done"
