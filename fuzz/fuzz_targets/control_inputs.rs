@@ -2,7 +2,8 @@
 //! What people, runtimes and API clients hand slipway's control plane: publish specs (`-p`, the
 //! API's POST /v1/forwards), gvproxy and slirp4netns command lines (NUL-separated arguments),
 //! the JSON bodies of the native, gvproxy and slirp4netns API calls, CNI network configurations
-//! and environments, and the user-namespace helper's arguments. Byte 0 picks the parser, the
+//! and environments, the user-namespace helper's arguments, and gvproxy's /tunnel and /connect
+//! request lines. Byte 0 picks the parser, the
 //! rest is its input. Nothing may panic; a spec that parses must describe what it was given.
 
 use slipway::api::{gvproxy, native, slirp4netns};
@@ -93,6 +94,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                     .map(String::from)
             });
             let _ = slipway::netns::helper::decode(&vars);
+            // gvproxy's raw endpoints: a request line and a tunnel query.
+            let text = String::from_utf8_lossy(rest);
+            let _ = slipway::api::raw::route_of(&text);
+            if let Ok((_, port)) = slipway::api::raw::tunnel_target(&text) {
+                assert!(port > 0);
+            }
         }
     }
 });
