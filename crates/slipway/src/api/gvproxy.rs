@@ -2,8 +2,8 @@
 //! existing clients (podman machine, CRC, Lima) work unchanged. Errors are plain text, as
 //! gvproxy's are. The requests are translated onto the same commands as the native API (D6).
 //!
-//! Differences, also in docs/api.md: `/stats` returns slipway's counters (not gVisor's stack
-//! statistics); DNS records with a regular expression are refused (400). `/tunnel` and
+//! Differences, also in docs/api.md: `/stats` has gvproxy's shape but only the fields slipway
+//! counts with the same meaning, plus slipway's own counters under `slipway`; DNS records with a regular expression are refused (400). `/tunnel` and
 //! `/connect` leave HTTP and are served before the router sees them ([`super::raw`]); the routes
 //! here only answer them when they arrive as a later request on a kept-alive connection. `protocol: unix` works as in gvproxy: `local` is a socket path, `remote` is
 //! `tcp://IP:PORT`.
@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use slipway_core::{ForwardHost, ForwardProto, PortForward};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -289,9 +289,41 @@ async fn all(State(s): State<ApiState>) -> Response {
 
 async fn stats(State(s): State<ApiState>) -> Response {
     match counters_json(&s).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(v) => Json(stats_json(&v)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// gvproxy's `/stats` shape from slipway's counters (the `/v1/counters` object). Only the fields
+/// slipway counts with the same meaning are present (a Go client decodes the missing ones as
+/// 0); slipway's own counters follow under `slipway`. In gvproxy's stack, a guest's connection
+/// is a passive opening and a port forward's an active one.
+pub fn stats_json(c: &Value) -> Value {
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    let d = |k: &str| c["drops"][k].as_u64().unwrap_or(0);
+    let dropped: u64 = c["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    json!({
+        "BytesSent": n("bytes_to_guests"),
+        "BytesReceived": n("bytes_from_guests"),
+        "UnknownProtocolRcvdPackets": d("unknown_ip_protocol"),
+        "MalformedRcvdPackets": d("tcp_malformed") + d("udp_malformed") + d("icmp_malformed"),
+        "DroppedPackets": dropped,
+        "TCP": {
+            "ActiveConnectionOpenings": n("forwarded_connections"),
+            "PassiveConnectionOpenings": n("tcp_flows_opened").saturating_sub(n("forwarded_connections")),
+            "FailedConnectionAttempts": d("tcp_connect_failed") + d("tcp_connect_timeout")
+                + d("forward_refused_by_guest"),
+            "InvalidSegmentsReceived": d("tcp_malformed") + d("tcp_bad_checksum"),
+        },
+        "UDP": {
+            "UnknownPortErrors": d("udp_closed_port"),
+            "MalformedPacketsReceived": d("udp_malformed") + d("udp_bad_checksum"),
+        },
+        "slipway": c,
+    })
 }
 
 async fn leases(State(s): State<ApiState>) -> Response {
@@ -451,6 +483,29 @@ async fn not_first_request() -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stats_have_gvproxys_shape_with_what_slipway_counts() {
+        let counters = serde_json::json!({
+            "bytes_to_guests": 1000, "bytes_from_guests": 2000, "tcp_flows_opened": 7,
+            "forwarded_connections": 2,
+            "drops": {"tcp_connect_failed": 1, "udp_closed_port": 3, "unknown_ip_protocol": 4}
+        });
+        let s = super::stats_json(&counters);
+        assert_eq!(s["BytesSent"], 1000);
+        assert_eq!(s["BytesReceived"], 2000);
+        assert_eq!(s["DroppedPackets"], 8);
+        assert_eq!(s["UnknownProtocolRcvdPackets"], 4);
+        assert_eq!(s["TCP"]["ActiveConnectionOpenings"], 2);
+        assert_eq!(s["TCP"]["PassiveConnectionOpenings"], 5);
+        assert_eq!(s["TCP"]["FailedConnectionAttempts"], 1);
+        assert_eq!(s["UDP"]["UnknownPortErrors"], 3);
+        assert_eq!(s["slipway"], counters, "slipway's own counters come along");
+        assert!(
+            s["TCP"].get("Retransmits").is_none(),
+            "what slipway does not count is absent"
+        );
+    }
+
     use super::*;
 
     #[test]
