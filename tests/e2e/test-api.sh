@@ -16,7 +16,8 @@
 # socket forward; leases; a live TCP flow in /v1/flows; /v1/counters (both directions counted); a
 # DNS record added (the guest resolves it) and removed (NXDOMAIN); gvproxy's expose/unexpose/all
 # for TCP, UDP and unix with its plain-text errors and defaults (":PORT" local, empty remote host,
-# missing protocol), its leases, DNS zones, /stats in gvproxy's shape and /tunnel's error; a
+# missing protocol), its leases, DNS zones (names, a Regexp record and a DefaultIP, resolved by
+# the guest), /stats in gvproxy's shape and /tunnel's error; a
 # second slipway on the same API path refused at start; a stale socket file replaced.
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
@@ -503,11 +504,27 @@ gv_dns() {
     want 200 && want_empty || return 1
     lookup a.zone.e2e.internal 192.168.127.55 || return 1
     api GET /services/dns/all
-    want 200 'isinstance(j, list) and all(set(z) >= {"Name", "Records"} for z in j)
-        and any(z["Name"] == "zone.e2e.internal." and {"Name": "a", "IP": "192.168.127.55"} in z["Records"]
+    want 200 'isinstance(j, list) and all(set(z) >= {"Name", "Records", "DefaultIP"} for z in j)
+        and any(z["Name"] == "zone.e2e.internal." and {"Name": "a", "IP": "192.168.127.55", "Regexp": None} in z["Records"]
             for z in j)'
 }
 check gvproxy_dns gv_dns
+
+# CRC's wildcard zone: a Regexp record and a zone DefaultIP, answered for any name of the zone
+# (exact names first), and listed back; a bad expression gets 400.
+gv_dns_patterns() {
+    api POST /services/dns/add '{"name":"apps-crc.e2e.","records":[{"name":"exact","ip":"192.168.127.61"},{"regexp":"^console\\.","ip":"192.168.127.62"}],"DefaultIP":"192.168.127.63"}'
+    want 200 && want_empty || return 1
+    lookup exact.apps-crc.e2e 192.168.127.61 || return 1
+    lookup console.apps-crc.e2e 192.168.127.62 || return 1
+    lookup anything.else.apps-crc.e2e 192.168.127.63 || return 1
+    api GET /services/dns/all
+    want 200 'any(z["Name"] == "apps-crc.e2e." and z["DefaultIP"] == "192.168.127.63"
+            and {"Name": "", "IP": "192.168.127.62", "Regexp": "^console\\."} in z["Records"] for z in j)' || return 1
+    api POST /services/dns/add '{"name":"bad.e2e.","records":[{"regexp":"(","ip":"192.168.127.64"}]}'
+    want 400 && want_text "regular expression"
+}
+check gvproxy_dns_patterns gv_dns_patterns
 
 gv_other() {
     api GET /stats

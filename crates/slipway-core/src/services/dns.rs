@@ -31,6 +31,13 @@
 //! already has replaces it (a container that restarted with a new address simply re-adds its
 //! name). Configured records replace built-in names of the same name entirely.
 //!
+//! Patterns, for gvproxy's zones ([`LocalZone::add_pattern`]): within a zone (a suffix; the empty
+//! zone holds every name), a regular expression matched against the asked name written out with
+//! its trailing dot, as gvproxy matches it, or no expression for the zone's default address.
+//! Exact names win over patterns; patterns are tried in the order they were added. Expressions
+//! come from API clients: the `regex` crate matches in linear time, and a compiled expression is
+//! limited to [`MAX_PATTERN_SIZE`] bytes.
+//!
 //! # Limits
 //!
 //! - At most [`MAX_NAMES`] (4096) names in a zone, built-in names included.
@@ -40,6 +47,7 @@
 //!   answers are not cached either.
 //! - A local answer is at most one question, two address records and an OPT record (< 200
 //!   bytes), so it always fits the 512-byte UDP minimum and never needs truncation.
+//! - At most [`MAX_PATTERNS`] patterns; an expression at most [`MAX_PATTERN_LEN`] characters.
 //! - No PTR (reverse) records for local names yet; reverse queries are forwarded.
 
 use std::collections::BTreeMap;
@@ -56,6 +64,12 @@ use crate::config::NetworkConfig;
 
 /// The most names a [`LocalZone`] holds.
 pub const MAX_NAMES: usize = 4096;
+/// The most patterns a [`LocalZone`] holds.
+pub const MAX_PATTERNS: usize = 256;
+/// The longest regular expression accepted, in characters.
+pub const MAX_PATTERN_LEN: usize = 1024;
+/// The most memory one compiled expression may take.
+pub const MAX_PATTERN_SIZE: usize = 256 * 1024;
 /// The longest name, written out without the trailing dot (RFC 1035: 255 octets on the wire).
 pub const MAX_NAME_LEN: usize = 253;
 /// The longest label (RFC 1035).
@@ -94,6 +108,10 @@ pub enum DnsError {
     InvalidName { name: String, reason: &'static str },
     #[error("the local DNS zone already holds {MAX_NAMES} names; remove some first")]
     ZoneFull,
+    #[error("the local DNS zone already holds {MAX_PATTERNS} patterns")]
+    PatternsFull,
+    #[error("regular expression: {0}")]
+    InvalidPattern(String),
 }
 
 /// The addresses of one local name.
@@ -109,10 +127,29 @@ impl Addresses {
     }
 }
 
+/// A zone-wide rule: names under `zone` that `regex` matches (every one when None).
+#[derive(Debug, Clone)]
+struct Pattern {
+    zone: String,
+    regex: Option<regex::Regex>,
+    addrs: Addresses,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.zone == other.zone
+            && self.addrs == other.addrs
+            && self.regex.as_ref().map(regex::Regex::as_str)
+                == other.regex.as_ref().map(regex::Regex::as_str)
+    }
+}
+impl Eq for Pattern {}
+
 /// Names slipway answers authoritatively. Names are stored lower-case without trailing dot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocalZone {
     names: BTreeMap<String, Addresses>,
+    patterns: Vec<Pattern>,
 }
 
 impl LocalZone {
@@ -156,6 +193,95 @@ impl LocalZone {
         Ok(())
     }
 
+    /// Names under `zone` (a suffix such as `apps.example`; empty: every name) that `regex`
+    /// matches, written out with their trailing dot, resolve to `ip`; with no `regex`, every
+    /// name under the zone does (gvproxy's zone `DefaultIP`). A pattern with the same zone and
+    /// expression gets `ip` for its family, as [`Self::add`] does for names.
+    pub fn add_pattern(
+        &mut self,
+        zone: &str,
+        regex: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<(), DnsError> {
+        let zone = if zone.trim_end_matches('.').is_empty() {
+            String::new()
+        } else {
+            validate_name(zone)?
+        };
+        let compiled = match regex {
+            Some(r) => {
+                if r.chars().count() > MAX_PATTERN_LEN {
+                    return Err(DnsError::InvalidPattern(format!(
+                        "longer than {MAX_PATTERN_LEN} characters"
+                    )));
+                }
+                Some(
+                    regex::RegexBuilder::new(r)
+                        .case_insensitive(true)
+                        .size_limit(MAX_PATTERN_SIZE)
+                        .build()
+                        .map_err(|e| DnsError::InvalidPattern(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let same =
+            |p: &Pattern| p.zone == zone && p.regex.as_ref().map(regex::Regex::as_str) == regex;
+        let entry = match self.patterns.iter_mut().find(|p| same(p)) {
+            Some(p) => p,
+            None => {
+                if self.patterns.len() >= MAX_PATTERNS {
+                    return Err(DnsError::PatternsFull);
+                }
+                self.patterns.push(Pattern {
+                    zone,
+                    regex: compiled,
+                    addrs: Addresses::default(),
+                });
+                self.patterns.last_mut().expect("just pushed")
+            }
+        };
+        match ip {
+            IpAddr::V4(v4) => entry.addrs.v4 = Some(v4),
+            IpAddr::V6(v6) => entry.addrs.v6 = Some(v6),
+        }
+        Ok(())
+    }
+
+    /// Every pattern: (zone, expression or None for the zone's default, address).
+    pub fn patterns(&self) -> Vec<(String, Option<String>, IpAddr)> {
+        let mut out = Vec::new();
+        for p in &self.patterns {
+            let re = p.regex.as_ref().map(|r| r.as_str().to_string());
+            if let Some(v4) = p.addrs.v4 {
+                out.push((p.zone.clone(), re.clone(), IpAddr::V4(v4)));
+            }
+            if let Some(v6) = p.addrs.v6 {
+                out.push((p.zone.clone(), re.clone(), IpAddr::V6(v6)));
+            }
+        }
+        out
+    }
+
+    /// The first pattern that covers `key` (a lower-case name without its trailing dot).
+    fn pattern_for(&self, key: &str) -> Option<Addresses> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        let fqdn = format!("{key}.");
+        self.patterns
+            .iter()
+            .find(|p| {
+                let in_zone = p.zone.is_empty()
+                    || key == p.zone
+                    || (key.len() > p.zone.len()
+                        && key.ends_with(&p.zone)
+                        && key.as_bytes()[key.len() - p.zone.len() - 1] == b'.');
+                in_zone && p.regex.as_ref().is_none_or(|r| r.is_match(&fqdn))
+            })
+            .map(|p| p.addrs)
+    }
+
     /// Removes `name` and all its addresses; false when it was not there.
     pub fn remove(&mut self, name: &str) -> bool {
         match validate_name(name) {
@@ -189,10 +315,12 @@ impl LocalZone {
             .map(|label| label.to_ascii_lowercase())
             .collect();
         let key = name_key(&labels);
-        let found = key.as_ref().and_then(|k| self.names.get(k));
+        let found = key
+            .as_ref()
+            .and_then(|k| self.names.get(k).copied().or_else(|| self.pattern_for(k)));
         let reserved = is_reserved(&labels);
         let (rcode, addrs) = match found {
-            Some(addrs) => (ResponseCode::NoError, *addrs),
+            Some(addrs) => (ResponseCode::NoError, addrs),
             None if reserved => {
                 let ancestor = key.as_ref().is_some_and(|k| self.is_ancestor(k));
                 let rcode = if ancestor {
@@ -451,6 +579,98 @@ pub fn max_udp_response_len(query: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    fn a_query(name: &str) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    fn first_a(reply: &[u8]) -> Option<Ipv4Addr> {
+        let m = Message::from_vec(reply).unwrap();
+        m.answers.iter().find_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn patterns_answer_names_of_their_zone_after_exact_names() {
+        let mut z = LocalZone::default();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        z.add("api.crc.testing", ip("192.168.127.3")).unwrap();
+        z.add_pattern("apps-crc.testing.", Some(".*"), ip("192.168.127.2"))
+            .unwrap();
+        z.add_pattern("corp.example", Some("^db[0-9]+\\."), ip("10.9.9.9"))
+            .unwrap();
+        z.add_pattern("corp.example", None, ip("10.9.9.1")).unwrap();
+        let ans = |n: &str| z.answer(&a_query(n)).unwrap().and_then(|r| first_a(&r));
+        assert_eq!(
+            ans("console.apps-crc.testing"),
+            Some("192.168.127.2".parse().unwrap())
+        );
+        assert_eq!(
+            ans("Console.APPS-crc.testing"),
+            Some("192.168.127.2".parse().unwrap())
+        );
+        assert_eq!(
+            ans("apps-crc.testing"),
+            Some("192.168.127.2".parse().unwrap())
+        );
+        assert_eq!(
+            ans("api.crc.testing"),
+            Some("192.168.127.3".parse().unwrap())
+        );
+        assert_eq!(ans("db12.corp.example"), Some("10.9.9.9".parse().unwrap()));
+        assert_eq!(
+            ans("www.corp.example"),
+            Some("10.9.9.1".parse().unwrap()),
+            "the zone's default"
+        );
+        assert!(
+            z.answer(&a_query("xapps-crc.testing")).unwrap().is_none(),
+            "not in the zone"
+        );
+        assert!(
+            z.answer(&a_query("example.org")).unwrap().is_none(),
+            "forwarded"
+        );
+        assert_eq!(z.patterns().len(), 3);
+    }
+
+    #[test]
+    fn bad_or_too_many_patterns_are_refused() {
+        let mut z = LocalZone::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(matches!(
+            z.add_pattern("x.test", Some("("), ip),
+            Err(DnsError::InvalidPattern(_))
+        ));
+        let long = "a".repeat(MAX_PATTERN_LEN + 1);
+        assert!(matches!(
+            z.add_pattern("x.test", Some(&long), ip),
+            Err(DnsError::InvalidPattern(_))
+        ));
+        // An expression whose compiled form is huge is refused, not built.
+        assert!(matches!(
+            z.add_pattern("x.test", Some("\\w{1000}\\w{1000}"), ip),
+            Err(DnsError::InvalidPattern(_))
+        ));
+        for i in 0..MAX_PATTERNS {
+            z.add_pattern("x.test", Some(&format!("^n{i}\\.")), ip)
+                .unwrap();
+        }
+        assert!(matches!(
+            z.add_pattern("x.test", Some("^more"), ip),
+            Err(DnsError::PatternsFull)
+        ));
+        // The same expression again only updates its address.
+        z.add_pattern("x.test", Some("^n0\\."), "10.0.0.2".parse().unwrap())
+            .unwrap();
+    }
 
     #[test]
     fn truncated_response_keeps_id_question_and_sets_tc() {

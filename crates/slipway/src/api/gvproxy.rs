@@ -3,10 +3,12 @@
 //! gvproxy's are. The requests are translated onto the same commands as the native API (D6).
 //!
 //! Differences, also in docs/api.md: `/stats` has gvproxy's shape but only the fields slipway
-//! counts with the same meaning, plus slipway's own counters under `slipway`; DNS records with a regular expression are refused (400). `/tunnel` and
+//! counts with the same meaning, plus slipway's own counters under `slipway`. `/tunnel` and
 //! `/connect` leave HTTP and are served before the router sees them ([`super::raw`]); the routes
-//! here only answer them when they arrive as a later request on a kept-alive connection. `protocol: unix` works as in gvproxy: `local` is a socket path, `remote` is
-//! `tcp://IP:PORT`.
+//! here only answer them when they arrive as a later request on a kept-alive connection.
+//! `protocol: unix` works as in gvproxy: `local` is a socket path, `remote` is `tcp://IP:PORT`.
+//! DNS zones take names, `Regexp` records (matched against the asked name with its trailing
+//! dot, within the zone) and a `DefaultIP`, kept in the local zone's patterns.
 
 use super::native::{add_to_zone, counters_json};
 use super::{format_mac, ApiState, GuestPeer};
@@ -362,7 +364,9 @@ pub struct Record {
     pub name: String,
     #[serde(rename = "IP", alias = "ip", alias = "Ip", default)]
     pub ip: Option<String>,
-    #[serde(rename = "Regexp", alias = "regexp", default, skip_serializing)]
+    /// An expression matched against the asked name written out with its trailing dot (Go's
+    /// `regexp.Regexp`, a string in JSON).
+    #[serde(rename = "Regexp", alias = "regexp", default)]
     pub regexp: Option<Value>,
 }
 
@@ -418,6 +422,34 @@ async fn dns_all(State(s): State<ApiState>) -> Response {
             default_ip: None,
         });
     }
+    // Expressions and zone defaults, under their zone (named as it was added, when it was).
+    let patterns = s.zone.read().map(|z| z.patterns()).unwrap_or_default();
+    for (zone, regexp, ip) in patterns {
+        let same = |z: &Zone| z.name.trim_end_matches('.').eq_ignore_ascii_case(&zone);
+        let index = match out.iter().position(same) {
+            Some(i) => i,
+            None => {
+                out.push(Zone {
+                    name: if zone.is_empty() {
+                        zone.clone()
+                    } else {
+                        format!("{zone}.")
+                    },
+                    records: Vec::new(),
+                    default_ip: None,
+                });
+                out.len() - 1
+            }
+        };
+        match regexp {
+            Some(re) => out[index].records.push(Record {
+                name: String::new(),
+                ip: Some(ip.to_string()),
+                regexp: Some(Value::String(re)),
+            }),
+            None => out[index].default_ip = Some(ip.to_string()),
+        }
+    }
     Json(out).into_response()
 }
 
@@ -438,23 +470,57 @@ async fn dns_add(State(s): State<ApiState>, body: Bytes) -> Response {
         Err(r) => return r.into_response(),
     };
     let mut added = Vec::new();
+    let pattern = |regexp: Option<&str>, ip: IpAddr| -> Result<(), Response> {
+        let mut zone = s.zone.write().map_err(|_| {
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the DNS zone is unavailable",
+            )
+        })?;
+        zone.add_pattern(&req.name, regexp, ip)
+            .map_err(|e| text(StatusCode::BAD_REQUEST, format!("zone '{}': {e}", req.name)))
+    };
     for r in &req.records {
-        if r.regexp.as_ref().is_some_and(|v| !v.is_null()) {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "records with a regular expression are not supported by slipway",
-            );
-        }
+        let regexp = match &r.regexp {
+            None | Some(Value::Null) => None,
+            Some(Value::String(re)) => Some(re.as_str()),
+            Some(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "a record's Regexp must be a string (a regular expression)",
+                )
+            }
+        };
         let Some(ip) = r.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("record '{}' has no valid IP address", r.name),
             );
         };
+        if let Some(re) = regexp {
+            if let Err(r) = pattern(Some(re), ip) {
+                return r;
+            }
+            continue;
+        }
         if let Err(e) = add_to_zone(&s, &full_name(&r.name, &req.name), ip) {
             return e.into_response();
         }
         added.push((r.name.clone(), ip));
+    }
+    if let Some(default) = &req.default_ip {
+        let Ok(ip) = default.parse::<IpAddr>() else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "zone '{}': DefaultIP '{default}' is not an IP address",
+                    req.name
+                ),
+            );
+        };
+        if let Err(r) = pattern(None, ip) {
+            return r;
+        }
     }
     if let Ok(mut zones) = s.gvproxy_zones.lock() {
         let entry = zones.entry(req.name.clone()).or_default();
