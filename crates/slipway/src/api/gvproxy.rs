@@ -470,15 +470,16 @@ async fn dns_add(State(s): State<ApiState>, body: Bytes) -> Response {
         Err(r) => return r.into_response(),
     };
     let mut added = Vec::new();
-    let pattern = |regexp: Option<&str>, ip: IpAddr| -> Result<(), Response> {
+    // Errors as (status, text), turned into a response by the caller.
+    let pattern = |regexp: Option<&str>, ip: IpAddr| -> Result<(), (StatusCode, String)> {
         let mut zone = s.zone.write().map_err(|_| {
-            text(
+            (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "the DNS zone is unavailable",
+                "the DNS zone is unavailable".to_string(),
             )
         })?;
         zone.add_pattern(&req.name, regexp, ip)
-            .map_err(|e| text(StatusCode::BAD_REQUEST, format!("zone '{}': {e}", req.name)))
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("zone '{}': {e}", req.name)))
     };
     for r in &req.records {
         let regexp = match &r.regexp {
@@ -498,8 +499,8 @@ async fn dns_add(State(s): State<ApiState>, body: Bytes) -> Response {
             );
         };
         if let Some(re) = regexp {
-            if let Err(r) = pattern(Some(re), ip) {
-                return r;
+            if let Err((status, why)) = pattern(Some(re), ip) {
+                return text(status, why);
             }
             continue;
         }
@@ -518,8 +519,8 @@ async fn dns_add(State(s): State<ApiState>, body: Bytes) -> Response {
                 ),
             );
         };
-        if let Err(r) = pattern(None, ip) {
-            return r;
+        if let Err((status, why)) = pattern(None, ip) {
+            return text(status, why);
         }
     }
     if let Ok(mut zones) = s.gvproxy_zones.lock() {
