@@ -26,7 +26,29 @@ pub fn run(data: &[u8]) {
         ],
         ..NetworkConfig::default()
     };
-    let zone = LocalZone::new(&cfg);
+    let mut zone = LocalZone::new(&cfg);
+    // gvproxy-style patterns: an expression, and a zone default.
+    zone.add_pattern(
+        "apps.test",
+        Some("^[a-z]+\\.apps"),
+        IpAddr::V4(Ipv4Addr::new(192, 168, 127, 5)),
+    )
+    .expect("a valid pattern");
+    zone.add_pattern(
+        "corp.test",
+        None,
+        IpAddr::V4(Ipv4Addr::new(192, 168, 127, 6)),
+    )
+    .expect("a zone default");
+    // Bytes after a 0xff separator are also tried as an untrusted expression.
+    if let Some(i) = data.iter().position(|&b| b == 0xff) {
+        let expr = String::from_utf8_lossy(&data[i + 1..]);
+        let _ = zone.add_pattern(
+            "x.test",
+            Some(&expr),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        );
+    }
     if let Ok(Some(answer)) = zone.answer(data) {
         assert_eq!(answer[..2], data[..2], "answer id differs from the query's");
         assert!(

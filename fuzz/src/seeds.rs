@@ -405,7 +405,10 @@ pub fn dns_zone() -> Vec<(&'static str, Vec<u8>)> {
             "unknown_local_name",
             dns_query(0x3456, "nothing.slipway.internal", 1, true),
         ),
-        ("forwarded_name", dns_query(0x4567, "forwarded.test", 1, false)),
+        (
+            "forwarded_name",
+            dns_query(0x4567, "forwarded.test", 1, false),
+        ),
     ]
 }
 

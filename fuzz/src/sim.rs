@@ -474,7 +474,12 @@ impl HostSockets for SimHost {
     }
 
     fn tcp_accept(&mut self, listener: SocketRef, id: SocketRef) -> io::Result<SocketAddr> {
-        assert_eq!(listener.kind, FlowKind::Listener, "accept on a {:?} socket", listener.kind);
+        assert_eq!(
+            listener.kind,
+            FlowKind::Listener,
+            "accept on a {:?} socket",
+            listener.kind
+        );
         assert_eq!(id.kind, FlowKind::Tcp);
         let client = self
             .backlog
