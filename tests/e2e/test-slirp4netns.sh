@@ -15,7 +15,8 @@
 # (sha256); the built-in DNS names at 10.0.2.3 (raw UDP query, no upstream); the API:
 # add_hostfwd (id 1), a namespace server reached from the host through it, seeing loopback
 # clients as 10.0.2.2, list_hostfwd, remove_hostfwd, the port closed afterwards, errors for an
-# unknown id, a malformed request and a host port in use; -e: closing the exit fd's writer stops
+# unknown id, a malformed request and a host port in use; a client holding half a request stalls
+# neither a download nor another API request; -e: closing the exit fd's writer stops
 # it; refused options (--enable-ipv6, an unusable --outbound-addr, an unknown one), --help, -v;
 # --outbound-addr: a server in the test's namespace sees that address as the client; with
 # --enable-sandbox --enable-seccomp: the root holds only etc and run, CapEff only
@@ -284,6 +285,28 @@ check s4_api_add_port_in_use api_error "$api_sock" \
     "{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":\"tcp\",\"host_addr\":\"127.0.0.1\",\"host_port\":$E2E_HTTP_PORT,\"guest_port\":80}}" \
     "bad request: add_hostfwd"
 e2e_stop_pid "$guest_http_pid"
+
+# slirp4netns serves its API in its event loop; slipway must not: a client that sends half a
+# request and then waits must stall neither traffic nor other API clients.
+e2e_spawn stalled-api-client python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"{\"execute\":")
+time.sleep(30)' "$api_sock"
+stalled_client=$E2E_PID
+sleep 0.3
+api_not_stalled() {
+    local t0 t1
+    t0=$(e2e_now)
+    fetch_sha -n "$ns_a" "$gateway" "$E2E_HTTP_PORT" blob.bin "$blob_sha" || return 1
+    api_is "$api_sock" '{"execute":"list_hostfwd"}' '{"return":{"entries":[]}}' || return 1
+    t1=$(e2e_now)
+    echo "download and API request took $(e2e_elapsed "$t0" "$t1") s while another client held a half request"
+    awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 5) }'
+}
+check s4_api_does_not_stall_traffic api_not_stalled
+e2e_stop_pid "$stalled_client"
 
 # ------------------------------------------------ 5: -e/--exit-fd
 netns_holder ns-b
