@@ -24,7 +24,8 @@
 # --port-driver=slirp4netns, sandbox and seccomp on): its child downloads through 10.0.2.2 and
 # serves on port 8000, reached from the host through -p, and every process it started is gone
 # after it exits; as user nobody against nobody's own user and network namespace, given only its
-# PID (slipway's helper joins that user namespace): ready, configured, a download, the API.
+# PID (slipway's helper joins that user namespace): ready, configured, a download, the API; and
+# `slipway serve --netns PID` as nobody the same way.
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -595,6 +596,18 @@ runs_as_nobody_outside() {
 check s4_unprivileged_helper_joined runs_as_nobody_outside "$s4_u"
 check s4_unprivileged_api api_is "$u_dir/api.sock" '{"execute":"list_hostfwd"}' '{"return":{"entries":[]}}'
 e2e_stop_pid "$s4_u"
+# `slipway serve --netns PID` joins the same way.
+e2e_spawn serve-u "${nobody[@]}" "$SLIPWAY" serve --netns "$ns_u" --egress-allow 127.0.0.0/8
+serve_u=$E2E_PID
+serve_configured_u() {
+    local addr
+    addr=$(in_ns "$ns_u" ip -o -4 addr show dev tap0 2>&1) || { echo "$addr"; return 1; }
+    echo "$addr"
+    grep -q "inet 192.168.127.2/24 " <<<"$addr"
+}
+check serve_unprivileged_netns_pid eventually 5 serve_configured_u
+check serve_unprivileged_download fetch_sha -n "$ns_u" 192.168.127.254 "$E2E_HTTP_PORT" blob.bin "$blob_sha"
+e2e_stop_pid "$serve_u"
 e2e_stop_pid "$ns_u"
 chmod "$tun_mode" /dev/net/tun
 

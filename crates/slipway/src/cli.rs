@@ -149,6 +149,8 @@ pub struct ServeArgs {
     pub stdio: bool,
     /// Attach a network namespace: a PID or a path such as /run/netns/NAME or /proc/PID/ns/net.
     /// slipway creates a TAP device inside it and configures address, route and MTU. Repeatable.
+    /// Without root, a PID's namespace is entered through that process's user namespace (for
+    /// one the caller owns, e.g. made by `unshare --user --net`).
     #[arg(long, value_name = "TARGET")]
     pub netns: Vec<String>,
     /// Name of the TAP device created inside each --netns namespace.

@@ -294,7 +294,13 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
             exclusive: true,
             configure: true,
         };
-        let fd = netns::open_tap(&target, &setup)?;
+        // As slirp4netns does: a process's namespace may belong to a user namespace that a
+        // normal user can join (its owner's); root needs none.
+        let userns = match &target {
+            netns::NetnsTarget::Pid(pid) => Some(PathBuf::from(format!("/proc/{pid}/ns/user"))),
+            netns::NetnsTarget::Path(_) => None,
+        };
+        let fd = netns::open_tap_joining(&target, userns.as_deref(), &setup)?;
         let port = driver.add_link(Box::new(link::TapLink::new(fd)?))?;
         tracing::info!(
             "namespace {target}: {} is {address}/{} via {} (port {port})",
