@@ -162,7 +162,7 @@ while answered + sum(errors.values()) < n and time.monotonic() < deadline:
             answered += 1
 open_s = time.monotonic() - t0
 errors["not-answered-in-60s"] += len(pending)
-print(f"ALL-OPEN answered={answered} started={started} seconds={open_s:.1f} errors={dict(errors)}", flush=True)
+print(f"ALL-OPEN answered={answered} started={started} seconds={open_s:.1f} errors={dict(+errors)}", flush=True)
 t = time.monotonic() + 120
 while not os.path.exists(go_file) and time.monotonic() < t:
     time.sleep(0.05)
