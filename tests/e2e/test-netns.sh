@@ -150,11 +150,11 @@ check iperf3_guest_to_host iperf
 check iperf3_host_to_guest iperf -R
 
 slow_destinations_do_not_block() {
-    # 200 connects to a destination that never answers, in flight while a download proceeds.
+    # 1,000 connects to a destination that never answers, in flight while a download proceeds.
     in_guest python3 - <<'PY' &
 import socket, time
 socks = []
-for _ in range(200):
+for _ in range(1000):
     s = socket.socket()
     s.setblocking(False)
     s.connect_ex(("192.0.2.200", 80))
@@ -167,7 +167,7 @@ PY
     local took=$((SECONDS - t0))
     kill "$hang" 2>/dev/null || true
     wait "$hang" 2>/dev/null || true
-    echo "download with 200 hanging connects in flight took ${took}s"
+    echo "download with 1000 hanging connects in flight took ${took}s"
     [ "$took" -lt 6 ]
 }
 check slow_destinations_do_not_block slow_destinations_do_not_block
@@ -187,10 +187,10 @@ else
     e2e_not_ok egress_counted "no egress_denied counter in the log"
 fi
 opened=$(sed -n 's/.*TCP flows opened \([0-9]*\).*/\1/p' "$E2E_WORK/slipway.log" | tail -n 1)
-if [ "${opened:-0}" -ge 200 ]; then
+if [ "${opened:-0}" -ge 1000 ]; then
     e2e_ok slow_connects_reached_slipway
 else
-    e2e_not_ok slow_connects_reached_slipway "slipway saw ${opened:-no} TCP flows, expected at least 200"
+    e2e_not_ok slow_connects_reached_slipway "slipway saw ${opened:-no} TCP flows, expected at least 1000"
 fi
 [ -s "$E2E_WORK/slipway.pcap" ] && e2e_ok pcap_written || e2e_not_ok pcap_written "empty capture"
 for f in iperf3_guest_to_host iperf3_host_to_guest; do
