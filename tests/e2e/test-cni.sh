@@ -311,23 +311,7 @@ download() { # FILE SHA
 check download_via_alias download blob.bin "$blob_sha"
 
 lookup() { # NAME WANT
-    in_ns python3 - "$@" <<'PY'
-import socket, struct, sys, random
-name, want = sys.argv[1], sys.argv[2]
-qid = random.randrange(65536)
-q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(5)
-s.sendto(q, ("192.168.127.1", 53))
-r, _ = s.recvfrom(4096)
-rid, flags, qd, an = struct.unpack(">HHHH", r[:8])
-assert rid == qid, "id mismatch"
-assert flags & 0xf == 0, f"rcode {flags & 0xf}"
-assert an >= 1, "no answer"
-assert socket.inet_aton(want) in r, f"{want} not in the answer"
-print("ok", name, want)
-PY
+    in_ns python3 "$E2E_DIR/dns_lookup.py" 192.168.127.1 "$@"
 }
 dns_forwarded() {
     lookup "$dns_name" "$dns_addr" || return 1

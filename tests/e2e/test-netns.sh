@@ -71,36 +71,8 @@ check ping_alias in_guest busybox ping -c 2 -W 3 192.168.127.254
 # echo through an unprivileged ICMP socket.
 check ping_outside in_guest busybox ping -c 2 -W 3 "$E2E_UPLINK_ECHO4"
 
-lookup() { # NAME WANT [TCP]
-    in_guest python3 - "$@" <<'PY'
-import socket, struct, sys, random
-name, want = sys.argv[1], sys.argv[2]
-tcp = len(sys.argv) > 3
-qid = random.randrange(65536)
-q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-if tcp:
-    s = socket.create_connection(("192.168.127.1", 53), timeout=5)
-    s.sendall(struct.pack(">H", len(q)) + q)
-    buf = b""
-    while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-    r = buf[2:]
-else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(5)
-    s.sendto(q, ("192.168.127.1", 53))
-    r, _ = s.recvfrom(4096)
-rid, flags, qd, an = struct.unpack(">HHHH", r[:8])
-assert rid == qid, "id mismatch"
-assert flags & 0xf == 0, f"rcode {flags & 0xf}"
-assert an >= 1, "no answer"
-assert socket.inet_aton(want) in r, f"{want} not in the answer"
-print("ok", name, want)
-PY
+lookup() { # NAME WANT [tcp]
+    in_guest python3 "$E2E_DIR/dns_lookup.py" 192.168.127.1 "$@"
 }
 check dns_local_name lookup host.slipway.internal 192.168.127.254
 check dns_docker_name lookup host.docker.internal 192.168.127.254

@@ -135,6 +135,9 @@ fn gvproxy_mode(args: &[String]) -> Result<()> {
     result
 }
 
+/// A drop-in front-end: the tool's arguments (without the program name) in, slipway running.
+type DropInMode = fn(&[String]) -> Result<()>;
+
 /// Stops the network at once, from any thread.
 type Stopper = Arc<dyn Fn() + Send + Sync>;
 
@@ -643,33 +646,26 @@ fn main() {
         let _ = std::io::stdout().write_all(out.as_bytes());
         std::process::exit(code);
     }
-    let slirp = if program == "slirp4netns" {
-        Some(&argv[1..])
-    } else if argv.get(1).map(String::as_str) == Some("slirp4netns") {
-        Some(&argv[2..])
-    } else {
-        None
-    };
-    if let Some(args) = slirp {
-        if let Err(e) = slirp4netns_mode(args) {
-            eprintln!("slirp4netns (slipway): {e:#}");
-            std::process::exit(1);
+    // Drop-ins: invoked under the tool's name (a symlink) or as `slipway NAME ...`.
+    let drop_in = |name: &str| -> Option<&[String]> {
+        if program == name {
+            Some(&argv[1..])
+        } else if argv.get(1).map(String::as_str) == Some(name) {
+            Some(&argv[2..])
+        } else {
+            None
         }
-        return;
-    }
-    let drop_in = if program == "gvproxy" {
-        Some(&argv[1..])
-    } else if argv.get(1).map(String::as_str) == Some("gvproxy") {
-        Some(&argv[2..])
-    } else {
-        None
     };
-    if let Some(args) = drop_in {
-        if let Err(e) = gvproxy_mode(args) {
-            eprintln!("gvproxy (slipway): {e:#}");
-            std::process::exit(1);
+    let modes: [(&str, DropInMode); 2] =
+        [("slirp4netns", slirp4netns_mode), ("gvproxy", gvproxy_mode)];
+    for (name, mode) in modes {
+        if let Some(args) = drop_in(name) {
+            if let Err(e) = mode(args) {
+                eprintln!("{name} (slipway): {e:#}");
+                std::process::exit(1);
+            }
+            return;
         }
-        return;
     }
     let cli = Cli::parse();
     let result = match cli.command {
