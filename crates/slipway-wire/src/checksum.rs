@@ -3,7 +3,7 @@
 //! `sum` accumulates 16-bit big-endian words into a wide accumulator; `fold` reduces it to the
 //! one's-complement 16-bit result. Pseudo-header helpers cover TCP/UDP over IPv4 and IPv6.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Add `data` to a running checksum accumulator. Odd lengths are padded with a zero byte, so only
 /// the last chunk of a message may have an odd length.
@@ -56,6 +56,23 @@ pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u64 {
     b[9] = protocol;
     b[10..12].copy_from_slice(&len.to_be_bytes());
     sum(&b, 0)
+}
+
+/// Accumulator for the pseudo-header of either family. Mixed families cannot occur in one
+/// packet; an IPv4 address paired with an IPv6 one is taken in its IPv4-mapped form.
+#[inline]
+pub fn pseudo(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u64 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo_v4(s, d, protocol, len as u16),
+        (s, d) => pseudo_v6(to_v6(s), to_v6(d), protocol, len as u32),
+    }
+}
+
+fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
 }
 
 /// Accumulator for the IPv6 pseudo-header of an upper-layer packet of `len` bytes.

@@ -7,21 +7,25 @@
 //! compute checksums; nothing here allocates or performs I/O.
 //!
 //! Limits: Ethernet II only (no 802.1Q tags: tagged frames are reported as their TPID ethertype
-//! and dropped by the caller); IPv4 options are skipped, fragments are reported (not
-//! reassembled); TCP options understood: MSS, window scale (others skipped).
+//! and dropped by the caller); IPv4 options and IPv6 extension headers are skipped, fragments are
+//! reported (not reassembled); TCP options understood: MSS, window scale (others skipped).
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 
 pub use arp::ArpPacket;
 pub use ethernet::EthernetFrame;
 pub use icmp::Icmpv4Packet;
+pub use icmpv6::Icmpv6Packet;
 pub use ipv4::Ipv4Packet;
+pub use ipv6::Ipv6Packet;
 pub use tcp::TcpSegment;
 pub use udp::UdpDatagram;
 

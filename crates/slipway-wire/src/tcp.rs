@@ -2,7 +2,7 @@
 
 use crate::checksum;
 use crate::{be16, be32, put16, put32, WireError};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 pub const HEADER_LEN: usize = 20;
 pub const FIN: u8 = 0x01;
@@ -42,7 +42,11 @@ impl<'a> TcpSegment<'a> {
     }
     /// Verify the checksum against an IPv4 pseudo-header.
     pub fn verify_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        let acc = checksum::pseudo_v4(src, dst, crate::ipv4::PROTO_TCP, self.buf.len() as u16);
+        self.verify(src.into(), dst.into())
+    }
+    /// Verify the checksum against the pseudo-header of either family.
+    pub fn verify(&self, src: IpAddr, dst: IpAddr) -> bool {
+        let acc = checksum::pseudo(src, dst, crate::ipv4::PROTO_TCP, self.buf.len());
         checksum::finish(checksum::sum(self.buf, acc)) == 0
     }
     pub fn src_port(&self) -> u16 {
@@ -119,6 +123,11 @@ impl TcpHeader {
 /// Write the TCP header into `seg[..h.header_len()]`, where `seg` is the whole segment (header
 /// then payload already in place), and fill in the checksum for IPv4 `src` → `dst`.
 pub fn write_header_v4(seg: &mut [u8], h: &TcpHeader, src: Ipv4Addr, dst: Ipv4Addr) {
+    write_header(seg, h, src.into(), dst.into());
+}
+
+/// [`write_header_v4`] for either family.
+pub fn write_header(seg: &mut [u8], h: &TcpHeader, src: IpAddr, dst: IpAddr) {
     let hl = h.header_len();
     put16(seg, 0, h.src_port);
     put16(seg, 2, h.dst_port);
@@ -138,7 +147,7 @@ pub fn write_header_v4(seg: &mut [u8], h: &TcpHeader, src: Ipv4Addr, dst: Ipv4Ad
         seg[26] = 3;
         seg[27] = o.window_scale.unwrap_or(0);
     }
-    let acc = checksum::pseudo_v4(src, dst, crate::ipv4::PROTO_TCP, seg.len() as u16);
+    let acc = checksum::pseudo(src, dst, crate::ipv4::PROTO_TCP, seg.len());
     let c = checksum::finish(checksum::sum(seg, acc));
     put16(seg, 16, c);
 }

@@ -2,7 +2,7 @@
 
 use crate::checksum;
 use crate::{be16, put16, WireError};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 pub const HEADER_LEN: usize = 8;
 
@@ -28,10 +28,15 @@ impl<'a> UdpDatagram<'a> {
     }
     /// Verify the checksum (a zero checksum means "none" over IPv4).
     pub fn verify_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        self.verify(src.into(), dst.into())
+    }
+    /// Verify the checksum for either family. Zero means "none" over IPv4 and is invalid over
+    /// IPv6 (RFC 8200 §8.1).
+    pub fn verify(&self, src: IpAddr, dst: IpAddr) -> bool {
         if be16(self.buf, 6) == 0 {
-            return true;
+            return src.is_ipv4();
         }
-        let acc = checksum::pseudo_v4(src, dst, crate::ipv4::PROTO_UDP, self.buf.len() as u16);
+        let acc = checksum::pseudo(src, dst, crate::ipv4::PROTO_UDP, self.buf.len());
         checksum::finish(checksum::sum(self.buf, acc)) == 0
     }
     pub fn src_port(&self) -> u16 {
@@ -53,12 +58,17 @@ pub fn write_header_v4(
     src: Ipv4Addr,
     dst: Ipv4Addr,
 ) {
+    write_header(dgram, src_port, dst_port, src.into(), dst.into());
+}
+
+/// [`write_header_v4`] for either family.
+pub fn write_header(dgram: &mut [u8], src_port: u16, dst_port: u16, src: IpAddr, dst: IpAddr) {
     let len = dgram.len() as u16;
     put16(dgram, 0, src_port);
     put16(dgram, 2, dst_port);
     put16(dgram, 4, len);
     put16(dgram, 6, 0);
-    let acc = checksum::pseudo_v4(src, dst, crate::ipv4::PROTO_UDP, len);
+    let acc = checksum::pseudo(src, dst, crate::ipv4::PROTO_UDP, usize::from(len));
     let mut c = checksum::finish(checksum::sum(dgram, acc));
     if c == 0 {
         c = 0xffff;
