@@ -57,34 +57,29 @@ impl<'a> Ipv6Packet<'a> {
         let mut at = HEADER_LEN;
         let mut fragment = false;
         let mut walked = 0;
-        loop {
-            match next {
-                NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_FRAGMENT => {
-                    walked += 1;
-                    if walked > MAX_EXTENSION_HEADERS {
-                        return Err(WireError::Malformed);
-                    }
-                    if next == NEXT_HOP_BY_HOP && walked != 1 {
-                        // Hop-by-hop options must come first (RFC 8200 §4.1).
-                        return Err(WireError::Malformed);
-                    }
-                    if buf.len() < at + 8 {
-                        return Err(WireError::Truncated);
-                    }
-                    let len = if next == NEXT_FRAGMENT {
-                        fragment = true;
-                        8
-                    } else {
-                        (usize::from(buf[at + 1]) + 1) * 8
-                    };
-                    if buf.len() < at + len {
-                        return Err(WireError::Truncated);
-                    }
-                    next = buf[at];
-                    at += len;
-                }
-                _ => break,
+        while let NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_FRAGMENT = next {
+            walked += 1;
+            if walked > MAX_EXTENSION_HEADERS {
+                return Err(WireError::Malformed);
             }
+            if next == NEXT_HOP_BY_HOP && walked != 1 {
+                // Hop-by-hop options must come first (RFC 8200 §4.1).
+                return Err(WireError::Malformed);
+            }
+            if buf.len() < at + 8 {
+                return Err(WireError::Truncated);
+            }
+            let len = if next == NEXT_FRAGMENT {
+                fragment = true;
+                8
+            } else {
+                (usize::from(buf[at + 1]) + 1) * 8
+            };
+            if buf.len() < at + len {
+                return Err(WireError::Truncated);
+            }
+            next = buf[at];
+            at += len;
         }
         Ok(Self {
             buf,
