@@ -31,8 +31,11 @@ use slipway_core::flows::tcp::TcpLimits;
 use slipway_core::flows::udp::UdpLimits;
 use slipway_core::flows::{FlowKind, SocketRef};
 use slipway_core::Network;
-use slipway_wire::{checksum, ethernet, ipv4, tcp};
-use slipway_wire::{ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet, TcpSegment, UdpDatagram};
+use slipway_wire::{checksum, ethernet, ipv4, ipv6, tcp};
+use slipway_wire::{
+    ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpSegment,
+    UdpDatagram,
+};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -119,8 +122,10 @@ struct Harness {
     conns: HashMap<ConnKey, Conn>,
     /// Frames of the current TX queue already looked at.
     observed: usize,
-    /// Frames built by the gateway that passed [`check_gateway_frame`].
+    /// Frames built by the gateway that passed [`check_gateway_frame`] (router advertisements,
+    /// which the network sends on its own, counted apart).
     gateway_frames: usize,
+    router_adverts: usize,
     #[cfg(feature = "dns")]
     zone: slipway_core::services::dns::LocalZone,
 }
@@ -177,6 +182,7 @@ impl Harness {
             conns: HashMap::new(),
             observed: 0,
             gateway_frames: 0,
+            router_adverts: 0,
             #[cfg(feature = "dns")]
             zone,
         }
@@ -410,7 +416,11 @@ impl Harness {
         self.observe();
         for (_, frame) in self.net.tx().frames() {
             if check_gateway_frame(frame, self.gateway_mac) {
-                self.gateway_frames += 1;
+                if is_router_advert(frame) {
+                    self.router_adverts += 1;
+                } else {
+                    self.gateway_frames += 1;
+                }
             }
         }
         self.net.clear_tx();
@@ -542,6 +552,14 @@ pub fn set_mode(host: &mut SimHost, arg: u8, errno_pick: u8) {
     }
 }
 
+/// An ICMPv6 router advertisement (Ethernet, 40-byte IPv6 header, type 134).
+fn is_router_advert(frame: &[u8]) -> bool {
+    frame.len() > 54
+        && frame[12..14] == ethernet::ETHERTYPE_IPV6.to_be_bytes()
+        && frame[20] == ipv6::NEXT_ICMPV6
+        && frame[54] == slipway_wire::icmpv6::ROUTER_ADVERT
+}
+
 /// A frame slipway built must pass its own checked views with valid checksums. Returns false
 /// for a guest's frame the switch forwarded (not checked).
 fn check_gateway_frame(frame: &[u8], gateway_mac: Mac) -> bool {
@@ -585,6 +603,39 @@ fn check_gateway_frame(frame: &[u8], gateway_mac: Mac) -> bool {
                         .expect("the gateway built an ICMP message with a bad checksum");
                 }
                 p => panic!("the gateway built an IPv4 packet of protocol {p}"),
+            }
+        }
+        ethernet::ETHERTYPE_IPV6 => {
+            let ip = match Ipv6Packet::new_checked(eth.payload()) {
+                Ok(ip) => ip,
+                Err(e) => panic!(
+                    "the gateway built a bad IPv6 packet ({e}): {:02x?}",
+                    &frame[..frame.len().min(80)]
+                ),
+            };
+            let (src, dst) = (IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()));
+            match ip.next_header() {
+                ipv6::NEXT_TCP => {
+                    let seg = TcpSegment::new_checked(ip.payload())
+                        .expect("the gateway built a bad TCP header");
+                    assert!(
+                        seg.verify(src, dst),
+                        "the gateway built a TCP segment with a bad checksum"
+                    );
+                }
+                ipv6::NEXT_UDP => {
+                    let u = UdpDatagram::new_checked(ip.payload())
+                        .expect("the gateway built a bad UDP header");
+                    assert!(
+                        u.verify(src, dst),
+                        "the gateway built a UDP datagram with a bad checksum"
+                    );
+                }
+                ipv6::NEXT_ICMPV6 => {
+                    Icmpv6Packet::new_checked(ip.payload(), ip.src(), ip.dst())
+                        .expect("the gateway built an ICMPv6 message with a bad checksum");
+                }
+                p => panic!("the gateway built an IPv6 packet of next header {p}"),
             }
         }
         t => panic!("the gateway built a frame of ethertype {t:#06x}"),

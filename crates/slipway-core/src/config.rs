@@ -5,7 +5,7 @@
 //! this struct from the outside.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -128,6 +128,79 @@ pub struct NetworkConfig {
     pub gateway_unix_ports: Vec<u16>,
     /// Serve gvproxy's forwarder API to guests at the gateway's TCP port 80.
     pub guest_api: bool,
+    /// The IPv6 side of the network, or `None` (`--ipv6=off`): IPv6 frames are then dropped.
+    pub ipv6: Option<Ipv6Config>,
+}
+
+/// The IPv6 plan of a network. Guests configure themselves by SLAAC from the router
+/// advertisements (or ask DHCPv6); slipway's own addresses all share the gateway's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Config {
+    /// The guests' prefix, always a /64 (what SLAAC needs), host bits zero.
+    pub prefix: Ipv6Addr,
+    /// The router's address inside the prefix (guests route through its link-local address).
+    pub gateway: Ipv6Addr,
+    /// The DNS server's address: the gateway by default; `fd00::3` in slirp4netns's plan.
+    pub dns_server: Ipv6Addr,
+    /// The address that reaches the host's `::1`, or `None`. May equal the gateway (slirp4netns's
+    /// plan), with the same port rules as for IPv4.
+    pub host_loopback_alias: Option<Ipv6Addr>,
+    /// First and last address DHCPv6 hands out to guests that ask for one (inclusive).
+    pub pool_start: Ipv6Addr,
+    pub pool_end: Ipv6Addr,
+}
+
+/// The default IPv6 prefix.
+pub const DEFAULT_PREFIX6: &str = "fd00:5119::/64";
+
+impl Ipv6Config {
+    /// The default plan inside a /64: gateway and DNS `::1`, host alias `::fe`, DHCPv6 pool
+    /// `::1000`–`::1fff`.
+    pub fn from_prefix(cidr: IpCidr) -> Result<Self, ConfigError> {
+        let IpAddr::V6(addr) = cidr.addr else {
+            return Err(ConfigError::Subnet6NotIpv6(cidr));
+        };
+        if cidr.prefix != 64 {
+            return Err(ConfigError::Subnet6Size(cidr));
+        }
+        let net = u128::from(addr) & !(u128::from(u64::MAX));
+        let at = |host: u128| Ipv6Addr::from(net | host);
+        if addr.is_multicast() || slipway_wire::ipv6::is_link_local(&addr) || addr.is_loopback() {
+            return Err(ConfigError::Subnet6Kind(cidr));
+        }
+        Ok(Self {
+            prefix: at(0),
+            gateway: at(1),
+            dns_server: at(1),
+            host_loopback_alias: Some(at(0xfe)),
+            pool_start: at(0x1000),
+            pool_end: at(0x1fff),
+        })
+    }
+
+    /// slirp4netns's IPv6 plan: `fd00::/64`, gateway and host alias `fd00::2`, DNS `fd00::3`.
+    pub fn slirp4netns() -> Self {
+        let mut c = Self::from_prefix(IpCidr {
+            addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0)),
+            prefix: 64,
+        })
+        .expect("fd00::/64 is a valid prefix");
+        c.gateway = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+        c.dns_server = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+        c.host_loopback_alias = Some(c.gateway);
+        c
+    }
+
+    /// True for an address inside the guests' /64.
+    pub fn in_prefix(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) >> 64 == u128::from(self.prefix) >> 64
+    }
+}
+
+impl Default for Ipv6Config {
+    fn default() -> Self {
+        Self::from_prefix(DEFAULT_PREFIX6.parse().expect("valid prefix")).expect("valid plan")
+    }
 }
 
 /// The largest MTU slipway accepts: a frame of at most 65535 bytes with its 14-byte Ethernet
@@ -148,6 +221,12 @@ pub enum ConfigError {
     SlirpSubnetSize(IpCidr),
     #[error("--mtu {0}: must be between {MIN_MTU} and {MAX_MTU}")]
     Mtu(u32),
+    #[error("--subnet6 {0}: give an IPv6 prefix, e.g. fd00:5119::/64")]
+    Subnet6NotIpv6(IpCidr),
+    #[error("--subnet6 {0}: the prefix must be a /64 (stateless autoconfiguration needs one)")]
+    Subnet6Size(IpCidr),
+    #[error("--subnet6 {0}: use a unique-local (fd00::/8) or global prefix, not multicast, link-local or loopback")]
+    Subnet6Kind(IpCidr),
 }
 
 impl NetworkConfig {
@@ -190,6 +269,7 @@ impl NetworkConfig {
             static_leases: Vec::new(),
             gateway_unix_ports: Vec::new(),
             guest_api: false,
+            ipv6: Some(Ipv6Config::default()),
         })
     }
 
@@ -235,6 +315,34 @@ impl NetworkConfig {
         cfg.pool_start = Ipv4Addr::from(net + 15);
         cfg.pool_end = Ipv4Addr::from(broadcast - 1);
         Ok(cfg)
+    }
+
+    /// The gateway's IPv6 link-local address (from its MAC): the source of router
+    /// advertisements and the guests' IPv6 next hop.
+    pub fn gateway_link_local(&self) -> Ipv6Addr {
+        slipway_wire::ipv6::eui64_address(
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+            self.gateway_mac,
+        )
+    }
+
+    /// True for the IPv6 addresses slipway itself answers neighbor solicitations for.
+    pub fn owns6(&self, ip: Ipv6Addr) -> bool {
+        let Some(v6) = &self.ipv6 else {
+            return false;
+        };
+        ip == v6.gateway
+            || ip == v6.dns_server
+            || Some(ip) == v6.host_loopback_alias
+            || ip == self.gateway_link_local()
+    }
+
+    /// True for an address of either family that slipway owns.
+    pub fn owns_ip(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.owns(v4),
+            IpAddr::V6(v6) => self.owns6(v6),
+        }
     }
 
     /// The address slirp4netns gives the namespace with `--configure`: the subnet's `.100`.
@@ -288,6 +396,39 @@ mod tests {
         assert!(c.contains("10.0.2.77".parse().unwrap()));
         assert!(!c.contains("10.0.3.1".parse().unwrap()));
         assert!(!c.contains("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_plans() {
+        let c = NetworkConfig::default();
+        let v6 = c.ipv6.as_ref().unwrap();
+        assert_eq!(v6.gateway, "fd00:5119::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(v6.dns_server, v6.gateway);
+        assert_eq!(
+            v6.host_loopback_alias,
+            Some("fd00:5119::fe".parse().unwrap())
+        );
+        assert!(v6.in_prefix("fd00:5119::5054:ff:fe12:3456".parse().unwrap()));
+        assert!(!v6.in_prefix("fd00:5118::1".parse().unwrap()));
+        assert_eq!(
+            c.gateway_link_local(),
+            "fe80::5894:efff:fee4:cdd".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(c.owns6(c.gateway_link_local()));
+        let s = Ipv6Config::slirp4netns();
+        assert_eq!(s.gateway, "fd00::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(s.dns_server, "fd00::3".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(s.host_loopback_alias, Some(s.gateway));
+        for (bad, err) in [
+            ("fd00::/48", "/64"),
+            ("10.0.0.0/24", "IPv6 prefix"),
+            ("fe80::/64", "unique-local"),
+        ] {
+            let e = Ipv6Config::from_prefix(bad.parse().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(err), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -28,7 +28,15 @@ reasons! {
     Ipv4Malformed => "ipv4_malformed",
     Ipv4Fragment => "ipv4_fragment",
     Ipv4NotForGateway => "ipv4_not_for_gateway",
-    Ipv6Unsupported => "ipv6_unsupported",
+    Ipv6Disabled => "ipv6_disabled",
+    Ipv6Malformed => "ipv6_malformed",
+    Ipv6Fragment => "ipv6_fragment",
+    Ipv6NotForGateway => "ipv6_not_for_gateway",
+    Icmpv6Malformed => "icmpv6_malformed",
+    NdpInvalid => "ndp_invalid",
+    NdpNotForUs => "ndp_not_for_us",
+    MulticastNotRouted => "multicast_not_routed",
+    Dhcp6Dropped => "dhcp6_dropped",
     UnknownIpProtocol => "unknown_ip_protocol",
     TcpMalformed => "tcp_malformed",
     TcpBadChecksum => "tcp_bad_checksum",
@@ -64,6 +72,9 @@ reasons! {
 }
 
 /// All counters of one network.
+/// Room for drop reasons (the counters are a fixed array).
+const MAX_REASONS: usize = 80;
+
 #[derive(Debug, Clone)]
 pub struct Counters {
     pub frames_from_guests: u64,
@@ -80,7 +91,7 @@ pub struct Counters {
     pub forwarded_connections: u64,
     /// Datagrams from host clients sent to guests through UDP forwards.
     pub forwarded_datagrams: u64,
-    drops: [u64; 64],
+    drops: [u64; MAX_REASONS],
 }
 
 impl Default for Counters {
@@ -98,7 +109,7 @@ impl Default for Counters {
             dns_queries: 0,
             forwarded_connections: 0,
             forwarded_datagrams: 0,
-            drops: [0; 64],
+            drops: [0; MAX_REASONS],
         }
     }
 }
@@ -146,7 +157,7 @@ mod tests {
 
     #[test]
     fn reasons_fit_and_count() {
-        assert!(DropReason::ALL.len() <= 64);
+        assert!(DropReason::ALL.len() <= MAX_REASONS);
         let mut c = Counters::default();
         c.drop(DropReason::Ipv4Fragment);
         c.drop(DropReason::Ipv4Fragment);

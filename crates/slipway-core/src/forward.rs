@@ -8,9 +8,11 @@
 //! with the accepted socket as the host side. A UDP datagram from a new client opens a UDP flow
 //! whose replies go back through the listener to that client; it expires when idle.
 //!
-//! The guest sees who is connecting: a client's real IPv4 address and port, except that loopback
-//! clients (127.0.0.0/8, ::1) and IPv6 clients (the guest network has no IPv6 yet) appear as the
-//! host-loopback alias (or the gateway when the alias is off), with their real source port.
+//! The guest sees who is connecting: a client's real address and port when it is of the guest
+//! address's family, except that loopback clients (127.0.0.0/8, ::1) and clients of the other
+//! family appear as the host-loopback alias of the guest's family (or the gateway when the alias
+//! is off), with their real source port. An IPv6 listener may forward to an IPv4 guest and the
+//! other way round.
 //!
 //! Specs follow Docker's `-p`: `[HOST_IP:]HOST_PORT[-END]:[GUEST_IP:]GUEST_PORT[-END][/tcp|/udp]`,
 //! IPv6 host addresses in brackets. The host address defaults to 127.0.0.1 (publishing on every
@@ -72,8 +74,8 @@ pub struct PortForward {
     pub proto: ForwardProto,
     /// Where the host listens.
     pub host: ForwardHost,
-    /// The guest address; None = the network's first guest address.
-    pub guest_ip: Option<Ipv4Addr>,
+    /// The guest address (either family); None = the network's first guest address (IPv4).
+    pub guest_ip: Option<IpAddr>,
     pub guest_port: u16,
 }
 
@@ -90,7 +92,12 @@ impl PortForward {
 impl fmt::Display for PortForward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.guest_ip {
-            Some(ip) => write!(f, "{} → {ip}:{}", self.host, self.guest_port)?,
+            Some(ip) => write!(
+                f,
+                "{} → {}",
+                self.host,
+                SocketAddr::new(ip, self.guest_port)
+            )?,
             None => write!(f, "{} → first guest:{}", self.host, self.guest_port)?,
         }
         write!(f, "/{}", self.proto)
@@ -108,8 +115,6 @@ pub enum PublishError {
     Port { spec: String, value: String },
     #[error("-p {spec}: '{value}' is not an IP address")]
     Address { spec: String, value: String },
-    #[error("-p {spec}: the guest address must be IPv4 (the guest network has no IPv6 yet)")]
-    GuestNotIpv4 { spec: String },
     #[error("-p {spec}: the host range has {host} ports but the guest range {guest}; give ranges of the same length")]
     RangeMismatch { spec: String, host: u32, guest: u32 },
     #[error("-p {spec}: a range may hold at most {MAX_RANGE} ports")]
@@ -164,14 +169,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortForward>, PublishError> {
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
     let guest_ip = match guest_ip {
-        Some(v) => match address(v)? {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => {
-                return Err(PublishError::GuestNotIpv4 {
-                    spec: spec.to_string(),
-                })
-            }
-        },
+        Some(v) => Some(address(v)?),
         None => None,
     };
     let (h0, h1) = port_range(spec, host_ports)?;
@@ -209,7 +207,9 @@ fn parse_unix(spec: &str) -> Result<PortForward, PublishError> {
     let (rest, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let guest_port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
     let (path, guest_ip) = match rest.rsplit_once(':') {
-        Some((path, ip)) if ip.parse::<Ipv4Addr>().is_ok() => (path, ip.parse().ok()),
+        Some((path, ip)) if ip.parse::<Ipv4Addr>().is_ok() => {
+            (path, ip.parse::<Ipv4Addr>().ok().map(IpAddr::V4))
+        }
         _ => (rest, None),
     };
     if path.len() < 2 || path.ends_with('/') {
@@ -273,17 +273,23 @@ fn port_range(spec: &str, v: &str) -> Result<(u16, u16), PublishError> {
     }
 }
 
-/// The IPv4 address under which the guest sees a host client, given the network's host-loopback
-/// alias (or gateway, when the alias is off). Loopback and IPv6 clients appear as `alias`.
-pub fn guest_visible_client(client: IpAddr, alias: Ipv4Addr) -> Ipv4Addr {
-    let v4 = match client {
-        IpAddr::V4(ip) => Some(ip),
-        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+/// The address under which a guest sees a host client, given the network's host-loopback alias
+/// of the guest's family (or the gateway, when the alias is off). Loopback clients and clients
+/// of the other family appear as `alias`; IPv4-mapped IPv6 clients count as IPv4.
+pub fn guest_visible_client(client: IpAddr, alias: IpAddr) -> IpAddr {
+    let client = match client {
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(client, IpAddr::V4),
+        v4 => v4,
     };
-    match v4 {
-        Some(ip) if !ip.is_loopback() && !ip.is_unspecified() => ip,
-        _ => alias,
+    if client.is_loopback() || client.is_unspecified() || client.is_ipv4() != alias.is_ipv4() {
+        return alias;
     }
+    if let IpAddr::V6(v6) = client {
+        if slipway_wire::ipv6::is_link_local(&v6) || v6.is_multicast() {
+            return alias;
+        }
+    }
+    client
 }
 
 #[cfg(test)]
@@ -306,7 +312,10 @@ mod tests {
         assert_eq!(f.host, ForwardHost::Unix("/run/app.sock".into()));
         assert_eq!((f.guest_ip, f.guest_port, f.kind()), (None, 8080, "unix"));
         let f = one("/run/a.sock:192.168.127.3:22/tcp");
-        assert_eq!(f.guest_ip, Some(Ipv4Addr::new(192, 168, 127, 3)));
+        assert_eq!(
+            f.guest_ip,
+            Some(IpAddr::V4(Ipv4Addr::new(192, 168, 127, 3)))
+        );
         let e = |s: &str| parse_publish(s).unwrap_err().to_string();
         assert!(e("/run/a.sock").contains("a unix socket forward is PATH"));
         assert!(e("/run/a.sock:0").contains("a unix socket forward"));
@@ -325,9 +334,18 @@ mod tests {
         assert_eq!(one("[::]:8080:80/udp").proto, ForwardProto::Udp);
         assert_eq!(one("8080:80/TCP").proto, ForwardProto::Tcp);
         let f = one("127.0.0.1:8080:192.168.127.3:80");
-        assert_eq!(f.guest_ip, Some(Ipv4Addr::new(192, 168, 127, 3)));
+        assert_eq!(
+            f.guest_ip,
+            Some(IpAddr::V4(Ipv4Addr::new(192, 168, 127, 3)))
+        );
+        let f = one("[::1]:8080:[fd00:5119::2]:80");
+        assert_eq!(f.guest_ip, Some("fd00:5119::2".parse().unwrap()));
+        assert_eq!(f.to_string(), "[::1]:8080 → [fd00:5119::2]:80/tcp");
         let f = one("[::1]:8080:[192.168.127.3]:80");
-        assert_eq!(f.guest_ip, Some(Ipv4Addr::new(192, 168, 127, 3)));
+        assert_eq!(
+            f.guest_ip,
+            Some(IpAddr::V4(Ipv4Addr::new(192, 168, 127, 3)))
+        );
     }
 
     #[test]
@@ -373,19 +391,28 @@ mod tests {
             "-p 1-3:1-2: the host range has 3 ports but the guest range 2; give ranges of the same length"
         );
         assert!(e("1-2000:1-2000").contains("at most 1024"));
-        assert!(e("[::1]:8080:[fd00::2]:80").contains("must be IPv4"));
+        assert!(e("[::1]:8080:[fd00::2:80").contains("expected"));
     }
 
     #[test]
     fn clients_seen_by_the_guest() {
-        let alias = Ipv4Addr::new(192, 168, 127, 254);
+        let alias: IpAddr = "192.168.127.254".parse().unwrap();
         let c = |s: &str| guest_visible_client(s.parse().unwrap(), alias);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(c("127.0.0.1"), alias);
         assert_eq!(c("127.3.4.5"), alias);
         assert_eq!(c("::1"), alias);
-        assert_eq!(c("198.51.100.2"), Ipv4Addr::new(198, 51, 100, 2));
-        assert_eq!(c("::ffff:198.51.100.2"), Ipv4Addr::new(198, 51, 100, 2));
+        assert_eq!(c("198.51.100.2"), ip("198.51.100.2"));
+        assert_eq!(c("::ffff:198.51.100.2"), ip("198.51.100.2"));
         assert_eq!(c("::ffff:127.0.0.1"), alias);
         assert_eq!(c("2001:db8::1"), alias);
+        // An IPv6 guest.
+        let alias6: IpAddr = "fd00:5119::fe".parse().unwrap();
+        let c6 = |s: &str| guest_visible_client(s.parse().unwrap(), alias6);
+        assert_eq!(c6("::1"), alias6);
+        assert_eq!(c6("2001:db8::1"), ip("2001:db8::1"));
+        assert_eq!(c6("fe80::1"), alias6);
+        assert_eq!(c6("198.51.100.2"), alias6);
+        assert_eq!(c6("::ffff:198.51.100.2"), alias6);
     }
 }

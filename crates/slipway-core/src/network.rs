@@ -3,42 +3,57 @@
 //!
 //! Theory of operation: a frame from guest port P enters [`Network::on_guest_frame`]. The switch
 //! learns its source MAC and forwards guest-to-guest traffic (copying it into the TX queue). Frames
-//! for the gateway (its MAC, or broadcast) are dispatched by protocol: ARP for owned addresses;
-//! IPv4 to the gateway itself (DHCP on UDP 67, DNS on UDP/TCP 53, ICMP echo); IPv4 to the
-//! host-loopback alias or to outside addresses goes to the TCP, UDP and ICMP engines after address
-//! translation (alias → 127.0.0.1) and the egress policy. Everything the network sends to guests is
-//! built in the TX queue, which the driver flushes once per batch.
+//! for the gateway (its MAC, or broadcast/multicast) are dispatched by protocol: ARP for owned
+//! addresses; IPv4 to the gateway itself (DHCP on UDP 67, DNS on UDP/TCP 53, ICMP echo); IPv6
+//! neighbor and router solicitations, DHCPv6 (UDP 547), DNS and ICMPv6 echo to the gateway's own
+//! addresses; IP of either family to the host-loopback alias or to outside addresses goes to the
+//! TCP, UDP and ICMP engines after address translation (alias → 127.0.0.1 or ::1) and the egress
+//! policy. Both families share the engines: a flow's key holds `IpAddr`s of one family, and frames
+//! are built with the header of that family. Everything the network sends to guests is built in
+//! the TX queue, which the driver flushes once per batch.
+//!
+//! A guest may not address the host's loopback (127.0.0.0/8, ::1), unspecified or IPv4-mapped
+//! addresses directly: only the alias reaches the host's loopback, so `--no-host-loopback` holds
+//! against a guest that writes its own packets.
 //!
 //! Port forwards enter from the host side: the driver binds each forward's listener under
 //! `SocketRef { kind: Listener, index: forward id }`; when it is readable the network finds the
-//! guest's MAC (neighbour table, else DHCP lease; else an ARP request, while clients wait in the
-//! kernel's backlog for up to [`FORWARD_GUEST_WAIT`]) and hands the clients to the TCP or UDP
-//! engine.
+//! guest's MAC (neighbour table, else DHCP lease; else an ARP request or IPv6 neighbor
+//! solicitation, while clients wait in the kernel's backlog for up to [`FORWARD_GUEST_WAIT`]) and
+//! hands the clients to the TCP or UDP engine.
 
-use crate::config::{Mac, NetworkConfig};
+use crate::config::{Ipv6Config, Mac, NetworkConfig};
 use crate::counters::{Counters, DropReason};
 use crate::flows::icmp::{PingCtx, PingEngine, PingKey};
 use crate::flows::tcp::{FlowKey, TcpCtx, TcpEngine, TcpLimits};
 use crate::flows::udp::{UdpCtx, UdpEngine, UdpKey, UdpLimits};
 use crate::flows::{FlowKind, HostSockets, SocketRef, TcpTarget};
 use crate::forward::{self, ForwardProto, PortForward};
-use crate::frames;
+use crate::frames::{self, Unreachable};
 use crate::gateway;
+use crate::gateway::ndp::{self, Solicited};
 use crate::services::dhcp4::Dhcp4Server;
 use crate::switch::{LearnError, Switch};
 use crate::tx::{TxDest, TxQueue};
 use slipway_wire::ethernet::{self, EthernetFrame};
-use slipway_wire::{icmp, ipv4, udp, ArpPacket, Icmpv4Packet, Ipv4Packet, TcpSegment, UdpDatagram};
+use slipway_wire::{
+    icmp, icmpv6, ipv4, ipv6, udp, ArpPacket, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet,
+    TcpSegment, UdpDatagram,
+};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 pub const DHCP_SERVER_PORT: u16 = 67;
 pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const DHCP6_SERVER_PORT: u16 = 547;
+pub const DHCP6_CLIENT_PORT: u16 = 546;
+/// All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
+pub const DHCP6_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 pub const DNS_PORT: u16 = 53;
 /// Where guests reach gvproxy's forwarder API on the gateway (when enabled).
 pub const GUEST_API_PORT: u16 = 80;
-/// Neighbour (IP → MAC) entries kept per network.
+/// Neighbour (IP → MAC) entries kept per network (both families).
 pub const MAX_NEIGHBORS: usize = 4096;
 /// DNS queries waiting to be handed to the DNS service per batch.
 pub const MAX_DNS_QUEUE: usize = 1024;
@@ -57,7 +72,7 @@ const ARP_RETRY: Duration = Duration::from_millis(500);
 struct ForwardEntry {
     rule: PortForward,
     /// The guest address (the rule's, or the network's first guest address) and port.
-    guest: (Ipv4Addr, u16),
+    guest: (IpAddr, u16),
     /// Clients have waited since then because the guest cannot be reached yet.
     waiting_since: Option<Duration>,
     last_arp: Option<Duration>,
@@ -66,12 +81,8 @@ struct ForwardEntry {
 /// Why a forward cannot be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
-    #[error("{ip} is not a guest address of this network ({subnet}/{prefix}); give an address of the guest subnet")]
-    NotAGuestAddress {
-        ip: Ipv4Addr,
-        subnet: Ipv4Addr,
-        prefix: u8,
-    },
+    #[error("{ip} is not a guest address of this network ({subnet}); give an address of the guest subnet")]
+    NotAGuestAddress { ip: IpAddr, subnet: String },
     #[error("this network already has {MAX_FORWARDS} forwards; remove some first")]
     TooMany,
 }
@@ -80,10 +91,22 @@ pub enum ForwardError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsQuery {
     pub guest_mac: Mac,
-    pub guest_ip: Ipv4Addr,
+    pub guest_ip: IpAddr,
     pub guest_port: u16,
-    pub server_ip: Ipv4Addr,
+    pub server_ip: IpAddr,
     pub payload: Vec<u8>,
+}
+
+/// The IP layer of a packet from a guest, either family, for the engines.
+#[derive(Clone, Copy)]
+struct IpInfo<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    /// The upper-layer header and data.
+    payload: &'a [u8],
+    /// The whole packet and its header length (quoted in ICMP errors).
+    packet: &'a [u8],
+    header_len: usize,
 }
 
 pub struct Network {
@@ -95,9 +118,11 @@ pub struct Network {
     tcp: TcpEngine,
     udp: UdpEngine,
     ping: PingEngine,
-    neighbors: HashMap<Ipv4Addr, Mac>,
+    neighbors: HashMap<IpAddr, Mac>,
     dns_queries: Vec<DnsQuery>,
     next_sweep: Duration,
+    /// When the next unsolicited router advertisement goes out (IPv6 on).
+    next_ra: Option<Duration>,
     forwards: Vec<Option<ForwardEntry>>,
     /// Forwards whose listener may hold more clients than one wake-up took (serve after flush).
     forwards_ready: Vec<u32>,
@@ -127,6 +152,7 @@ impl Network {
             neighbors: HashMap::new(),
             dns_queries: Vec::new(),
             next_sweep: SWEEP_INTERVAL,
+            next_ra: cfg.ipv6.as_ref().map(|_| Duration::ZERO),
             forwards: Vec::new(),
             forwards_ready: Vec::new(),
             forward_retry_at: None,
@@ -160,17 +186,14 @@ impl Network {
     /// (`SocketRef { kind: Listener, index: id }`). A rule without a guest address targets the
     /// network's first guest address (the first address of the DHCP pool).
     pub fn add_forward(&mut self, rule: PortForward) -> Result<u32, ForwardError> {
-        let ip = rule.guest_ip.unwrap_or(self.cfg.pool_start);
-        if !self.cfg.in_subnet(ip)
-            || self.cfg.owns(ip)
-            || ip == self.cfg.subnet
-            || ip == self.cfg.broadcast()
-        {
-            return Err(ForwardError::NotAGuestAddress {
-                ip,
-                subnet: self.cfg.subnet,
-                prefix: self.cfg.prefix,
-            });
+        let ip = rule.guest_ip.unwrap_or(IpAddr::V4(self.cfg.pool_start));
+        if !self.is_guest_address(ip) {
+            let subnet = match (ip, &self.cfg.ipv6) {
+                (IpAddr::V6(_), Some(v6)) => format!("{}/64", v6.prefix),
+                (IpAddr::V6(_), None) => "IPv6 is off".to_string(),
+                _ => format!("{}/{}", self.cfg.subnet, self.cfg.prefix),
+            };
+            return Err(ForwardError::NotAGuestAddress { ip, subnet });
         }
         let entry = ForwardEntry {
             guest: (ip, rule.guest_port),
@@ -201,8 +224,26 @@ impl Network {
         Some(entry.rule)
     }
 
+    /// True for an address a guest of this network may hold (not ours, not the subnet's network
+    /// or broadcast address).
+    fn is_guest_address(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => {
+                self.cfg.in_subnet(ip)
+                    && !self.cfg.owns(ip)
+                    && ip != self.cfg.subnet
+                    && ip != self.cfg.broadcast()
+            }
+            IpAddr::V6(ip) => self
+                .cfg
+                .ipv6
+                .as_ref()
+                .is_some_and(|v6| v6.in_prefix(ip) && ip != v6.prefix && !self.cfg.owns6(ip)),
+        }
+    }
+
     /// The forwards: id, rule and the guest address and port it reaches.
-    pub fn forwards(&self) -> Vec<(u32, PortForward, (Ipv4Addr, u16))> {
+    pub fn forwards(&self) -> Vec<(u32, PortForward, (IpAddr, u16))> {
         self.forwards
             .iter()
             .enumerate()
@@ -217,29 +258,41 @@ impl Network {
     }
 
     /// The MAC of the guest at `ip` if it can be reached now (known and on a switch port).
-    fn reachable_guest(&self, ip: Ipv4Addr) -> Option<Mac> {
-        let mac = self
-            .neighbors
-            .get(&ip)
-            .copied()
-            .or_else(|| self.dhcp.holder_of(ip))?;
+    fn reachable_guest(&self, ip: IpAddr) -> Option<Mac> {
+        let mac = self.neighbors.get(&ip).copied().or_else(|| match ip {
+            IpAddr::V4(v4) => self.dhcp.holder_of(v4),
+            IpAddr::V6(_) => None,
+        })?;
         self.switch.port_of(&mac).is_some().then_some(mac)
     }
 
-    /// The address under which guests see a host client of a forward.
-    fn client_view(&self) -> impl Fn(IpAddr) -> Ipv4Addr + Copy {
-        let alias = self.cfg.host_loopback_alias.unwrap_or(self.cfg.gateway);
+    /// The address under which a guest (second argument) sees a host client (first) of a
+    /// forward: always of the guest's family.
+    fn client_view(&self) -> impl Fn(IpAddr, IpAddr) -> IpAddr + Copy {
+        let alias4 = self.cfg.host_loopback_alias.unwrap_or(self.cfg.gateway);
         let (subnet, mask) = (
             u32::from(self.cfg.subnet),
             crate::config::prefix_mask_v4(self.cfg.prefix),
         );
-        move |ip| {
-            let v = forward::guest_visible_client(ip, alias);
+        let v6 = self
+            .cfg
+            .ipv6
+            .as_ref()
+            .map(|v6| (v6.host_loopback_alias.unwrap_or(v6.gateway), v6.prefix));
+        move |client, guest| {
+            let alias = match (guest, v6) {
+                (IpAddr::V6(_), Some((alias6, _))) => IpAddr::V6(alias6),
+                _ => IpAddr::V4(alias4),
+            };
             // A client whose address lies inside the guest subnet could not be routed back.
-            if u32::from(v) & mask == subnet {
-                alias
-            } else {
-                v
+            match forward::guest_visible_client(client, alias) {
+                IpAddr::V4(v) if u32::from(v) & mask == subnet => alias,
+                IpAddr::V6(v)
+                    if v6.is_some_and(|(_, p)| u128::from(v) >> 64 == u128::from(p) >> 64) =>
+                {
+                    alias
+                }
+                v => v,
             }
         }
     }
@@ -308,17 +361,47 @@ impl Network {
             .is_none_or(|t| now.saturating_sub(t) >= ARP_RETRY)
         {
             e.last_arp = Some(now);
-            let mut frame = [0u8; 42];
-            gateway::arp::request(&self.cfg, guest_ip, &mut frame);
-            self.tx.push_copy(TxDest::Flood { except: None }, &frame);
+            match guest_ip {
+                IpAddr::V4(ip) => {
+                    let mut frame = [0u8; 42];
+                    gateway::arp::request(&self.cfg, ip, &mut frame);
+                    self.tx.push_copy(TxDest::Flood { except: None }, &frame);
+                }
+                IpAddr::V6(ip) => self.solicit_neighbor(ip),
+            }
         }
         let at = now + FORWARD_RETRY;
         self.forward_retry_at = Some(self.forward_retry_at.map_or(at, |t| t.min(at)));
     }
 
-    /// A guest link came up: its switch port. None when the switch is full.
+    /// Ask who has the IPv6 address `ip` (a neighbor solicitation to its solicited-node group).
+    fn solicit_neighbor(&mut self, ip: Ipv6Addr) {
+        let group = ipv6::solicited_node(ip);
+        let mut body = [0u8; ndp::NA_BODY];
+        ndp::neighbor_solicit(self.cfg.gateway_mac, ip, &mut body);
+        frames::push_icmp_v6(
+            &mut self.tx,
+            TxDest::Flood { except: None },
+            ipv6::multicast_mac(group),
+            self.cfg.gateway_mac,
+            self.cfg.gateway_link_local(),
+            group,
+            icmpv6::NEIGHBOR_SOLICIT,
+            0,
+            [0; 4],
+            &body,
+        );
+    }
+
+    /// A guest link came up: its switch port. None when the switch is full. With IPv6 on, a
+    /// router advertisement follows at once so that a guest that solicited before the link
+    /// was up configures itself.
     pub fn port_up(&mut self) -> Option<u16> {
-        self.switch.port_up()
+        let port = self.switch.port_up()?;
+        if self.cfg.ipv6.is_some() {
+            self.next_ra = Some(Duration::ZERO);
+        }
+        Some(port)
     }
 
     pub fn port_down(&mut self, port: u16) {
@@ -418,12 +501,14 @@ impl Network {
             ethernet::ETHERTYPE_IPV4 => {
                 self.on_ipv4(now, eth.src(), eth.dst(), eth.payload(), sockets)
             }
-            ethernet::ETHERTYPE_IPV6 => self.counters.drop(DropReason::Ipv6Unsupported),
+            ethernet::ETHERTYPE_IPV6 => {
+                self.on_ipv6(now, eth.src(), eth.dst(), eth.payload(), sockets)
+            }
             _ => self.counters.drop(DropReason::UnknownEthertype),
         }
     }
 
-    fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: Mac) {
+    fn learn_neighbor(&mut self, ip: IpAddr, mac: Mac) {
         if let Some(m) = self.neighbors.get_mut(&ip) {
             *m = mac;
         } else if self.neighbors.len() < MAX_NEIGHBORS {
@@ -433,8 +518,8 @@ impl Network {
         }
     }
 
-    /// The MAC of a guest address, from ARP and IP traffic seen or DHCP leases.
-    pub fn neighbor(&self, ip: Ipv4Addr) -> Option<Mac> {
+    /// The MAC of a guest address, from ARP, neighbor discovery and IP traffic seen.
+    pub fn neighbor(&self, ip: IpAddr) -> Option<Mac> {
         self.neighbors.get(&ip).copied()
     }
 
@@ -445,7 +530,7 @@ impl Network {
         };
         if let Some((ip, mac)) = gateway::arp::sender_binding(&self.cfg, &pkt) {
             if mac == src_mac {
-                self.learn_neighbor(ip, mac);
+                self.learn_neighbor(IpAddr::V4(ip), mac);
             }
         }
         let mut out = [0u8; 42];
@@ -495,7 +580,7 @@ impl Network {
             return;
         }
         if self.cfg.in_subnet(src) && !self.cfg.owns(src) {
-            self.learn_neighbor(src, src_mac);
+            self.learn_neighbor(IpAddr::V4(src), src_mac);
         }
         if dst == self.cfg.broadcast()
             || dst.is_multicast()
@@ -510,28 +595,306 @@ impl Network {
             self.counters.drop(DropReason::Ipv4NotForGateway);
             return;
         }
+        let info = IpInfo {
+            src: src.into(),
+            dst: dst.into(),
+            payload: ip.payload(),
+            packet: ip.packet(),
+            header_len: ip.header_len(),
+        };
         match ip.protocol() {
-            ipv4::PROTO_TCP => self.on_tcp(now, src_mac, &ip, sockets),
-            ipv4::PROTO_UDP => self.on_udp(now, src_mac, &ip, sockets),
+            ipv4::PROTO_TCP => self.on_tcp(now, src_mac, &info, sockets),
+            ipv4::PROTO_UDP => self.on_udp(now, src_mac, &info, sockets),
             ipv4::PROTO_ICMP => self.on_icmp(now, src_mac, &ip, sockets),
             _ => self.counters.drop(DropReason::UnknownIpProtocol),
         }
     }
 
-    /// Host-side address for a guest destination: the alias becomes the host's loopback. None =
-    /// the egress policy refuses it.
-    fn translate(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let host = if Some(dst) == self.cfg.host_loopback_alias {
-            Ipv4Addr::LOCALHOST
+    fn on_ipv6(
+        &mut self,
+        now: Duration,
+        src_mac: Mac,
+        dst_mac: Mac,
+        payload: &[u8],
+        sockets: &mut dyn HostSockets,
+    ) {
+        let Some(v6) = self.cfg.ipv6.clone() else {
+            self.counters.drop(DropReason::Ipv6Disabled);
+            return;
+        };
+        let ip = match Ipv6Packet::new_checked(payload) {
+            Ok(ip) => ip,
+            Err(_) => {
+                self.counters.drop(DropReason::Ipv6Malformed);
+                return;
+            }
+        };
+        if ip.is_fragment() {
+            self.counters.drop(DropReason::Ipv6Fragment);
+            return;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        if src.is_multicast() {
+            self.counters.drop(DropReason::Ipv6Malformed);
+            return;
+        }
+        if ip.next_header() == ipv6::NEXT_ICMPV6 {
+            let Ok(msg) = Icmpv6Packet::new_checked(ip.payload(), src, dst) else {
+                self.counters.drop(DropReason::Icmpv6Malformed);
+                return;
+            };
+            match msg.msg_type() {
+                icmpv6::ROUTER_SOLICIT | icmpv6::NEIGHBOR_SOLICIT => {
+                    self.on_solicitation(src_mac, &ip, &msg, &v6);
+                    return;
+                }
+                icmpv6::NEIGHBOR_ADVERT => {
+                    self.on_neighbor_advert(src_mac, &ip, &msg, &v6);
+                    return;
+                }
+                icmpv6::ROUTER_ADVERT | icmpv6::REDIRECT => {
+                    // There is one router on this network.
+                    self.counters.drop(DropReason::NdpNotForUs);
+                    return;
+                }
+                icmpv6::MLD_QUERY | icmpv6::MLD_REPORT | icmpv6::MLD_DONE | icmpv6::MLD2_REPORT => {
+                    self.counters.drop(DropReason::MulticastNotRouted);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if ip.next_header() == ipv6::NEXT_UDP && dst == DHCP6_SERVERS {
+            if let Ok(u) = UdpDatagram::new_checked(ip.payload()) {
+                if u.dst_port() == DHCP6_SERVER_PORT {
+                    self.on_dhcp6(now, src_mac, &ip, &u);
+                    return;
+                }
+            }
+        }
+        if dst.is_multicast() || ethernet::is_multicast(&dst_mac) {
+            self.counters.drop(DropReason::MulticastNotRouted);
+            return;
+        }
+        if src.is_unspecified() {
+            self.counters.drop(DropReason::Ipv6Malformed);
+            return;
+        }
+        if (v6.in_prefix(src) || ipv6::is_link_local(&src)) && !self.cfg.owns6(src) {
+            self.learn_neighbor(IpAddr::V6(src), src_mac);
+        }
+        if !self.cfg.owns6(dst) && (v6.in_prefix(dst) || ipv6::is_link_local(&dst)) {
+            // Another guest's address (or a link-local one not ours) sent to the router's MAC.
+            self.counters.drop(DropReason::Ipv6NotForGateway);
+            return;
+        }
+        let info = IpInfo {
+            src: src.into(),
+            dst: dst.into(),
+            payload: ip.payload(),
+            packet: ip.packet(),
+            header_len: ip.header_len(),
+        };
+        match ip.next_header() {
+            ipv6::NEXT_TCP => self.on_tcp(now, src_mac, &info, sockets),
+            ipv6::NEXT_UDP => self.on_udp(now, src_mac, &info, sockets),
+            ipv6::NEXT_ICMPV6 => self.on_icmpv6(now, src_mac, &info, sockets),
+            _ => self.counters.drop(DropReason::UnknownIpProtocol),
+        }
+    }
+
+    /// A router or neighbor solicitation from a guest.
+    fn on_solicitation(
+        &mut self,
+        src_mac: Mac,
+        ip: &Ipv6Packet<'_>,
+        msg: &Icmpv6Packet<'_>,
+        v6: &Ipv6Config,
+    ) {
+        let (src, dst) = (ip.src(), ip.dst());
+        let Some(what) = ndp::check_solicitation(&self.cfg, ip.hop_limit(), src, dst, msg) else {
+            self.counters.drop(DropReason::NdpInvalid);
+            return;
+        };
+        if !src.is_unspecified() {
+            if let Some(mac) = msg.nd_options().link_layer_addr(icmpv6::OPT_SOURCE_LL_ADDR) {
+                if mac == src_mac && !self.cfg.owns6(src) {
+                    self.learn_neighbor(IpAddr::V6(src), mac);
+                }
+            }
+        }
+        // Answer the soliciting node directly, or all nodes when it has no address yet.
+        let (to, to_mac) = if src.is_unspecified() {
+            (ndp::ALL_NODES, ipv6::multicast_mac(ndp::ALL_NODES))
         } else {
-            dst
+            (src, src_mac)
+        };
+        let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) else {
+            return;
+        };
+        match what {
+            Solicited::Router => self.send_router_advert(dest, to, to_mac, v6),
+            Solicited::Neighbor { target, dad } => {
+                let mut body = [0u8; ndp::NA_BODY];
+                ndp::neighbor_advert(self.cfg.gateway_mac, target, &mut body);
+                frames::push_icmp_v6(
+                    &mut self.tx,
+                    dest,
+                    to_mac,
+                    self.cfg.gateway_mac,
+                    target,
+                    to,
+                    icmpv6::NEIGHBOR_ADVERT,
+                    0,
+                    ndp::neighbor_advert_rest(!dad),
+                    &body,
+                );
+            }
+            Solicited::NotOurs => self.counters.drop(DropReason::NdpNotForUs),
+        }
+    }
+
+    fn send_router_advert(&mut self, dest: TxDest, to: Ipv6Addr, to_mac: Mac, v6: &Ipv6Config) {
+        let mut body = [0u8; ndp::MAX_RA_BODY];
+        let n = ndp::router_advert(&self.cfg, v6, &mut body);
+        let rest = ndp::router_advert_rest(self.serves_dhcp6());
+        frames::push_icmp_v6(
+            &mut self.tx,
+            dest,
+            to_mac,
+            self.cfg.gateway_mac,
+            self.cfg.gateway_link_local(),
+            to,
+            icmpv6::ROUTER_ADVERT,
+            0,
+            rest,
+            &body[..n],
+        );
+    }
+
+    /// DHCPv6 answers information requests (the RA's "other configuration" flag).
+    fn serves_dhcp6(&self) -> bool {
+        false
+    }
+
+    /// A neighbor advertisement from a guest teaches the neighbour table.
+    fn on_neighbor_advert(
+        &mut self,
+        src_mac: Mac,
+        ip: &Ipv6Packet<'_>,
+        msg: &Icmpv6Packet<'_>,
+        v6: &Ipv6Config,
+    ) {
+        let valid = ip.hop_limit() == 255
+            && msg.code() == 0
+            && msg.nd_options().valid()
+            && msg.nd_target().is_some_and(|t| !t.is_multicast());
+        let Some(target) = msg.nd_target().filter(|_| valid) else {
+            self.counters.drop(DropReason::NdpInvalid);
+            return;
+        };
+        if self.cfg.owns6(target) {
+            // A guest claims one of our addresses: ours win (we answer solicitations for it).
+            self.counters.drop(DropReason::NdpNotForUs);
+            return;
+        }
+        let mac = msg
+            .nd_options()
+            .link_layer_addr(icmpv6::OPT_TARGET_LL_ADDR)
+            .unwrap_or(src_mac);
+        if mac == src_mac && (v6.in_prefix(target) || ipv6::is_link_local(&target)) {
+            self.learn_neighbor(IpAddr::V6(target), mac);
+        }
+    }
+
+    fn on_dhcp6(
+        &mut self,
+        _now: Duration,
+        _src_mac: Mac,
+        _ip: &Ipv6Packet<'_>,
+        _u: &UdpDatagram<'_>,
+    ) {
+        self.counters.drop(DropReason::Dhcp6Dropped);
+    }
+
+    /// ICMPv6 to one of the gateway's addresses or beyond (everything but neighbor discovery).
+    fn on_icmpv6(
+        &mut self,
+        now: Duration,
+        src_mac: Mac,
+        ip: &IpInfo<'_>,
+        sockets: &mut dyn HostSockets,
+    ) {
+        let (IpAddr::V6(src), IpAddr::V6(dst)) = (ip.src, ip.dst) else {
+            return;
+        };
+        // The checksum was verified by on_ipv6.
+        let Ok(msg) = Icmpv6Packet::new_checked(ip.payload, src, dst) else {
+            self.counters.drop(DropReason::Icmpv6Malformed);
+            return;
+        };
+        if msg.msg_type() != icmpv6::ECHO_REQUEST || msg.code() != 0 {
+            self.counters.drop(DropReason::IcmpUnsupportedType);
+            return;
+        }
+        if self.cfg.owns6(dst) {
+            if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) {
+                frames::push_icmp_v6(
+                    &mut self.tx,
+                    dest,
+                    src_mac,
+                    self.cfg.gateway_mac,
+                    dst,
+                    src,
+                    icmpv6::ECHO_REPLY,
+                    0,
+                    icmp::echo_rest(msg.echo_ident(), msg.echo_seq()),
+                    msg.payload(),
+                );
+            }
+            return;
+        }
+        let key = PingKey {
+            guest_ip: ip.src,
+            ident: msg.echo_ident(),
+            remote_ip: ip.dst,
+        };
+        let target = self.translate(ip.dst);
+        let (mut ctx, ping) = self.ping_ctx(now);
+        ping.on_guest_echo(
+            &mut ctx,
+            sockets,
+            src_mac,
+            key,
+            target,
+            msg.as_bytes(),
+            (ip.packet, ip.header_len),
+        );
+    }
+
+    /// Host-side address for a guest destination: the alias becomes the host's loopback. None =
+    /// refused: by the egress policy, or because the guest addressed the host's loopback,
+    /// an unspecified or an IPv4-mapped address directly (only the alias reaches loopback).
+    fn translate(&self, dst: IpAddr) -> Option<IpAddr> {
+        let alias6 = self.cfg.ipv6.as_ref().and_then(|v6| v6.host_loopback_alias);
+        let host = match dst {
+            IpAddr::V4(d) if Some(d) == self.cfg.host_loopback_alias => {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
+            IpAddr::V6(d) if Some(d) == alias6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V4(d) if d.is_loopback() || d.is_unspecified() => return None,
+            IpAddr::V6(d)
+                if d.is_loopback()
+                    || d.is_unspecified()
+                    || d.to_ipv4_mapped().is_some()
+                    || ipv6::is_link_local(&d) =>
+            {
+                return None
+            }
+            d => d,
         };
         if self.cfg.egress_allow.is_empty()
-            || self
-                .cfg
-                .egress_allow
-                .iter()
-                .any(|c| c.contains(IpAddr::V4(host)))
+            || self.cfg.egress_allow.iter().any(|c| c.contains(host))
         {
             Some(host)
         } else {
@@ -539,52 +902,79 @@ impl Network {
         }
     }
 
+    /// True for the gateway's own addresses (IPv4 gateway; IPv6 gateway and link-local).
+    fn is_gateway(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4 == self.cfg.gateway,
+            IpAddr::V6(v6) => {
+                self.cfg.ipv6.as_ref().is_some_and(|c| c.gateway == v6)
+                    || v6 == self.cfg.gateway_link_local()
+            }
+        }
+    }
+
+    fn is_dns_server(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4 == self.cfg.dns_server,
+            IpAddr::V6(v6) => self.cfg.ipv6.as_ref().is_some_and(|c| c.dns_server == v6),
+        }
+    }
+
+    fn is_alias(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => Some(v4) == self.cfg.host_loopback_alias,
+            IpAddr::V6(v6) => self
+                .cfg
+                .ipv6
+                .as_ref()
+                .is_some_and(|c| Some(v6) == c.host_loopback_alias),
+        }
+    }
+
     fn on_tcp(
         &mut self,
         now: Duration,
         src_mac: Mac,
-        ip: &Ipv4Packet<'_>,
+        ip: &IpInfo<'_>,
         sockets: &mut dyn HostSockets,
     ) {
-        let Ok(seg) = TcpSegment::new_checked(ip.payload()) else {
+        let Ok(seg) = TcpSegment::new_checked(ip.payload) else {
             self.counters.drop(DropReason::TcpMalformed);
             return;
         };
-        if !seg.verify_v4(ip.src(), ip.dst()) {
+        if !seg.verify(ip.src, ip.dst) {
             self.counters.drop(DropReason::TcpBadChecksum);
             return;
         }
         let key = FlowKey {
-            guest_ip: ip.src(),
+            guest_ip: ip.src,
             guest_port: seg.src_port(),
-            remote_ip: ip.dst(),
+            remote_ip: ip.dst,
             remote_port: seg.dst_port(),
         };
-        let (dst, port) = (ip.dst(), seg.dst_port());
-        let gateway_service =
-            if dst == self.cfg.dns_server && port == DNS_PORT && self.cfg.dns_service {
-                Some(TcpTarget::DnsService)
-            } else if dst == self.cfg.gateway {
-                // The gateway's own TCP services: the guest API and ports forwarded to host unix
-                // sockets.
-                match port {
-                    GUEST_API_PORT if self.cfg.guest_api => Some(TcpTarget::GuestApi(ip.src())),
-                    p if self.cfg.gateway_unix_ports.contains(&p) => Some(TcpTarget::Unix(p)),
-                    _ => None,
-                }
-            } else {
-                None
-            };
+        let (dst, port) = (ip.dst, seg.dst_port());
+        let gateway_service = if self.is_dns_server(dst) && port == DNS_PORT && self.cfg.dns_service
+        {
+            Some(TcpTarget::DnsService)
+        } else if self.is_gateway(dst) {
+            // The gateway's own TCP services: the guest API and ports forwarded to host unix
+            // sockets.
+            match port {
+                GUEST_API_PORT if self.cfg.guest_api => Some(TcpTarget::GuestApi(ip.src)),
+                p if self.cfg.gateway_unix_ports.contains(&p) => Some(TcpTarget::Unix(p)),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let target = if gateway_service.is_some() {
             gateway_service
-        } else if (dst == self.cfg.gateway || dst == self.cfg.dns_server)
-            && Some(dst) != self.cfg.host_loopback_alias
-        {
+        } else if (self.is_gateway(dst) || self.is_dns_server(dst)) && !self.is_alias(dst) {
             // Other ports of the gateway's own addresses are refused with RST.
             None
         } else {
             self.translate(dst)
-                .map(|h| TcpTarget::Host(SocketAddr::new(h.into(), port)))
+                .map(|h| TcpTarget::Host(SocketAddr::new(h, port)))
         };
         let (mut ctx, engine) = self.tcp_ctx(now);
         engine.on_guest_segment(&mut ctx, sockets, src_mac, key, &seg, target);
@@ -594,28 +984,27 @@ impl Network {
         &mut self,
         now: Duration,
         src_mac: Mac,
-        ip: &Ipv4Packet<'_>,
+        ip: &IpInfo<'_>,
         sockets: &mut dyn HostSockets,
     ) {
-        let Ok(u) = UdpDatagram::new_checked(ip.payload()) else {
+        let Ok(u) = UdpDatagram::new_checked(ip.payload) else {
             self.counters.drop(DropReason::UdpMalformed);
             return;
         };
-        if !u.verify_v4(ip.src(), ip.dst()) {
+        if !u.verify(ip.src, ip.dst) {
             self.counters.drop(DropReason::UdpBadChecksum);
             return;
         }
         let key = UdpKey {
-            guest_ip: ip.src(),
+            guest_ip: ip.src,
             guest_port: u.src_port(),
-            remote_ip: ip.dst(),
+            remote_ip: ip.dst,
             remote_port: u.dst_port(),
         };
         // A reply to a forward's client that appears as the gateway (host alias off).
-        let dst = ip.dst();
-        let is_dns = dst == self.cfg.dns_server && u.dst_port() == DNS_PORT && self.cfg.dns_service;
-        let gateway_only = (dst == self.cfg.gateway || dst == self.cfg.dns_server)
-            && Some(dst) != self.cfg.host_loopback_alias;
+        let dst = ip.dst;
+        let is_dns = self.is_dns_server(dst) && u.dst_port() == DNS_PORT && self.cfg.dns_service;
+        let gateway_only = (self.is_gateway(dst) || self.is_dns_server(dst)) && !self.is_alias(dst);
         if (is_dns || gateway_only) && !self.udp.has_flow(&key) {
             if is_dns {
                 self.counters.dns_queries += 1;
@@ -625,9 +1014,9 @@ impl Network {
                 }
                 self.dns_queries.push(DnsQuery {
                     guest_mac: src_mac,
-                    guest_ip: ip.src(),
+                    guest_ip: ip.src,
                     guest_port: u.src_port(),
-                    server_ip: ip.dst(),
+                    server_ip: ip.dst,
                     payload: u.payload().to_vec(),
                 });
             } else {
@@ -635,17 +1024,17 @@ impl Network {
                 let (mut ctx, _) = self.udp_ctx(now);
                 ctx.unreachable(
                     src_mac,
-                    ip.src(),
-                    ip.dst(),
-                    icmp::CODE_PORT_UNREACHABLE,
-                    (ip.packet(), ip.header_len()),
+                    ip.src,
+                    ip.dst,
+                    Unreachable::Port,
+                    (ip.packet, ip.header_len),
                 );
             }
             return;
         }
         let target = self
-            .translate(ip.dst())
-            .map(|h| SocketAddr::new(h.into(), u.dst_port()));
+            .translate(ip.dst)
+            .map(|h| SocketAddr::new(h, u.dst_port()));
         let (mut ctx, udp) = self.udp_ctx(now);
         udp.on_guest_datagram(
             &mut ctx,
@@ -654,7 +1043,7 @@ impl Network {
             key,
             target,
             u.payload(),
-            (ip.packet(), ip.header_len()),
+            (ip.packet, ip.header_len),
         );
     }
 
@@ -691,11 +1080,11 @@ impl Network {
             return;
         }
         let key = PingKey {
-            guest_ip: ip.src(),
+            guest_ip: ip.src().into(),
             ident: msg.echo_ident(),
-            remote_ip: ip.dst(),
+            remote_ip: ip.dst().into(),
         };
-        let target = self.translate(ip.dst());
+        let target = self.translate(ip.dst().into());
         let (mut ctx, ping) = self.ping_ctx(now);
         ping.on_guest_echo(
             &mut ctx,
@@ -712,7 +1101,7 @@ impl Network {
         match self.dhcp.handle(now, src_mac, payload) {
             Ok(Some(reply)) => {
                 if !ethernet::is_multicast(&reply.dst_mac) {
-                    self.learn_neighbor(reply.dst_ip, reply.dst_mac);
+                    self.learn_neighbor(IpAddr::V4(reply.dst_ip), reply.dst_mac);
                 }
                 let dest = if ethernet::is_multicast(&reply.dst_mac) {
                     frames::dest_for(&self.switch, &mut self.counters, &src_mac)
@@ -720,13 +1109,13 @@ impl Network {
                     frames::dest_for(&self.switch, &mut self.counters, &reply.dst_mac)
                 };
                 if let Some(dest) = dest {
-                    frames::push_udp_v4(
+                    frames::push_udp(
                         &mut self.tx,
                         dest,
                         reply.dst_mac,
                         self.cfg.gateway_mac,
-                        (self.cfg.gateway, DHCP_SERVER_PORT),
-                        (reply.dst_ip, DHCP_CLIENT_PORT),
+                        (self.cfg.gateway.into(), DHCP_SERVER_PORT),
+                        (reply.dst_ip.into(), DHCP_CLIENT_PORT),
                         &reply.payload,
                     );
                 }
@@ -739,12 +1128,16 @@ impl Network {
     /// A reply from the DNS service for a guest's UDP query.
     pub fn on_dns_reply(
         &mut self,
-        query_from: (Mac, Ipv4Addr, u16),
-        server_ip: Ipv4Addr,
+        query_from: (Mac, IpAddr, u16),
+        server_ip: IpAddr,
         payload: &[u8],
     ) {
         let (mac, ip, port) = query_from;
-        let max = usize::from(self.cfg.mtu).saturating_sub(ipv4::HEADER_LEN + udp::HEADER_LEN);
+        if ip.is_ipv4() != server_ip.is_ipv4() {
+            return;
+        }
+        let ip_header = frames::eth_ip_len(ip) - ethernet::HEADER_LEN;
+        let max = usize::from(self.cfg.mtu).saturating_sub(ip_header + udp::HEADER_LEN);
         // slipway does not fragment: an answer larger than one frame goes out truncated (TC),
         // and the guest's resolver asks again over TCP.
         let cut;
@@ -761,7 +1154,7 @@ impl Network {
             payload
         };
         if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &mac) {
-            frames::push_udp_v4(
+            frames::push_udp(
                 &mut self.tx,
                 dest,
                 mac,
@@ -848,10 +1241,23 @@ impl Network {
         if let Some(d) = self.forward_retry_at {
             next = next.min(d);
         }
+        if let Some(d) = self.next_ra {
+            next = next.min(d);
+        }
         next
     }
 
     pub fn on_timers(&mut self, now: Duration, sockets: &mut dyn HostSockets) {
+        if self.next_ra.is_some_and(|t| t <= now) {
+            self.next_ra = Some(now + ndp::RA_INTERVAL);
+            if let Some(v6) = self.cfg.ipv6.clone() {
+                if self.switch.ports_up().next().is_some() {
+                    let to_mac = ipv6::multicast_mac(ndp::ALL_NODES);
+                    let dest = TxDest::Flood { except: None };
+                    self.send_router_advert(dest, ndp::ALL_NODES, to_mac, &v6);
+                }
+            }
+        }
         if self.forward_retry_at.is_some_and(|t| t <= now) {
             self.forward_retry_at = None;
             let waiting: Vec<u32> = self

@@ -111,7 +111,7 @@ fn arp_for_the_gateway_is_answered() {
         (a.operation(), a.sender_ip(), a.sender_mac()),
         (arp::OP_REPLY, GW, gw_mac())
     );
-    assert_eq!(net.neighbor(A_IP), Some(A_MAC));
+    assert_eq!(net.neighbor(A_IP.into()), Some(A_MAC));
 }
 
 #[test]
@@ -192,7 +192,7 @@ fn dns_queries_go_to_the_service_and_oversized_replies_are_truncated() {
             queries[0].guest_port,
             &queries[0].payload
         ),
-        (A_IP, 5353, &q)
+        (A_IP.into(), 5353, &q)
     );
     // A reply bigger than the 1500-byte MTU: 200 answers of 12 bytes each.
     let mut r = q.clone();
@@ -202,7 +202,7 @@ fn dns_queries_go_to_the_service_and_oversized_replies_are_truncated() {
     for _ in 0..200 {
         r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
     }
-    net.on_dns_reply((A_MAC, A_IP, 5353), GW, &r);
+    net.on_dns_reply((A_MAC, A_IP.into(), 5353), GW.into(), &r);
     let out = outputs(&mut net);
     assert_eq!(out.len(), 1);
     let ip =

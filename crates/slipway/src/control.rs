@@ -24,7 +24,7 @@ pub struct ForwardInfo {
     pub kind: &'static str,
     /// The address actually listened on.
     pub host: ForwardHost,
-    pub guest_ip: Ipv4Addr,
+    pub guest_ip: std::net::IpAddr,
     pub guest_port: u16,
 }
 

@@ -25,7 +25,7 @@ use slipway_core::tx::TxDest;
 use slipway_core::{ForwardProto, Network, PortForward};
 use std::cell::RefCell;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,7 +159,7 @@ impl Driver {
         handle
     }
 
-    fn forward_info(&self, id: u32, rule: &PortForward, guest: (Ipv4Addr, u16)) -> ForwardInfo {
+    fn forward_info(&self, id: u32, rule: &PortForward, guest: (IpAddr, u16)) -> ForwardInfo {
         ForwardInfo {
             id,
             proto: rule.proto,
@@ -264,8 +264,8 @@ impl Driver {
                     .into_iter()
                     .map(|f| FlowReport {
                         proto: ForwardProto::Tcp,
-                        guest: SocketAddr::new(f.key.guest_ip.into(), f.key.guest_port),
-                        remote: SocketAddr::new(f.key.remote_ip.into(), f.key.remote_port),
+                        guest: SocketAddr::new(f.key.guest_ip, f.key.guest_port),
+                        remote: SocketAddr::new(f.key.remote_ip, f.key.remote_port),
                         state: f.state,
                         bytes_from_guest: f.bytes_from_guest,
                         bytes_to_guest: f.bytes_to_guest,
@@ -274,8 +274,8 @@ impl Driver {
                     .collect();
                 out.extend(self.net.udp().flows().into_iter().map(|f| FlowReport {
                     proto: ForwardProto::Udp,
-                    guest: SocketAddr::new(f.key.guest_ip.into(), f.key.guest_port),
-                    remote: SocketAddr::new(f.key.remote_ip.into(), f.key.remote_port),
+                    guest: SocketAddr::new(f.key.guest_ip, f.key.guest_port),
+                    remote: SocketAddr::new(f.key.remote_ip, f.key.remote_port),
                     state: "active",
                     bytes_from_guest: f.bytes_from_guest,
                     bytes_to_guest: f.bytes_to_guest,
@@ -553,14 +553,13 @@ impl Driver {
             self.dns.serve_tcp(stream);
         }
         while let Ok(reply) = self.dns_replies.try_recv() {
-            let (IpAddr::V4(ip), IpAddr::V4(server)) =
-                (reply.client.guest_ip, reply.client.server_ip)
-            else {
-                continue;
-            };
             self.net.on_dns_reply(
-                (reply.client.guest_mac, ip, reply.client.guest_port),
-                server,
+                (
+                    reply.client.guest_mac,
+                    reply.client.guest_ip,
+                    reply.client.guest_port,
+                ),
+                reply.client.server_ip,
                 &reply.payload,
             );
         }
@@ -568,9 +567,9 @@ impl Driver {
         for q in queries {
             let client = DnsClient {
                 guest_mac: q.guest_mac,
-                guest_ip: q.guest_ip.into(),
+                guest_ip: q.guest_ip,
                 guest_port: q.guest_port,
-                server_ip: q.server_ip.into(),
+                server_ip: q.server_ip,
             };
             if !self.dns.query_udp(client, q.payload) {
                 tracing::debug!("DNS queue full; query dropped");

@@ -22,7 +22,7 @@ use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, Tcp
 use slipway_core::{ForwardHost, ForwardProto, PortForward};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -395,7 +395,11 @@ impl HostSockets for HostSocketTable {
                 self.open_tcp_fd(id, OwnedFd::from(ours), false)?;
                 Ok(ConnectProgress::Connected)
             }
-            TcpTarget::GuestApi(guest) => {
+            TcpTarget::GuestApi(IpAddr::V6(_)) => {
+                // gvproxy's guest API has no IPv6 form.
+                Err(io::Error::from_raw_os_error(libc::ECONNREFUSED))
+            }
+            TcpTarget::GuestApi(IpAddr::V4(guest)) => {
                 let (ours, theirs) = UnixStream::pair()?;
                 ours.set_nonblocking(true)?;
                 theirs.set_nonblocking(true)?;

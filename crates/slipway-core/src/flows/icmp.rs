@@ -7,16 +7,20 @@
 //! from the address it pinged. If the host forbids ping sockets (`net.ipv4.ping_group_range`), the
 //! driver logs how to allow them and the guest gets ICMP administratively prohibited.
 //!
+//! IPv6 works the same way with `IPPROTO_ICMPV6` ping sockets (echo request 128, reply 129); the
+//! driver picks the socket family from the destination.
+//!
 //! Limits: [`MAX_PING_FLOWS`] flows, idle expiry after [`PING_IDLE`].
 
 use super::{FlowKind, HostSockets, SocketRef};
 use crate::config::Mac;
 use crate::counters::DropReason;
 use crate::frames;
-use slipway_wire::icmp;
+use crate::frames::Unreachable;
+use slipway_wire::{icmp, icmpv6};
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub const MAX_PING_FLOWS: usize = 1024;
@@ -24,9 +28,9 @@ pub const PING_IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PingKey {
-    pub guest_ip: Ipv4Addr,
+    pub guest_ip: IpAddr,
     pub ident: u16,
-    pub remote_ip: Ipv4Addr,
+    pub remote_ip: IpAddr,
 }
 
 struct PingFlow {
@@ -62,16 +66,22 @@ impl PingEngine {
         sockets: &mut dyn HostSockets,
         guest_mac: Mac,
         key: PingKey,
-        target: Option<Ipv4Addr>,
+        target: Option<IpAddr>,
         message: &[u8],
         ip_packet: (&[u8], usize),
     ) {
-        let deny = |ctx: &mut PingCtx<'_>, code| {
-            ctx.unreachable(guest_mac, key.guest_ip, key.remote_ip, code, ip_packet)
+        let deny = |ctx: &mut PingCtx<'_>| {
+            ctx.unreachable(
+                guest_mac,
+                key.guest_ip,
+                key.remote_ip,
+                Unreachable::AdminProhibited,
+                ip_packet,
+            )
         };
         let Some(target) = target else {
             ctx.counters.drop(DropReason::EgressDenied);
-            deny(ctx, icmp::CODE_ADMIN_PROHIBITED);
+            deny(ctx);
             return;
         };
         let index = match self.by_key.get(&key) {
@@ -88,15 +98,13 @@ impl PingEngine {
                         (self.slots.len() - 1) as u32
                     }
                 };
-                if let Err(e) =
-                    sockets.ping_open(Self::sock(index), SocketAddr::new(target.into(), 0))
-                {
+                if let Err(e) = sockets.ping_open(Self::sock(index), SocketAddr::new(target, 0)) {
                     self.free.push(index);
                     ctx.counters.drop(DropReason::IcmpSendFailed);
                     if matches!(e.kind(), io::ErrorKind::PermissionDenied) {
                         self.refused_by_host = true;
                     }
-                    deny(ctx, icmp::CODE_ADMIN_PROHIBITED);
+                    deny(ctx);
                     return;
                 }
                 self.slots[index as usize] = Some(PingFlow {
@@ -132,7 +140,12 @@ impl PingEngine {
                 Ok(n) => n,
                 Err(_) => return,
             };
-            if n < icmp::HEADER_LEN || buf[0] != icmp::ECHO_REPLY {
+            let reply_type = if f.key.guest_ip.is_ipv4() {
+                icmp::ECHO_REPLY
+            } else {
+                icmpv6::ECHO_REPLY
+            };
+            if n < icmp::HEADER_LEN || buf[0] != reply_type {
                 continue;
             }
             let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
@@ -140,18 +153,34 @@ impl PingEngine {
             };
             let seq = u16::from_be_bytes([buf[6], buf[7]]);
             f.last_active = ctx.now;
-            frames::push_icmp_v4(
-                ctx.tx,
-                dest,
-                f.guest_mac,
-                ctx.gateway_mac,
-                f.key.remote_ip,
-                f.key.guest_ip,
-                icmp::ECHO_REPLY,
-                0,
-                icmp::echo_rest(f.key.ident, seq),
-                &buf[icmp::HEADER_LEN..n],
-            );
+            let (rest, body) = (icmp::echo_rest(f.key.ident, seq), &buf[icmp::HEADER_LEN..n]);
+            match (f.key.remote_ip, f.key.guest_ip) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => frames::push_icmp_v4(
+                    ctx.tx,
+                    dest,
+                    f.guest_mac,
+                    ctx.gateway_mac,
+                    src,
+                    dst,
+                    icmp::ECHO_REPLY,
+                    0,
+                    rest,
+                    body,
+                ),
+                (IpAddr::V6(src), IpAddr::V6(dst)) => frames::push_icmp_v6(
+                    ctx.tx,
+                    dest,
+                    f.guest_mac,
+                    ctx.gateway_mac,
+                    src,
+                    dst,
+                    icmpv6::ECHO_REPLY,
+                    0,
+                    rest,
+                    body,
+                ),
+                _ => {}
+            }
         }
     }
 

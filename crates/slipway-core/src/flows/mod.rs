@@ -15,7 +15,7 @@ use crate::frames;
 use crate::switch::Switch;
 use crate::tx::TxQueue;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// What the datagram engines (UDP, ICMP echo) need from the network for one call.
@@ -29,24 +29,24 @@ pub struct DatagramCtx<'a> {
 
 impl DatagramCtx<'_> {
     /// Tell the guest that its packet `ip_packet` (header length `header_len`) from `guest` to
-    /// `remote` could not be delivered (ICMP destination unreachable with `code`).
+    /// `remote` could not be delivered (ICMP or ICMPv6 destination unreachable).
     pub fn unreachable(
         &mut self,
         guest_mac: Mac,
-        guest: Ipv4Addr,
-        remote: Ipv4Addr,
-        code: u8,
+        guest: IpAddr,
+        remote: IpAddr,
+        why: frames::Unreachable,
         ip_packet: (&[u8], usize),
     ) {
         if let Some(dest) = frames::dest_for(self.switch, self.counters, &guest_mac) {
-            frames::push_unreachable_v4(
+            frames::push_unreachable(
                 self.tx,
                 dest,
                 guest_mac,
                 self.gateway_mac,
                 remote,
                 guest,
-                code,
+                why,
                 ip_packet.0,
                 ip_packet.1,
             );
@@ -83,7 +83,7 @@ pub enum TcpTarget {
     Unix(u16),
     /// gvproxy's forwarder API served to guests at the gateway's port 80; carries the guest's
     /// address (an empty host in an expose request means the caller).
-    GuestApi(Ipv4Addr),
+    GuestApi(IpAddr),
 }
 
 /// Outcome of starting a non-blocking connect.

@@ -30,14 +30,13 @@
 use super::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use crate::config::Mac;
 use crate::counters::{Counters, DropReason};
-use crate::frames::{self, ETH_IP_LEN, TCP_FRAME_OVERHEAD};
+use crate::frames::{self, Unreachable};
 use crate::switch::Switch;
 use crate::tx::TxQueue;
-use slipway_wire::icmp;
 use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Bounds of the TCP engine.
@@ -89,9 +88,9 @@ pub const ACCEPT_BUDGET: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub guest_ip: Ipv4Addr,
+    pub guest_ip: IpAddr,
     pub guest_port: u16,
-    pub remote_ip: Ipv4Addr,
+    pub remote_ip: IpAddr,
     pub remote_port: u16,
 }
 
@@ -404,7 +403,7 @@ impl TcpEngine {
         flow.guest_isn = seg.seq();
         flow.rcv_nxt = seg.seq().wrapping_add(1);
         flow.guest_wnd = u32::from(seg.window());
-        flow.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu));
+        flow.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu, key.guest_ip));
         flow.deadline = Some(ctx.now + self.limits.connect_timeout);
         let index = self.alloc_slot();
         self.slots[index as usize] = Some(flow);
@@ -441,8 +440,8 @@ impl TcpEngine {
         sockets: &mut dyn HostSockets,
         listener: SocketRef,
         guest_mac: Mac,
-        guest: (Ipv4Addr, u16),
-        visible: impl Fn(IpAddr) -> Ipv4Addr,
+        guest: (IpAddr, u16),
+        visible: impl Fn(IpAddr, IpAddr) -> IpAddr,
     ) -> usize {
         let mut accepted = 0;
         for _ in 0..ACCEPT_BUDGET {
@@ -464,7 +463,7 @@ impl TcpEngine {
             let key = FlowKey {
                 guest_ip: guest.0,
                 guest_port: guest.1,
-                remote_ip: visible(client.ip()),
+                remote_ip: visible(client.ip(), guest.0),
                 remote_port: client.port(),
             };
             if self.by_key.contains_key(&key) {
@@ -483,7 +482,7 @@ impl TcpEngine {
                 ctx.now,
                 self.limits.rto_min,
             );
-            flow.mss = our_max_mss(ctx.mtu);
+            flow.mss = our_max_mss(ctx.mtu, key.guest_ip);
             flow.our_wscale = OUR_WINDOW_SCALE;
             flow.deadline = Some(ctx.now + flow.rto);
             let window = window_for(sockets, index, &flow);
@@ -550,7 +549,7 @@ impl TcpEngine {
         }
         f.guest_isn = seg.seq();
         f.rcv_nxt = seg.seq().wrapping_add(1);
-        f.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu));
+        f.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu, f.key.guest_ip));
         // The window of a SYN is never scaled.
         f.guest_wnd = u32::from(seg.window());
         f.snd_una = seg.ack();
@@ -592,12 +591,10 @@ impl TcpEngine {
                     send_rst_to_syn(ctx, f)
                 }
                 Some(libc_errno::EACCES) | Some(libc_errno::EPERM) => {
-                    send_unreachable(ctx, f, icmp::CODE_ADMIN_PROHIBITED)
+                    send_unreachable(ctx, f, Unreachable::AdminProhibited)
                 }
-                Some(libc_errno::ENETUNREACH) => {
-                    send_unreachable(ctx, f, icmp::CODE_NET_UNREACHABLE)
-                }
-                Some(_) => send_unreachable(ctx, f, icmp::CODE_HOST_UNREACHABLE),
+                Some(libc_errno::ENETUNREACH) => send_unreachable(ctx, f, Unreachable::Net),
+                Some(_) => send_unreachable(ctx, f, Unreachable::Host),
             }
         }
         self.free_flow(sockets, index, false);
@@ -844,7 +841,8 @@ impl TcpEngine {
             return;
         };
         let mss = usize::from(f.mss);
-        let stride = TCP_FRAME_OVERHEAD + mss;
+        let overhead = frames::tcp_overhead(f.key.guest_ip);
+        let stride = overhead + mss;
         let mut window_field = None;
         loop {
             let room = f.guest_wnd.saturating_sub(f.in_flight()) as usize;
@@ -879,8 +877,7 @@ impl TcpEngine {
                     rest = tail;
                     let take = left.min(mss);
                     left -= take;
-                    *slot =
-                        IoSliceMut::new(&mut frame[TCP_FRAME_OVERHEAD..TCP_FRAME_OVERHEAD + take]);
+                    *slot = IoSliceMut::new(&mut frame[overhead..overhead + take]);
                 }
                 sockets.tcp_peek(Self::sock(index), f.data_offset(), &mut iov[..nseg])
             };
@@ -908,7 +905,7 @@ impl TcpEngine {
             let mut used = 0;
             for k in 0..segs {
                 let len = if k < full { mss } else { n - full * mss };
-                let frame = &mut arena[k * stride..k * stride + TCP_FRAME_OVERHEAD + len];
+                let frame = &mut arena[k * stride..k * stride + overhead + len];
                 let h = TcpHeader {
                     src_port: f.key.remote_port,
                     dst_port: f.key.guest_port,
@@ -923,7 +920,7 @@ impl TcpEngine {
                     syn_options: None,
                 };
                 f.ident = f.ident.wrapping_add(1);
-                frames::write_tcp_v4(
+                frames::write_tcp(
                     frame,
                     f.guest_mac,
                     ctx.gateway_mac,
@@ -932,11 +929,11 @@ impl TcpEngine {
                     &h,
                     f.ident,
                 );
-                used = k * stride + TCP_FRAME_OVERHEAD + len;
+                used = k * stride + overhead + len;
             }
             for k in 0..segs {
                 let len = if k < full { mss } else { n - full * mss };
-                ctx.tx.commit_at(dest, k * stride, TCP_FRAME_OVERHEAD + len);
+                ctx.tx.commit_at(dest, k * stride, overhead + len);
             }
             ctx.tx.finish(used);
             if f.rtt_probe.is_none() && f.snd_nxt == f.snd_max {
@@ -1111,7 +1108,7 @@ impl TcpEngine {
             match f.state {
                 State::Connecting => {
                     ctx.counters.drop(DropReason::TcpConnectTimeout);
-                    send_unreachable(ctx, f, icmp::CODE_HOST_UNREACHABLE);
+                    send_unreachable(ctx, f, Unreachable::Host);
                     self.free_flow(sockets, index, true);
                     ctx.counters.tcp_flows_closed += 1;
                     continue;
@@ -1273,8 +1270,10 @@ fn window_for(sockets: &mut dyn HostSockets, index: u32, f: &TcpFlow) -> u32 {
     space.min(65535u32 << f.our_wscale)
 }
 
-fn our_max_mss(mtu: u16) -> u16 {
-    mtu.saturating_sub(40).max(64)
+/// The MTU less the IP and TCP headers of the guest's family.
+fn our_max_mss(mtu: u16, guest: IpAddr) -> u16 {
+    let headers = if guest.is_ipv4() { 40 } else { 60 };
+    mtu.saturating_sub(headers).max(64)
 }
 
 /// Our SYN-ACK to a guest's SYN, or our SYN of a forwarded connection (state SynSent).
@@ -1296,7 +1295,7 @@ fn send_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
         // The window in a SYN is never scaled.
         window: window.min(65535) as u16,
         syn_options: Some(SynOptions {
-            mss: Some(f.mss.max(ctx.mtu.saturating_sub(40).min(f.mss))),
+            mss: Some(f.mss),
             window_scale: (f.our_wscale > 0).then_some(f.our_wscale),
         }),
     };
@@ -1365,35 +1364,52 @@ fn send_rst_for(ctx: &mut TcpCtx<'_>, guest_mac: Mac, key: FlowKey, seg: &TcpSeg
     push_tcp(ctx, dest, guest_mac, key, &h);
 }
 
-/// ICMP destination unreachable quoting a reconstruction of the guest's SYN.
-fn send_unreachable(ctx: &mut TcpCtx<'_>, f: &TcpFlow, code: u8) {
+/// ICMP (or ICMPv6) destination unreachable quoting a reconstruction of the guest's SYN.
+fn send_unreachable(ctx: &mut TcpCtx<'_>, f: &TcpFlow, why: Unreachable) {
     let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
         return;
     };
-    let mut quote = [0u8; 28];
-    slipway_wire::ipv4::write_header(
-        &mut quote,
-        f.key.guest_ip,
-        f.key.remote_ip,
-        slipway_wire::ipv4::PROTO_TCP,
-        20,
-        64,
-        0,
-    );
-    quote[20..22].copy_from_slice(&f.key.guest_port.to_be_bytes());
-    quote[22..24].copy_from_slice(&f.key.remote_port.to_be_bytes());
-    quote[24..28].copy_from_slice(&f.guest_isn.to_be_bytes());
-    frames::push_icmp_v4(
+    // IP header, then the first 8 bytes of the SYN: ports and sequence number.
+    let mut quote = [0u8; 48];
+    let ip_len = match (f.key.guest_ip, f.key.remote_ip) {
+        (IpAddr::V4(g), IpAddr::V4(r)) => {
+            slipway_wire::ipv4::write_header(
+                &mut quote,
+                g,
+                r,
+                slipway_wire::ipv4::PROTO_TCP,
+                20,
+                64,
+                0,
+            );
+            slipway_wire::ipv4::HEADER_LEN
+        }
+        (IpAddr::V6(g), IpAddr::V6(r)) => {
+            slipway_wire::ipv6::write_header(
+                &mut quote,
+                g,
+                r,
+                slipway_wire::ipv6::NEXT_TCP,
+                20,
+                64,
+            );
+            slipway_wire::ipv6::HEADER_LEN
+        }
+        _ => return,
+    };
+    quote[ip_len..ip_len + 2].copy_from_slice(&f.key.guest_port.to_be_bytes());
+    quote[ip_len + 2..ip_len + 4].copy_from_slice(&f.key.remote_port.to_be_bytes());
+    quote[ip_len + 4..ip_len + 8].copy_from_slice(&f.guest_isn.to_be_bytes());
+    frames::push_unreachable(
         ctx.tx,
         dest,
         f.guest_mac,
         ctx.gateway_mac,
         f.key.remote_ip,
         f.key.guest_ip,
-        icmp::DEST_UNREACHABLE,
-        code,
-        [0; 4],
-        &quote,
+        why,
+        &quote[..ip_len + 8],
+        ip_len,
     );
 }
 
@@ -1404,10 +1420,10 @@ fn push_tcp(
     key: FlowKey,
     h: &TcpHeader,
 ) {
-    let len = ETH_IP_LEN + h.header_len();
+    let len = frames::eth_ip_len(key.guest_ip) + h.header_len();
     let gw = ctx.gateway_mac;
     ctx.tx.push_with(dest, len, |frame| {
-        frames::write_tcp_v4(frame, guest_mac, gw, key.remote_ip, key.guest_ip, h, 0);
+        frames::write_tcp(frame, guest_mac, gw, key.remote_ip, key.guest_ip, h, 0);
         len
     });
 }

@@ -4,7 +4,8 @@
 //! 4-tuple, whose host socket is connected to the translated destination, and is sent with one
 //! `send`. Datagrams the host socket receives are read straight into the payload area of a frame
 //! and sent to the guest from `remote:port` as the guest addressed it. An ICMP error the kernel
-//! reports (ECONNREFUSED) becomes an ICMP port unreachable for the guest.
+//! reports (ECONNREFUSED) becomes an ICMP (or ICMPv6) port unreachable for the guest.
+//! Both families work alike; a flow's addresses are always of one family.
 //!
 //! Port forwards ([`UdpEngine::on_forward_readable`]): a datagram from a host client on a UDP
 //! forward's listener opens (or refreshes) a flow for that client, keyed as the guest sees it
@@ -18,11 +19,11 @@
 use super::{FlowKind, HostSockets, SocketRef};
 use crate::config::Mac;
 use crate::counters::{Counters, DropReason};
-use crate::frames::{self, ETH_IP_LEN};
-use slipway_wire::{icmp, udp};
+use crate::frames::{self, Unreachable};
+use slipway_wire::udp;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -40,15 +41,16 @@ impl Default for UdpLimits {
     }
 }
 
-const MAX_DATAGRAM: usize = 65507;
+/// The largest UDP payload of either family (IPv6's 65535 - 8; IPv4's is 65507).
+const MAX_DATAGRAM: usize = 65527;
 /// Datagrams read from one socket per readiness event before yielding to other work.
 const READ_BUDGET: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UdpKey {
-    pub guest_ip: Ipv4Addr,
+    pub guest_ip: IpAddr,
     pub guest_port: u16,
-    pub remote_ip: Ipv4Addr,
+    pub remote_ip: IpAddr,
     pub remote_port: u16,
 }
 
@@ -83,7 +85,7 @@ pub struct UdpEngine {
     by_key: HashMap<UdpKey, u32>,
     pending_reads: Vec<u32>,
     /// UDP forwards whose listener read stopped at the TX budget: (listener, guest MAC, guest).
-    pending_forward_reads: Vec<(SocketRef, Mac, (Ipv4Addr, u16))>,
+    pending_forward_reads: Vec<(SocketRef, Mac, (IpAddr, u16))>,
 }
 
 impl UdpEngine {
@@ -160,7 +162,7 @@ impl UdpEngine {
                 guest_mac,
                 key.guest_ip,
                 key.remote_ip,
-                icmp::CODE_ADMIN_PROHIBITED,
+                Unreachable::AdminProhibited,
                 ip_packet,
             );
             return;
@@ -183,8 +185,8 @@ impl UdpEngine {
                     self.free.push(index);
                     ctx.counters.drop(DropReason::UdpSendFailed);
                     let code = match e.kind() {
-                        io::ErrorKind::PermissionDenied => icmp::CODE_ADMIN_PROHIBITED,
-                        _ => icmp::CODE_NET_UNREACHABLE,
+                        io::ErrorKind::PermissionDenied => Unreachable::AdminProhibited,
+                        _ => Unreachable::Net,
                     };
                     ctx.unreachable(guest_mac, key.guest_ip, key.remote_ip, code, ip_packet);
                     return;
@@ -217,7 +219,7 @@ impl UdpEngine {
                     guest_mac,
                     key.guest_ip,
                     key.remote_ip,
-                    icmp::CODE_PORT_UNREACHABLE,
+                    Unreachable::Port,
                     ip_packet,
                 );
             }
@@ -238,7 +240,7 @@ impl UdpEngine {
         let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
             return;
         };
-        let hdr = ETH_IP_LEN + udp::HEADER_LEN;
+        let hdr = frames::eth_ip_len(f.key.guest_ip) + udp::HEADER_LEN;
         for _ in 0..READ_BUDGET {
             if ctx.tx.over_budget() {
                 if !self.pending_reads.contains(&index) {
@@ -249,7 +251,7 @@ impl UdpEngine {
             let buf = ctx.tx.reserve(hdr + MAX_DATAGRAM);
             match sockets.udp_recv(Self::sock(index), &mut buf[hdr..]) {
                 Ok(n) => {
-                    frames::write_udp_v4_in_place(
+                    frames::write_udp_in_place(
                         &mut buf[..hdr + n],
                         f.guest_mac,
                         ctx.gateway_mac,
@@ -286,13 +288,13 @@ impl UdpEngine {
         sockets: &mut dyn HostSockets,
         listener: SocketRef,
         guest_mac: Mac,
-        guest: (Ipv4Addr, u16),
-        visible: impl Fn(IpAddr) -> Ipv4Addr,
+        guest: (IpAddr, u16),
+        visible: impl Fn(IpAddr, IpAddr) -> IpAddr,
     ) {
         let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &guest_mac) else {
             return;
         };
-        let hdr = ETH_IP_LEN + udp::HEADER_LEN;
+        let hdr = frames::eth_ip_len(guest.0) + udp::HEADER_LEN;
         for _ in 0..READ_BUDGET {
             if ctx.tx.over_budget() {
                 break;
@@ -312,7 +314,7 @@ impl UdpEngine {
             let key = UdpKey {
                 guest_ip: guest.0,
                 guest_port: guest.1,
-                remote_ip: visible(client.ip()),
+                remote_ip: visible(client.ip(), guest.0),
                 remote_port: client.port(),
             };
             let via = Some((listener.index, client));
@@ -358,7 +360,7 @@ impl UdpEngine {
                 ctx.tx.finish(0);
                 continue;
             }
-            frames::write_udp_v4_in_place(
+            frames::write_udp_in_place(
                 &mut buf[..hdr + n],
                 guest_mac,
                 ctx.gateway_mac,
@@ -423,7 +425,7 @@ impl UdpEngine {
         &mut self,
         ctx: &mut UdpCtx<'_>,
         sockets: &mut dyn HostSockets,
-        visible: impl Fn(IpAddr) -> Ipv4Addr + Copy,
+        visible: impl Fn(IpAddr, IpAddr) -> IpAddr + Copy,
     ) {
         let list = std::mem::take(&mut self.pending_reads);
         for index in list {

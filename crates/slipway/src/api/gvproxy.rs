@@ -211,7 +211,7 @@ async fn expose_for(s: ApiState, body: Bytes, default_guest: Ipv4Addr) -> Respon
             ForwardProto::Tcp
         },
         host,
-        guest_ip: Some(*remote.ip()),
+        guest_ip: Some(IpAddr::V4(*remote.ip())),
         guest_port: remote.port(),
     };
     match s
@@ -273,7 +273,7 @@ async fn all(State(s): State<ApiState>) -> Response {
     let mut out: Vec<ExposedPort> = forwards
         .iter()
         .map(|f| {
-            let remote = SocketAddr::new(f.guest_ip.into(), f.guest_port);
+            let remote = SocketAddr::new(f.guest_ip, f.guest_port);
             ExposedPort {
                 local: f.host.to_string(),
                 remote: if f.kind == "unix" {

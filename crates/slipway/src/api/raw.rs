@@ -218,7 +218,7 @@ pub async fn tunnel(
             let rule = PortForward {
                 proto: ForwardProto::Tcp,
                 host: ForwardHost::Unix(path.clone()),
-                guest_ip: Some(ip),
+                guest_ip: Some(ip.into()),
                 guest_port: port,
             };
             match control

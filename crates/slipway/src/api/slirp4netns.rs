@@ -101,7 +101,7 @@ pub fn parse(bytes: &[u8], api: SlirpApi) -> Result<Request, Value> {
             Ok(Request::Add(PortForward {
                 proto,
                 host: ForwardHost::Inet(SocketAddr::new(host_addr, host_port)),
-                guest_ip: Some(guest_ip),
+                guest_ip: Some(guest_ip.into()),
                 guest_port,
             }))
         }
@@ -249,7 +249,7 @@ mod tests {
             Request::Add(PortForward {
                 proto: ForwardProto::Tcp,
                 host: ForwardHost::Inet("127.0.0.1:8080".parse().unwrap()),
-                guest_ip: Some(Ipv4Addr::new(10, 0, 2, 100)),
+                guest_ip: Some(Ipv4Addr::new(10, 0, 2, 100).into()),
                 guest_port: 80,
             })
         );
@@ -268,7 +268,7 @@ mod tests {
                 Request::Add(PortForward {
                     proto: ForwardProto::Udp,
                     host: ForwardHost::Inet("0.0.0.0:5353".parse().unwrap()),
-                    guest_ip: Some(Ipv4Addr::new(10, 0, 2, 100)),
+                    guest_ip: Some(Ipv4Addr::new(10, 0, 2, 100).into()),
                     guest_port: 53,
                 })
             );
@@ -327,7 +327,7 @@ mod tests {
             proto: ForwardProto::Tcp,
             kind: "tcp",
             host: ForwardHost::Inet("0.0.0.0:8080".parse().unwrap()),
-            guest_ip: Ipv4Addr::new(10, 0, 2, 100),
+            guest_ip: Ipv4Addr::new(10, 0, 2, 100).into(),
             guest_port: 80,
         };
         assert_eq!(
