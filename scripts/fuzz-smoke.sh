@@ -37,7 +37,7 @@ esac
 
 max_len_for() {
 	case "$1" in
-	network_frames | dhcp4_handle) echo 8192 ;;
+	network_frames | dhcp4_handle | dhcp6_handle) echo 8192 ;;
 	*) echo 4096 ;;
 	esac
 }

@@ -9,6 +9,7 @@
 //!   (and the same bytes straight into each L3/L4 view), with accessors, builder round trips and
 //!   a reference Internet checksum as oracles.
 //! - [`dhcp::run`]: a sequence of DHCP messages into one `Dhcp4Server` with advancing time.
+//! - [`dhcp6::run`]: a sequence of DHCPv6 messages into one `Dhcp6Server` with advancing time.
 //! - [`network::run`]: a script of operations against one whole `Network`: guest frames on two
 //!   switch ports, batch ends, TX drains, virtual time and timers, host-socket readiness and
 //!   host-side data from a deterministic simulated host ([`sim::SimHost`]) that never touches
@@ -25,8 +26,10 @@
 //!   [`sim::MAX_HOST_QUEUE`] bytes queued by the simulated host per TCP socket, at most
 //!   [`sim::MAX_DATAGRAMS`] datagrams queued per UDP or ping socket.
 //! - `dhcp::run`: at most [`dhcp::MAX_MESSAGES`] messages per input.
+//! - `dhcp6::run`: at most [`dhcp6::MAX_MESSAGES`] messages per input.
 
 pub mod dhcp;
+pub mod dhcp6;
 #[cfg(feature = "dns")]
 pub mod dns;
 pub mod input;

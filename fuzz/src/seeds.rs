@@ -10,7 +10,7 @@ use slipway_core::config::{Mac, NetworkConfig};
 use slipway_core::frames::{self, ETH_IP_LEN};
 use slipway_wire::tcp::{self, SynOptions, TcpHeader};
 use slipway_wire::{arp, ethernet, icmp, ipv4, udp};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 2);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 1);
@@ -237,6 +237,73 @@ pub fn dhcp4_handle() -> Vec<(&'static str, Vec<u8>)> {
     vec![("dora_inform_release_decline", dora), ("small_pool", small)]
 }
 
+/// A DHCPv6 client message (UDP payload) from `mac` with a fixed xid: a DUID-LL client id, an
+/// Option Request for 23 and 24, Elapsed Time and, except in an Information-request, an IA_NA
+/// (IAID 1) listing `addrs`. No Server Identifier (the `dhcp6_handle` control byte adds it).
+pub fn dhcp6_message(mac: Mac, kind: u8, addrs: &[Ipv6Addr]) -> Vec<u8> {
+    let mut m = vec![kind, 0x39, 0x03, 0xf3];
+    m.extend([0, 1, 0, 10, 0, 3, 0, 1]);
+    m.extend(mac);
+    m.extend([0, 6, 0, 4, 0, 23, 0, 24]);
+    m.extend([0, 8, 0, 2, 0, 0]);
+    if kind != 11 {
+        let len = 12 + 28 * addrs.len() as u16;
+        m.extend([0, 3]);
+        m.extend(len.to_be_bytes());
+        m.extend([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for a in addrs {
+            m.extend([0, 5, 0, 24]);
+            m.extend(a.octets());
+            m.extend([0; 8]);
+        }
+    }
+    m
+}
+
+pub fn dhcp6_handle() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::dhcp::MACS;
+    const SOLICIT: u8 = 1;
+    const REQUEST: u8 = 3;
+    const CONFIRM: u8 = 4;
+    const RENEW: u8 = 5;
+    const REBIND: u8 = 6;
+    const RELEASE: u8 = 8;
+    const DECLINE: u8 = 9;
+    const INFORMATION_REQUEST: u8 = 11;
+    const RAPID_COMMIT: [u8; 4] = [0, 14, 0, 0];
+    let first = Ipv6Addr::new(0xfd00, 0x1234, 0, 0, 0, 0, 0, 0x100);
+    let second = Ipv6Addr::new(0xfd00, 0x1234, 0, 0, 0, 0, 0, 0x101);
+    // Control bytes: time step in bits 0-2, MAC in bits 3-4, 0x20 appends the server id.
+    let mut exchange = vec![0u8]; // plan 0
+    let mut rapid = dhcp6_message(MACS[1], SOLICIT, &[]);
+    rapid.extend(RAPID_COMMIT);
+    for (ctl, msg) in [
+        (0x01, dhcp6_message(MACS[0], INFORMATION_REQUEST, &[])),
+        (0x01, dhcp6_message(MACS[0], SOLICIT, &[])),
+        (0x21, dhcp6_message(MACS[0], REQUEST, &[first])),
+        (0x23, dhcp6_message(MACS[0], RENEW, &[first])),
+        (0x03, dhcp6_message(MACS[0], REBIND, &[first])),
+        (0x01, dhcp6_message(MACS[0], CONFIRM, &[first])),
+        (0x09, rapid),
+        (0x21, dhcp6_message(MACS[0], RELEASE, &[first])),
+        (0x29, dhcp6_message(MACS[1], DECLINE, &[second])),
+    ] {
+        exchange.push(ctl);
+        push_record(&mut exchange, &msg);
+    }
+    // The 3-address plan with 1 s leases: four guests, the pool runs out, leases expire.
+    let mut small = vec![1u8];
+    for (i, mac) in MACS.iter().enumerate() {
+        let mut m = dhcp6_message(*mac, SOLICIT, &[]);
+        m.extend(RAPID_COMMIT);
+        small.push(((i as u8) << 3) | 0x01);
+        push_record(&mut small, &m);
+    }
+    small.push(0x22 | (3 << 3));
+    push_record(&mut small, &dhcp6_message(MACS[3], RENEW, &[]));
+    vec![("exchange", exchange), ("small_pool", small)]
+}
+
 /// Append a guest-frame operation (see `network`): `op` is the low nibble, `arg` the high one.
 fn frame_op(out: &mut Vec<u8>, op: u8, arg: u8, frame: &[u8]) {
     out.push(op | (arg << 4));
@@ -418,6 +485,7 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     for (target, seeds) in [
         ("wire_ethernet_stack", wire_ethernet_stack()),
         ("dhcp4_handle", dhcp4_handle()),
+        ("dhcp6_handle", dhcp6_handle()),
         ("network_frames", network_frames()),
         ("dns_zone", dns_zone()),
     ] {
