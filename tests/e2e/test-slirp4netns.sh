@@ -356,7 +356,7 @@ refused() { # NAME WANT_IN_STDERR ARGS...: slirp4netns ARGS exits 1 within 5 s, 
     [ $((SECONDS - t0)) -le 5 ] || { echo "took longer than 5 s"; return 1; }
     grep -qF -- "$want" "$E2E_WORK/$name.stderr" || { echo "no '$want' in stderr"; return 1; }
 }
-check s4_refuses_ipv6 refused ipv6 IPv6 --enable-ipv6 1 tap0
+
 check s4_refuses_bad_outbound_addr refused outbound no-such-if0 --outbound-addr=no-such-if0 1 tap0
 check s4_refuses_unknown_option refused unknown frobnicate --frobnicate 1 tap0
 help_and_version() {

@@ -33,6 +33,7 @@ use crate::frames::{self, Unreachable};
 use crate::gateway;
 use crate::gateway::ndp::{self, Solicited};
 use crate::services::dhcp4::Dhcp4Server;
+use crate::services::dhcp6::{Dhcp6Config, Dhcp6Server};
 use crate::switch::{LearnError, Switch};
 use crate::tx::{TxDest, TxQueue};
 use slipway_wire::ethernet::{self, EthernetFrame};
@@ -115,6 +116,8 @@ pub struct Network {
     tx: TxQueue,
     counters: Counters,
     dhcp: Dhcp4Server,
+    /// DHCPv6 (IPv6 on): stateless information and addresses for guests that ask.
+    dhcp6: Option<Dhcp6Server>,
     tcp: TcpEngine,
     udp: UdpEngine,
     ping: PingEngine,
@@ -146,6 +149,22 @@ impl Network {
             tx: TxQueue::new(),
             counters: Counters::default(),
             dhcp: Dhcp4Server::new(&cfg),
+            dhcp6: cfg.ipv6.as_ref().map(|v6| {
+                Dhcp6Server::new(Dhcp6Config {
+                    server_mac: cfg.gateway_mac,
+                    prefix: v6.prefix,
+                    pool_start: v6.pool_start,
+                    pool_end: v6.pool_end,
+                    dns_servers: if cfg.dns_service {
+                        vec![v6.dns_server]
+                    } else {
+                        Vec::new()
+                    },
+                    search_domains: cfg.search_domains.clone(),
+                    preferred_lifetime: cfg.lease_time,
+                    valid_lifetime: cfg.lease_time * 2,
+                })
+            }),
             tcp: TcpEngine::new(tcp_limits, seed),
             udp: UdpEngine::new(udp_limits),
             ping: PingEngine::default(),
@@ -171,6 +190,9 @@ impl Network {
     }
     pub fn dhcp_mut(&mut self) -> &mut Dhcp4Server {
         &mut self.dhcp
+    }
+    pub fn dhcp6(&self) -> Option<&Dhcp6Server> {
+        self.dhcp6.as_ref()
     }
     pub fn tcp(&self) -> &TcpEngine {
         &self.tcp
@@ -261,7 +283,7 @@ impl Network {
     fn reachable_guest(&self, ip: IpAddr) -> Option<Mac> {
         let mac = self.neighbors.get(&ip).copied().or_else(|| match ip {
             IpAddr::V4(v4) => self.dhcp.holder_of(v4),
-            IpAddr::V6(_) => None,
+            IpAddr::V6(v6) => self.dhcp6.as_ref()?.holder_of(v6),
         })?;
         self.switch.port_of(&mac).is_some().then_some(mac)
     }
@@ -774,7 +796,7 @@ impl Network {
 
     /// DHCPv6 answers information requests (the RA's "other configuration" flag).
     fn serves_dhcp6(&self) -> bool {
-        false
+        self.dhcp6.is_some()
     }
 
     /// A neighbor advertisement from a guest teaches the neighbour table.

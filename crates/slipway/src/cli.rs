@@ -167,6 +167,13 @@ pub struct ServeArgs {
     /// The guest subnet: gateway and DNS at .1, host-loopback alias at .254, DHCP from .2.
     #[arg(long, value_name = "CIDR", default_value = "192.168.127.0/24")]
     pub subnet: String,
+    /// The guests' IPv6 prefix (a /64): gateway and DNS at ::1, host-loopback alias at ::fe
+    /// (reaching the host's ::1); guests configure themselves from router advertisements.
+    #[arg(long, value_name = "CIDR", default_value = slipway_core::config::DEFAULT_PREFIX6)]
+    pub subnet6: String,
+    /// IPv6 on the guest network: `on` (dual-stack, the default) or `off` (IPv6 frames dropped).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    pub ipv6: String,
     /// Link MTU announced to guests (DHCP option 26) and used for TCP segments (576..=65521).
     #[arg(long, value_name = "N", default_value_t = 1500)]
     pub mtu: u32,
@@ -186,11 +193,11 @@ pub struct ServeArgs {
     /// 5a:94:ef:e4:0c:ee=192.168.127.2.
     #[arg(long, value_name = "MAC=IP")]
     pub static_lease: Vec<String>,
-    /// Do not map the alias address to the host's loopback.
+    /// Do not map the alias addresses (IPv4 and IPv6) to the host's loopback.
     #[arg(long)]
     pub no_host_loopback: bool,
-    /// Only these host-side destinations may be reached (repeatable); the alias counts as
-    /// 127.0.0.1. Anything else is refused with a TCP RST or ICMP unreachable and counted.
+    /// Only these host-side destinations may be reached (repeatable, IPv4 or IPv6 prefixes); the
+    /// alias counts as 127.0.0.1 (the IPv6 alias as ::1). Anything else is refused with a TCP RST or ICMP unreachable and counted.
     /// Also from SLIPWAY_EGRESS_ALLOW (comma-separated), which the drop-in modes honour too.
     #[arg(
         long,
@@ -203,7 +210,7 @@ pub struct ServeArgs {
     /// or from the first IPv4 address of this interface (as slirp4netns's --outbound-addr).
     #[arg(long, value_name = "ADDR|IFACE")]
     pub outbound_addr: Option<String>,
-    /// The same for IPv6 destinations (used once guests have IPv6).
+    /// The same for IPv6 destinations.
     #[arg(long, value_name = "ADDR|IFACE")]
     pub outbound_addr6: Option<String>,
     /// Publish a guest port on the host (repeatable), Docker's forms:
@@ -254,6 +261,8 @@ pub struct ServeArgs {
 pub enum CliError {
     #[error("--subnet {value}: {reason}")]
     Subnet { value: String, reason: String },
+    #[error("{0}")]
+    Subnet6(String),
     #[error("--egress-allow {value}: {reason}")]
     EgressAllow { value: String, reason: String },
     #[error("--dns-upstream {0}: expected an IP address with an optional port, e.g. 127.0.0.1:5353 or [::1]:53")]
@@ -405,8 +414,32 @@ impl ServeArgs {
         cfg.dns_service = !self.disable_dns;
         cfg.set_mtu(self.mtu)?;
         cfg.guest_api = self.guest_api;
+        // (Empty values come from drop-in modes that build ServeArgs by hand: the defaults.)
+        cfg.ipv6 = match self.ipv6.as_str() {
+            "off" => None,
+            _ if self.slirp4netns_plan => Some(slipway_core::config::Ipv6Config::slirp4netns()),
+            _ => {
+                let subnet6 = match self.subnet6.as_str() {
+                    "" => slipway_core::config::DEFAULT_PREFIX6,
+                    s => s,
+                };
+                let cidr: IpCidr =
+                    subnet6
+                        .parse()
+                        .map_err(|e: slipway_core::config::CidrError| {
+                            CliError::Subnet6(format!("--subnet6 {}: {e}", self.subnet6))
+                        })?;
+                Some(
+                    slipway_core::config::Ipv6Config::from_prefix(cidr)
+                        .map_err(|e| CliError::Subnet6(e.to_string()))?,
+                )
+            }
+        };
         if self.no_host_loopback {
             cfg.host_loopback_alias = None;
+            if let Some(v6) = cfg.ipv6.as_mut() {
+                v6.host_loopback_alias = None;
+            }
         }
         for e in &self.egress_allow {
             let c: IpCidr = e.parse().map_err(|err: slipway_core::config::CidrError| {

@@ -327,11 +327,12 @@ impl Driver {
             .map(|f| f.2);
         if let Some((ip, port)) = guest {
             tracing::info!(
-                "forwarding {}/{} to {ip}:{port}",
+                "forwarding {}/{} to {}",
                 self.sockets
                     .forward_local_addr(id)
                     .unwrap_or_else(|| rule.host.clone()),
-                rule.kind()
+                rule.kind(),
+                SocketAddr::new(ip, port)
             );
         }
         Ok(id)

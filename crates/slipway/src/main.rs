@@ -294,6 +294,7 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
             mac,
             address: Some((address, cfg.prefix)),
             gateway: Some(cfg.gateway),
+            ipv6: tap_ipv6(&cfg, mac),
             exclusive: true,
             configure: true,
         };
@@ -347,12 +348,14 @@ fn slirp4netns_mode(args: &[String]) -> Result<()> {
         bail!("slirp4netns mode: no namespace given");
     };
     let guest = cfg.slirp_guest();
+    let mac = mode.mac.unwrap_or_else(netns::tap_mac_random);
     let setup = netns::TapSetup {
         name: mode.tap.clone(),
         mtu: cfg.mtu,
-        mac: mode.mac.unwrap_or_else(netns::tap_mac_random),
+        mac,
         address: mode.configure.then_some((guest, cfg.prefix)),
         gateway: mode.configure.then_some(cfg.gateway),
+        ipv6: tap_ipv6(&cfg, mac).filter(|_| mode.configure),
         exclusive: false,
         configure: mode.configure,
     };
@@ -419,6 +422,7 @@ fn run_command(mut args: RunArgs) -> Result<i32> {
         mac,
         address: Some((address, cfg.prefix)),
         gateway: Some(cfg.gateway),
+        ipv6: tap_ipv6(&cfg, mac),
         exclusive: true,
         configure: true,
     };
@@ -684,4 +688,17 @@ fn main() {
         eprintln!("slipway: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The IPv6 setup of a TAP slipway configures itself: the SLAAC address the guest would take
+/// from the router advertisements (so it works at once) and the gateway's link-local address.
+fn tap_ipv6(
+    cfg: &slipway_core::NetworkConfig,
+    mac: [u8; 6],
+) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+    let v6 = cfg.ipv6.as_ref()?;
+    Some((
+        slipway_wire::ipv6::eui64_address(v6.prefix, mac),
+        cfg.gateway_link_local(),
+    ))
 }

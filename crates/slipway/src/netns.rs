@@ -54,7 +54,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -113,6 +113,9 @@ const RTA_GATEWAY: u16 = 5;
 const IFF_UP: u32 = 0x1;
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+/// ifaddrmsg flag: no duplicate address detection.
+const IFA_F_NODAD: u8 = 0x02;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_UNIVERSE: u8 = 0;
@@ -186,6 +189,10 @@ pub struct TapSetup {
     pub address: Option<(Ipv4Addr, u8)>,
     /// Add a default route via this address (needs `address`, and must lie inside its subnet).
     pub gateway: Option<Ipv4Addr>,
+    /// An IPv6 address (a /64, its SLAAC address) to configure at once, without duplicate
+    /// address detection, and the router's link-local address for a default route. `None`
+    /// leaves IPv6 to the kernel's autoconfiguration from router advertisements.
+    pub ipv6: Option<(Ipv6Addr, Ipv6Addr)>,
     /// Refuse a device of the same name that already exists (`IFF_TUN_EXCL`). slirp4netns
     /// attaches to an existing one (rootlesskit creates `tap0` before starting it).
     pub exclusive: bool,
@@ -208,6 +215,7 @@ impl TapSetup {
             mac,
             address: None,
             gateway: None,
+            ipv6: None,
             exclusive: true,
             configure: true,
         }
@@ -216,6 +224,18 @@ impl TapSetup {
     /// Checks everything that can be checked without touching the system.
     pub fn validate(&self) -> Result<(), NetnsError> {
         validate_tap_name(&self.name)?;
+        if let Some((address, gateway)) = self.ipv6 {
+            if address.is_multicast() || address.is_loopback() || address.is_unspecified() {
+                return Err(NetnsError::BadSetup(format!(
+                    "TAP IPv6 address {address}: must be a unicast address"
+                )));
+            }
+            if gateway.segments()[0] & 0xffc0 != 0xfe80 {
+                return Err(NetnsError::BadSetup(format!(
+                    "IPv6 gateway {gateway}: must be the router's link-local (fe80::/10) address"
+                )));
+            }
+        }
         if !(MIN_TAP_MTU..=MAX_TAP_MTU).contains(&self.mtu) {
             return Err(NetnsError::BadSetup(format!(
                 "TAP MTU {}: must be between {MIN_TAP_MTU} and {MAX_TAP_MTU}",
@@ -530,14 +550,16 @@ pub mod helper {
                 .map(|(a, p)| format!("{a}/{p}"))
                 .unwrap_or_else(dash),
             s.gateway.map(|g| g.to_string()).unwrap_or_else(dash),
+            s.ipv6.map(|(a, g)| format!("{a},{g}")).unwrap_or_else(dash),
             u8::from(s.exclusive).to_string(),
             u8::from(s.configure).to_string(),
         ]
     }
 
     pub fn decode(args: &[String]) -> Result<(PathBuf, PathBuf, TapSetup), String> {
-        let [userns, netns, name, mtu, mac, address, gateway, exclusive, configure] = args else {
-            return Err(format!("expected 9 arguments, got {}", args.len()));
+        let [userns, netns, name, mtu, mac, address, gateway, ipv6, exclusive, configure] = args
+        else {
+            return Err(format!("expected 10 arguments, got {}", args.len()));
         };
         let bad = |what: &str, v: &str| format!("bad {what}: {v}");
         let mut m = [0u8; 6];
@@ -562,6 +584,16 @@ pub mod helper {
             "-" => None,
             g => Some(g.parse().map_err(|_| bad("gateway", g))?),
         };
+        let ipv6 = match ipv6.as_str() {
+            "-" => None,
+            v => {
+                let (a, g) = v.split_once(',').ok_or_else(|| bad("IPv6 setup", v))?;
+                Some((
+                    a.parse().map_err(|_| bad("IPv6 address", a))?,
+                    g.parse().map_err(|_| bad("IPv6 gateway", g))?,
+                ))
+            }
+        };
         Ok((
             PathBuf::from(userns),
             PathBuf::from(netns),
@@ -571,6 +603,7 @@ pub mod helper {
                 mac: m,
                 address,
                 gateway,
+                ipv6,
                 exclusive: exclusive == "1",
                 configure: configure == "1",
             },
@@ -816,6 +849,19 @@ fn create_and_configure(setup: &TapSetup, path: &Path) -> Result<OwnedFd, NetnsE
             default_route_message(seq, tap_index, gateway)
         })?;
     }
+    if let Some((address, gateway)) = setup.ipv6 {
+        let step = format!("adding address {address}/64 to {}", setup.name);
+        rtnl.request(&step, NetlinkStep::Address, |seq| {
+            address6_message(seq, tap_index, address)
+        })?;
+        let step = format!(
+            "adding a default IPv6 route via {gateway} on {}",
+            setup.name
+        );
+        rtnl.request(&step, NetlinkStep::Route, |seq| {
+            default_route6_message(seq, tap_index, gateway)
+        })?;
+    }
     tracing::debug!(
         tap = %setup.name,
         index = tap_index,
@@ -1006,6 +1052,40 @@ fn default_route_message(seq: u32, index: u32, gateway: Ipv4Addr) -> Vec<u8> {
     let mut m = MessageBuilder::new(RTM_NEWROUTE, flags, seq);
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     m.u8(AF_INET)
+        .u8(0)
+        .u8(0)
+        .u8(0)
+        .u8(RT_TABLE_MAIN)
+        .u8(RTPROT_STATIC)
+        .u8(RT_SCOPE_UNIVERSE)
+        .u8(RTN_UNICAST)
+        .u32(0);
+    m.attr(RTA_GATEWAY, &gateway.octets());
+    m.attr(RTA_OIF, &index.to_ne_bytes());
+    m.finish()
+}
+
+/// `RTM_NEWADDR`: IPv6 `address/64` on `index`, usable at once (`IFA_F_NODAD`): slipway is
+/// the only other node on the link and owns none of the guest's addresses.
+fn address6_message(seq: u32, index: u32, address: Ipv6Addr) -> Vec<u8> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    let mut m = MessageBuilder::new(RTM_NEWADDR, flags, seq);
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index.
+    m.u8(AF_INET6)
+        .u8(64)
+        .u8(IFA_F_NODAD)
+        .u8(RT_SCOPE_UNIVERSE)
+        .u32(index);
+    m.attr(IFA_LOCAL, &address.octets());
+    m.attr(IFA_ADDRESS, &address.octets());
+    m.finish()
+}
+
+/// `RTM_NEWROUTE`: `default via gateway dev index` for IPv6, in the main table.
+fn default_route6_message(seq: u32, index: u32, gateway: Ipv6Addr) -> Vec<u8> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    let mut m = MessageBuilder::new(RTM_NEWROUTE, flags, seq);
+    m.u8(AF_INET6)
         .u8(0)
         .u8(0)
         .u8(0)
@@ -1719,6 +1799,7 @@ mod tests {
             mac: [2, 1, 2, 3, 4, 5],
             address: Some((v4("10.0.2.100"), 24)),
             gateway: Some(v4("10.0.2.2")),
+            ipv6: Some(("fd00::1:2".parse().unwrap(), "fe80::2".parse().unwrap())),
             exclusive: false,
             configure: true,
         };
@@ -1894,6 +1975,10 @@ mod tests {
             mac,
             address: Some((v4("192.168.127.2"), 24)),
             gateway: Some(v4("192.168.127.1")),
+            ipv6: Some((
+                "fd00:5119::53:4cff:fe00:2".parse().unwrap(),
+                "fe80::1".parse().unwrap(),
+            )),
             exclusive: true,
             configure: true,
         };
@@ -1927,6 +2012,13 @@ mod tests {
             route.contains("default via 192.168.127.1 dev tap0"),
             "{route}"
         );
+        let addr6 = namespace.ip(&["-o", "-6", "addr", "show", "dev", "tap0", "scope", "global"]);
+        assert!(
+            addr6.contains("inet6 fd00:5119::53:4cff:fe00:2/64 ") && !addr6.contains("tentative"),
+            "{addr6}"
+        );
+        let route6 = namespace.ip(&["-6", "route", "show", "default"]);
+        assert!(route6.contains("default via fe80::1 dev tap0"), "{route6}");
 
         // Traffic from the namespace to its gateway comes out of our fd: first an ARP request.
         let gateway = std::net::SocketAddrV4::new(v4("192.168.127.1"), 9);

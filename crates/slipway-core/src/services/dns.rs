@@ -155,7 +155,8 @@ pub struct LocalZone {
 impl LocalZone {
     /// Built-in names: host.slipway.internal, host.containers.internal, host.docker.internal → the
     /// host-loopback alias (absent when the alias is disabled); gateway.slipway.internal,
-    /// gateway.containers.internal, gateway.docker.internal → the gateway; plus cfg.dns_records
+    /// gateway.containers.internal, gateway.docker.internal → the gateway; each with an A record
+    /// and, when IPv6 is on, an AAAA record of the IPv6 alias or gateway; plus cfg.dns_records
     /// (which override built-ins of the same name). Invalid configured records are skipped: the
     /// configuration layer checks them with [`validate_name`] first.
     pub fn new(cfg: &NetworkConfig) -> Self {
@@ -167,6 +168,19 @@ impl LocalZone {
         }
         for name in GATEWAY_NAMES {
             let _ = zone.add(name, IpAddr::V4(cfg.gateway));
+        }
+        if let Some(v6) = &cfg.ipv6 {
+            if let Some(alias) = v6
+                .host_loopback_alias
+                .filter(|_| cfg.host_loopback_alias.is_some())
+            {
+                for name in HOST_NAMES {
+                    let _ = zone.add(name, IpAddr::V6(alias));
+                }
+            }
+            for name in GATEWAY_NAMES {
+                let _ = zone.add(name, IpAddr::V6(v6.gateway));
+            }
         }
         for (name, _) in &cfg.dns_records {
             if let Ok(name) = validate_name(name) {
@@ -750,8 +764,15 @@ mod tests {
         assert_eq!(addrs(&r), vec!["fd00::5".parse::<IpAddr>().unwrap()]);
         let r = ask(&z, "dual.test.", RecordType::ANY).unwrap();
         assert_eq!(addrs(&r).len(), 2);
-        // host.* has no IPv6 address: NODATA, authoritative, NOERROR.
+        // host.* has the IPv6 alias.
         let r = ask(&z, "host.slipway.internal.", RecordType::AAAA).unwrap();
+        assert_eq!(addrs(&r), vec!["fd00:5119::fe".parse::<IpAddr>().unwrap()]);
+        // Without IPv6, host.* has no IPv6 address: NODATA, authoritative, NOERROR.
+        let v4_only = LocalZone::new(&NetworkConfig {
+            ipv6: None,
+            ..NetworkConfig::default()
+        });
+        let r = ask(&v4_only, "host.slipway.internal.", RecordType::AAAA).unwrap();
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert!(r.metadata.authoritative);
         assert!(r.answers.is_empty());

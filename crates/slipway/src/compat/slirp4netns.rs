@@ -15,7 +15,10 @@
 //! What differs from slirp4netns, on purpose: forwarded connections keep the client's real
 //! address (loopback clients appear as 10.0.2.2, as before), and the API socket is served on
 //! its own thread, so a request never stalls traffic. Refused with a reason rather than
-//! ignored: `--enable-ipv6` (slipway has no IPv6 yet) and `--target-type=bess`.
+//! ignored: `--target-type=bess`. With `--enable-ipv6`, slirp4netns's IPv6 plan: fd00::/64,
+//! the gateway (and host alias, reaching ::1) fd00::2, DNS fd00::3, the namespace configuring
+//! itself from router advertisements (with `--configure`, slipway sets its SLAAC address and
+//! default route at once); forwards may then target IPv6 too.
 
 use crate::cli::ServeArgs;
 use crate::netns::NetnsTarget;
@@ -78,7 +81,7 @@ User-mode networking for unprivileged network namespaces (slipway's drop-in).
 -e, --exit-fd=FD         exit when FD becomes readable or is closed
 -r, --ready-fd=FD        write '1' to FD and close it once the network runs
 -m, --mtu=MTU            MTU (default 1500, max 65521)
--6, --enable-ipv6        enable IPv6 (not supported by slipway yet: refused)
+-6, --enable-ipv6        enable IPv6: fd00::/64, gateway and host fd00::2, DNS fd00::3
 -a, --api-socket=PATH    the JSON API socket (add_hostfwd, list_hostfwd, remove_hostfwd)
 --cidr=CIDR              the network (default 10.0.2.0/24): .2 gateway and host, .3 DNS,
                          .100 the namespace
@@ -208,6 +211,7 @@ pub fn parse(args: &[String]) -> Result<Slirp4netnsMode, Slirp4netnsError> {
     s.slirp4netns_plan = true;
     s.subnet = "10.0.2.0/24".into();
     s.mtu = 1500;
+    s.ipv6 = "off".into();
     s.apply_env();
     let (opts, positional) = getopt(args)?;
     let mut netns_type = "pid".to_string();
@@ -258,18 +262,15 @@ pub fn parse(args: &[String]) -> Result<Slirp4netnsMode, Slirp4netnsError> {
             "disable-dns" => mode.serve.disable_dns = true,
             "enable-sandbox" => mode.sandbox = true,
             "enable-seccomp" => mode.seccomp = true,
-            "enable-ipv6" => {
-                return Err(Slirp4netnsError::Unsupported(
-                    "--enable-ipv6: slipway has no IPv6 yet; leave it off (rootlesskit and podman pass it only when asked to)".into(),
-                ))
-            }
+            "enable-ipv6" => mode.serve.ipv6 = "on".into(),
             "outbound-addr" => mode.serve.outbound_addr = Some(v.clone()),
             "outbound-addr6" => mode.serve.outbound_addr6 = Some(v.clone()),
             "target-type" => match v.as_str() {
                 "netns" => {}
                 "bess" => {
                     return Err(Slirp4netnsError::Unsupported(
-                        "--target-type=bess: use `slipway serve --bess PATH` for a BESS guest".into(),
+                        "--target-type=bess: use `slipway serve --bess PATH` for a BESS guest"
+                            .into(),
                     ))
                 }
                 _ => return Err(bad("expected netns or bess")),
@@ -435,7 +436,12 @@ mod tests {
         assert!(e(&["1"]).contains("expected PID|PATH and TAPNAME"));
         assert!(e(&["abc", "tap0"]).contains("expected a process ID"));
         assert!(e(&["1", "much-too-long-name0"]).contains("TAPNAME"));
-        assert!(e(&["-6", "1", "tap0"]).contains("no IPv6 yet"));
+        assert_eq!(p(&["1", "tap0"]).unwrap().serve.ipv6, "off");
+        let v6 = p(&["-6", "1", "tap0"]).unwrap().serve;
+        assert_eq!(v6.ipv6, "on");
+        let cfg = v6.network_config().unwrap().ipv6.unwrap();
+        assert_eq!(cfg.gateway.to_string(), "fd00::2");
+        assert_eq!(cfg.dns_server.to_string(), "fd00::3");
         let m = p(&["--outbound-addr=lo", "--outbound-addr6", "::1", "1", "tap0"]).unwrap();
         assert_eq!(m.serve.outbound_addr.as_deref(), Some("lo"));
         assert_eq!(m.serve.outbound_addr6.as_deref(), Some("::1"));
