@@ -1736,6 +1736,8 @@ impl World {
     fn with_config(seed: u64, up: Impair, down: Impair, mtu: u16, limits: TcpLimits) -> Self {
         let cfg = NetworkConfig {
             mtu,
+            // These tests speak IPv4: no router advertisements in the way.
+            ipv6: None,
             ..NetworkConfig::default()
         };
         let mut net = Network::with_limits(cfg, seed, limits, UdpLimits::default());
@@ -1879,6 +1881,10 @@ impl World {
         let eth = EthernetFrame::new_checked(frame).expect("network frames are well formed");
         if eth.ethertype() == ethernet::ETHERTYPE_ARP {
             self.arp_to_guest += 1;
+            return;
+        }
+        if eth.ethertype() == ethernet::ETHERTYPE_IPV6 {
+            // Router advertisements of the dual-stack network; these tests speak IPv4.
             return;
         }
         let ip = Ipv4Packet::new_checked(eth.payload()).expect("network frames are well formed");
