@@ -78,9 +78,9 @@ pub fn parse(bytes: &[u8], api: SlirpApi) -> Result<Request, Value> {
                     None | Some(Value::Null) => Ok(default),
                     // rootlesskit sends "" for "any address".
                     Some(Value::String(s)) if s.is_empty() => Ok(default),
+                    // IPv6 host and guest addresses as slirp4netns 1.1+ takes them.
                     Some(Value::String(s)) => s
-                        .parse::<Ipv4Addr>()
-                        .map(IpAddr::V4)
+                        .parse::<IpAddr>()
                         .map_err(|_| error(format!("add_hostfwd: bad arguments.{key}"))),
                     Some(_) => Err(error(format!("add_hostfwd: bad arguments.{key}"))),
                 }
@@ -94,14 +94,12 @@ pub fn parse(bytes: &[u8], api: SlirpApi) -> Result<Request, Value> {
             };
             let host_addr = addr("host_addr", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
             let host_port = port("host_port")?;
-            let IpAddr::V4(guest_ip) = addr("guest_addr", IpAddr::V4(api.default_guest))? else {
-                return Err(error("add_hostfwd: bad arguments.guest_addr"));
-            };
+            let guest_ip = addr("guest_addr", IpAddr::V4(api.default_guest))?;
             let guest_port = port("guest_port")?;
             Ok(Request::Add(PortForward {
                 proto,
                 host: ForwardHost::Inet(SocketAddr::new(host_addr, host_port)),
-                guest_ip: Some(guest_ip.into()),
+                guest_ip: Some(guest_ip),
                 guest_port,
             }))
         }
@@ -306,7 +304,7 @@ mod tests {
                 "bad request: add_hostfwd: bad arguments.host_port",
             ),
             (
-                br#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":1,"guest_port":1}}"#,
+                br#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1:","host_port":1,"guest_port":1}}"#,
                 "bad request: add_hostfwd: bad arguments.host_addr",
             ),
             (
@@ -318,6 +316,19 @@ mod tests {
             let got = desc(parse(body, API).unwrap_err());
             assert!(got.starts_with(want), "{got:?} should start with {want:?}");
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_taken() {
+        let Request::Add(f) = parse(
+            br#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":8080,"guest_addr":"fd00::5054:ff:fe12:3456","guest_port":80}}"#,
+            API,
+        )
+        .unwrap() else {
+            panic!("not an add")
+        };
+        assert_eq!(f.host, ForwardHost::Inet("[::1]:8080".parse().unwrap()));
+        assert_eq!(f.guest_ip, Some("fd00::5054:ff:fe12:3456".parse().unwrap()));
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! - `CHECK` checks that the supervisor runs, its API answers and the namespace exists.
 //! - `VERSION` lists the supported versions.
 //!
-//! Configuration keys beyond the spec's: `mtu`, `subnet`, `egressAllow` (CIDR list),
+//! Configuration keys beyond the spec's: `mtu`, `subnet`, `subnet6` (the IPv6 /64; the result
+//! then also holds the interface's IPv6 address and route), `ipv6` (false: IPv4 only),
+//! `egressAllow` (CIDR list),
 //! `disableHostLoopback`, `dnsUpstreams` (list of ADDR[:PORT]), `stateDir`, and the
 //! `portMappings` capability (`runtimeConfig.portMappings`: hostPort, containerPort, protocol,
 //! hostIP) published with slipway's forwards, which keep the client's address.
@@ -171,6 +173,9 @@ pub struct NetConf {
     pub name: String,
     pub mtu: Option<u32>,
     pub subnet: Option<String>,
+    /// `subnet6` (the IPv6 /64) and `ipv6` (default true).
+    pub subnet6: Option<String>,
+    pub ipv6: bool,
     pub egress_allow: Vec<String>,
     pub disable_host_loopback: bool,
     pub dns_upstreams: Vec<String>,
@@ -252,6 +257,11 @@ pub fn netconf(bytes: &[u8]) -> Result<NetConf, CniError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(invalid("disableHostLoopback must be true or false".into())),
     };
+    let ipv6 = match obj.get("ipv6") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("ipv6 must be true or false".into())),
+    };
     let mut port_mappings = Vec::new();
     if let Some(pm) = obj.get("runtimeConfig").and_then(|r| r.get("portMappings")) {
         let entries = pm
@@ -287,6 +297,8 @@ pub fn netconf(bytes: &[u8]) -> Result<NetConf, CniError> {
         name,
         mtu,
         subnet: string("subnet"),
+        subnet6: string("subnet6"),
+        ipv6,
         egress_allow: list("egressAllow")?,
         disable_host_loopback,
         dns_upstreams: list("dnsUpstreams")?,
@@ -337,6 +349,12 @@ pub fn plan(conf: &NetConf, env: &Environment, dir: &Path, mac: [u8; 6]) -> Resu
     if let Some(s) = &conf.subnet {
         a.extend(["--subnet".into(), s.clone()]);
     }
+    if let Some(s) = &conf.subnet6 {
+        a.extend(["--subnet6".into(), s.clone()]);
+    }
+    if !conf.ipv6 {
+        a.extend(["--ipv6".into(), "off".into()]);
+    }
     for e in &conf.egress_allow {
         a.extend(["--egress-allow".into(), e.clone()]);
     }
@@ -386,6 +404,22 @@ pub fn result(conf: &NetConf, env: &Environment, plan: &Plan, search: &[String])
     if conf.cni_version == "0.4.0" {
         ip["version"] = json!("4");
     }
+    let mut ips = vec![ip];
+    let mut routes = vec![json!({ "dst": "0.0.0.0/0", "gw": cfg.gateway.to_string() })];
+    if let Some(v6) = &cfg.ipv6 {
+        // serve --netns gives the interface its SLAAC address at once.
+        let address6 = slipway_wire::ipv6::eui64_address(v6.prefix, plan.mac);
+        let mut ip6 = json!({
+            "address": format!("{address6}/64"),
+            "gateway": cfg.gateway_link_local().to_string(),
+            "interface": 0,
+        });
+        if conf.cni_version == "0.4.0" {
+            ip6["version"] = json!("6");
+        }
+        ips.push(ip6);
+        routes.push(json!({ "dst": "::/0", "gw": cfg.gateway_link_local().to_string() }));
+    }
     let mut dns = json!({ "nameservers": [cfg.dns_server.to_string()] });
     if !search.is_empty() {
         dns["search"] = json!(search);
@@ -397,8 +431,8 @@ pub fn result(conf: &NetConf, env: &Environment, plan: &Plan, search: &[String])
             "mac": crate::api::format_mac(&plan.mac),
             "sandbox": env.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         }],
-        "ips": [ip],
-        "routes": [{ "dst": "0.0.0.0/0", "gw": cfg.gateway.to_string() }],
+        "ips": ips,
+        "routes": routes,
         "dns": dns,
     })
 }
@@ -484,10 +518,28 @@ mod tests {
             json!({
                 "cniVersion": "1.0.0",
                 "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:09", "sandbox": "/run/netns/t1"}],
-                "ips": [{"address": "10.9.0.2/24", "gateway": "10.9.0.1", "interface": 0}],
-                "routes": [{"dst": "0.0.0.0/0", "gw": "10.9.0.1"}],
+                "ips": [
+                    {"address": "10.9.0.2/24", "gateway": "10.9.0.1", "interface": 0},
+                    {"address": "fd00:5119::ff:fe00:9/64", "gateway": "fe80::5894:efff:fee4:cdd", "interface": 0}
+                ],
+                "routes": [
+                    {"dst": "0.0.0.0/0", "gw": "10.9.0.1"},
+                    {"dst": "::/0", "gw": "fe80::5894:efff:fee4:cdd"}
+                ],
                 "dns": {"nameservers": ["10.9.0.1"], "search": ["corp.example"]}
             })
+        );
+        // IPv4 only.
+        let c = netconf(br#"{"cniVersion":"1.0.0","name":"sw","type":"slipway","ipv6":false}"#)
+            .unwrap();
+        let p = plan(&c, &env, &dir, [2, 0, 0, 0, 0, 9]).unwrap();
+        assert!(p.serve_args.windows(2).any(|w| w == ["--ipv6", "off"]));
+        assert_eq!(
+            result(&c, &env, &p, &[])["ips"].as_array().unwrap().len(),
+            1
+        );
+        assert!(
+            netconf(br#"{"cniVersion":"1.0.0","name":"sw","type":"slipway","ipv6":"no"}"#).is_err()
         );
     }
 
