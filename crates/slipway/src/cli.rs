@@ -435,6 +435,12 @@ impl ServeArgs {
                 )
             }
         };
+        if cfg.ipv6.is_some() && cfg.mtu < 1280 {
+            return Err(CliError::Subnet6(format!(
+                "--mtu {}: IPv6 needs a link MTU of at least 1280; raise --mtu or give --ipv6 off",
+                cfg.mtu
+            )));
+        }
         if self.no_host_loopback {
             cfg.host_loopback_alias = None;
             if let Some(v6) = cfg.ipv6.as_mut() {
@@ -629,6 +635,23 @@ mod tests {
             Command::Serve(a) => a,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn ipv6_options() {
+        let cfg = |a: &[&str]| serve(a).network_config();
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.ipv6.unwrap().gateway.to_string(), "fd00:5119::1");
+        assert!(cfg(&["--ipv6", "off"]).unwrap().ipv6.is_none());
+        let c = cfg(&["--subnet6", "fd12:3456::/64", "--no-host-loopback"]).unwrap();
+        let v6 = c.ipv6.unwrap();
+        assert_eq!(v6.gateway.to_string(), "fd12:3456::1");
+        assert_eq!(v6.host_loopback_alias, None);
+        let e = |a: &[&str]| cfg(a).unwrap_err().to_string();
+        assert!(e(&["--subnet6", "fd12::/48"]).contains("/64"));
+        assert!(e(&["--subnet6", "fd12::"]).contains("--subnet6 fd12::"));
+        assert!(e(&["--mtu", "1000"]).contains("at least 1280"));
+        assert!(cfg(&["--mtu", "1000", "--ipv6", "off"]).is_ok());
     }
 
     #[test]

@@ -306,8 +306,12 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
         };
         let fd = netns::open_tap_joining(&target, userns.as_deref(), &setup)?;
         let port = driver.add_link(Box::new(link::TapLink::new(fd)?))?;
+        let v6 = setup
+            .ipv6
+            .map(|(a, _)| format!(" and {a}/64"))
+            .unwrap_or_default();
         tracing::info!(
-            "namespace {target}: {} is {address}/{} via {} (port {port})",
+            "namespace {target}: {} is {address}/{}{v6} via {} (port {port})",
             args.tap_name,
             cfg.prefix,
             cfg.gateway
