@@ -50,8 +50,11 @@
 #   e2e_wait_udp PORT [TIMEOUT_S=10]       wait until a UDP socket is bound on PORT
 #   e2e_wait_path PATH [TIMEOUT_S=10]      wait until PATH exists (e.g. a unix socket)
 #   e2e_random_file PATH SIZE_MIB          writes SIZE_MIB MiB of random bytes; prints sha256
-#   e2e_http_server_start DIR [PORT=0]     GET files from DIR, PUT/POST answers "<sha256> <len>";
-#                                          127.0.0.1 only; sets E2E_HTTP_PORT, E2E_HTTP_PID
+#   e2e_http_server_start DIR [PORT=0] [BIND=127.0.0.1]
+#                                          GET files from DIR, PUT/POST answers "<sha256> <len>";
+#                                          on BIND (a loopback address: 127.0.0.1 or ::1; log
+#                                          http.log, or http6.log for ::1); sets E2E_HTTP_PORT,
+#                                          E2E_HTTP_PID
 #   e2e_dnsmasq_start PORT RECORD...       dnsmasq on 127.0.0.1:PORT, no upstream, no hosts file;
 #                                          RECORD is NAME=ADDR[,ADDR6] (a --host-record: A/AAAA
 #                                          for that exact name, NODATA for a missing type) or a
@@ -284,10 +287,11 @@ e2e_random_file() {
 }
 
 e2e_http_server_start() {
-    local dir=$1 port=${2:-0} port_file
+    local dir=$1 port=${2:-0} bind=${3:-127.0.0.1} port_file log=http
+    [[ $bind != *:* ]] || log=http6
     port_file="$E2E_WORK/http.port.$RANDOM"
     rm -f "$port_file"
-    e2e_spawn http python3 "$E2E_DIR/http_server.py" --dir "$dir" --bind 127.0.0.1 \
+    e2e_spawn "$log" python3 "$E2E_DIR/http_server.py" --dir "$dir" --bind "$bind" \
         --port "$port" --port-file "$port_file"
     E2E_HTTP_PID=$E2E_PID
     e2e_wait_path "$port_file" 10

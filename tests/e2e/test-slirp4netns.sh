@@ -8,7 +8,8 @@
 # (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3) and reaches the test's HTTP server on
 # 127.0.0.1 only through the host loopback mapping 10.0.2.2; host clients reach it only through
 # the forwards. Every slipway process runs with SLIPWAY_EGRESS_ALLOW=127.0.0.0/8 (exported below,
-# so rootlesskit passes it on too): even a wrong test could not dial out.
+# so rootlesskit passes it on too): even a wrong test could not dial out. --enable-ipv6 is
+# test-ipv6.sh's.
 #
 # Checks: -c/--mtu/-r: the ready fd gives "1" and is closed, tap0 has 10.0.2.100/24, MTU 65520,
 # the default route via 10.0.2.2, lo up; a download from the host's 127.0.0.1 through 10.0.2.2
@@ -17,7 +18,7 @@
 # clients as 10.0.2.2, list_hostfwd, remove_hostfwd, the port closed afterwards, errors for an
 # unknown id, a malformed request and a host port in use; a client holding half a request stalls
 # neither a download nor another API request; -e: closing the exit fd's writer stops
-# it; refused options (--enable-ipv6, an unusable --outbound-addr, an unknown one), --help, -v;
+# it; refused options (an unusable --outbound-addr, an unknown one), --help, -v;
 # --outbound-addr: a server in the test's namespace sees that address as the client; with
 # --enable-sandbox --enable-seccomp: the root holds only etc and run, CapEff only
 # CAP_NET_BIND_SERVICE, Seccomp 2, traffic still flows; rootlesskit (--net=slirp4netns
