@@ -249,11 +249,20 @@ assert set(r) == keys, f"keys {sorted(r)}, want {sorted(keys)}"
 assert r["cniVersion"] == version, r["cniVersion"]
 assert r["interfaces"] == [{"name": ifname, "mac": mac, "sandbox": netns}], \
     f"interfaces {r['interfaces']}, want name {ifname} mac {mac} (inside the namespace) sandbox {netns}"
+import ipaddress
 ip = {"address": "192.168.127.2/24", "gateway": "192.168.127.1", "interface": 0}
+# The interface's IPv6 address: its SLAAC (EUI-64) address in fd00:5119::/64.
+m = bytes.fromhex(mac.replace(":", ""))
+iid = bytes([m[0] ^ 2]) + m[1:3] + b"\xff\xfe" + m[3:]
+ip6_addr = ipaddress.IPv6Address(ipaddress.IPv6Address("fd00:5119::").packed[:8] + iid)
+gw6 = "fe80::5894:efff:fee4:cdd"
+ip6 = {"address": f"{ip6_addr}/64", "gateway": gw6, "interface": 0}
 if version == "0.4.0":
     ip["version"] = "4"
-assert r["ips"] == [ip], f"ips {r['ips']}, want [{ip}]"
-assert r["routes"] == [{"dst": "0.0.0.0/0", "gw": "192.168.127.1"}], f"routes {r['routes']}"
+    ip6["version"] = "6"
+assert r["ips"] == [ip, ip6], f"ips {r['ips']}, want [{ip}, {ip6}]"
+assert r["routes"] == [{"dst": "0.0.0.0/0", "gw": "192.168.127.1"}, {"dst": "::/0", "gw": gw6}], \
+    f"routes {r['routes']}"
 dns = r["dns"]
 assert dns.get("nameservers") == ["192.168.127.1"], f"dns {dns}"
 assert set(dns) <= {"nameservers", "search"}, f"dns keys {sorted(dns)}"
@@ -267,12 +276,16 @@ PY
 }
 check add_result_shape result_shape "$E2E_WORK/add.json" 1.0.0 "$ns1_path" eth0 "$mac1"
 ns_configured() { # NETNS IFNAME
-    local a r l
+    local a a6 r r6 l
     a=$(ip -n "$1" -o -4 addr show dev "$2" 2>&1)
+    a6=$(ip -n "$1" -o -6 addr show dev "$2" scope global 2>&1)
     r=$(ip -n "$1" route show default 2>&1)
+    r6=$(ip -n "$1" -6 route show default 2>&1)
     l=$(ip -n "$1" -o link show "$2" 2>&1)
-    echo "addr: $a; route: $r; link: $l"
+    echo "addr: $a; addr6: $a6; route: $r; route6: $r6; link: $l"
     grep -q "inet $guest_addr/24" <<<"$a" && grep -q "^default via $gw dev $2" <<<"$r" &&
+        grep -q "inet6 fd00:5119::[0-9a-f:]*/64" <<<"$a6" &&
+        grep -q "^default via fe80::5894:efff:fee4:cdd dev $2" <<<"$r6" &&
         grep -q "mtu $mtu " <<<"$l" && grep -q '[<,]UP[,>]' <<<"$l"
 }
 check add_interface_configured ns_configured "$ns1" eth0
