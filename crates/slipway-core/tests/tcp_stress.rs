@@ -43,13 +43,17 @@
 //!
 //! Where slipway's own behaviour would make a passing test fail for reasons other than the one
 //! it covers, the test says so: lossy transfers let the host application close only after the
-//! guest acknowledged everything (the other order runs into the first bug below), and a guest
-//! reset in LAST_ACK counts as an orderly end ([`GuestConn::finished`]).
+//! guest acknowledged everything (the other order has its own test,
+//! `host_closing_right_after_sending_under_loss`), and a guest reset in LAST_ACK counts as an
+//! orderly end ([`GuestConn::finished`]).
 //!
-//! Engine bugs found (tests `#[ignore]`d until tcp.rs is fixed; run them with `--ignored`):
-//! - `fin_is_never_sent_before_the_last_byte`, `host_closing_right_after_sending_under_loss`: a
-//!   rewind whose resend stops early (at the TX budget) sends the FIN at the current `snd_nxt`,
-//!   inside the stream; a guest that takes it in order loses the rest of the stream, silently.
+//! Engine bugs this harness found; the tests of those still open are `#[ignore]`d (run them with
+//! `--ignored`), those of the fixed ones keep them fixed:
+//! - fixed: `fin_is_never_sent_before_the_last_byte`,
+//!   `host_closing_right_after_sending_under_loss`: a rewind whose resend stopped early (at the
+//!   TX budget) sent the FIN at the current `snd_nxt`, inside the stream; a guest that took it in
+//!   order lost the rest of the stream, silently. Now the FIN follows only the last byte, at a
+//!   sequence number fixed once.
 //! - `one_lost_segment_is_not_resent_once_per_three_duplicate_acks`,
 //!   `reordering_does_not_multiply_what_slipway_sends`: every further three duplicate ACKs of one
 //!   loss rewind again: 7× the stream is sent for one lost segment, 10× at 1–5 % loss, 33× at
@@ -3159,7 +3163,6 @@ fn guest_that_vanishes_while_sending_is_reset_after_the_idle_timeout() {
 // Engine bugs found by this harness (ignored until fixed; see each reason).
 
 #[test]
-#[ignore = "engine bug: after a rewind whose resend stops early (TX budget), push() sends the FIN at snd_nxt, mid-stream"]
 fn fin_is_never_sent_before_the_last_byte() {
     // The host sends 6 MiB and closes at once (an HTTP/1.0 response). The guest loses the first
     // data segment twice: its duplicate ACKs rewind slipway, whose resend stops at the 4 MiB TX
@@ -3195,7 +3198,6 @@ fn fin_is_never_sent_before_the_last_byte() {
 }
 
 #[test]
-#[ignore = "engine bug: after a rewind whose resend stops early (TX budget), push() sends the FIN at snd_nxt, mid-stream"]
 fn host_closing_right_after_sending_under_loss() {
     // The common order (the host application writes its response and closes): slipway knows
     // the end of stream while it still retransmits.

@@ -15,8 +15,10 @@
 //!   ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una`: the socket's receive queue is
 //!   the retransmission buffer.
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
-//!   all data was sent. Both FINs done and ours acknowledged → the socket is closed and the flow
-//!   freed (the guest keeps TIME_WAIT). Guest RST → abortive close; host error → RST to the guest.
+//!   all data was sent, and after a rewind only once the resend has reached the end again (at the
+//!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
+//!   the socket is closed and the flow freed (the guest keeps TIME_WAIT). Guest RST → abortive
+//!   close; host error → RST to the guest.
 //! - ACKs for guest data are sent once per flow per batch ([`TcpEngine::flush_acks`]).
 //! - Port forwards are the mirror image ([`TcpEngine::accept_forwarded`]): a client accepted on a
 //!   host listener becomes a flow that starts with our SYN to the guest, from the client's address
@@ -126,8 +128,6 @@ struct TcpFlow {
     mss: u16,
     /// Guest FIN received and passed on as shutdown(SHUT_WR).
     guest_fin: bool,
-    /// The host socket reached end of stream.
-    host_eof: bool,
     /// Our FIN is in flight (sent since the last rewind).
     fin_sent: bool,
     /// The sequence number of our FIN, fixed once the host's stream ended and every byte before
@@ -185,7 +185,6 @@ impl TcpFlow {
             our_wscale: 0,
             mss: DEFAULT_GUEST_MSS,
             guest_fin: false,
-            host_eof: false,
             fin_sent: false,
             fin_seq: None,
             fin_acked: false,
@@ -844,6 +843,8 @@ impl TcpEngine {
         let overhead = frames::tcp_overhead(f.key.guest_ip);
         let stride = overhead + mss;
         let mut window_field = None;
+        // The stream's end was reached at `snd_nxt` in this pass (only then may our FIN follow).
+        let mut at_end = false;
         loop {
             let room = f.guest_wnd.saturating_sub(f.in_flight()) as usize;
             if room == 0 {
@@ -862,6 +863,11 @@ impl TcpEngine {
                     f.in_push_list = true;
                     self.push_list.push(index);
                 }
+                break;
+            }
+            if f.fin_seq == Some(f.snd_nxt) {
+                // Resending after a rewind has reached the end of the stream.
+                at_end = true;
                 break;
             }
             let want = room.min(mss * MAX_SEGMENTS_PER_PEEK);
@@ -884,7 +890,7 @@ impl TcpEngine {
             let n = match got {
                 Ok(0) => {
                     ctx.tx.finish(0);
-                    f.host_eof = true;
+                    at_end = true;
                     break;
                 }
                 Ok(n) => n,
@@ -954,14 +960,21 @@ impl TcpEngine {
                 self.timer_list.push(index);
             }
             // A short read means the queue is empty, unless the peer also closed: then peek
-            // once more so the end of stream that came with the data is seen now.
-            if n < want && !f.host_rdhup {
+            // once more so the end of stream that came with the data is seen now. (A resend
+            // that reached a known end loops once more to send the FIN.)
+            if n < want && !f.host_rdhup && f.fin_seq.is_none() {
                 break;
             }
         }
-        if f.host_eof && !f.fin_sent {
+        // Our FIN goes out only right behind the last byte, never because the host's stream
+        // ended some time ago: a resend after a rewind may stop short of the end (window, TX
+        // budget), and a FIN there would cut the guest's stream short (RFC 9293 §3.10.4: FIN
+        // after all data). Its sequence number is fixed once chosen: a retransmitted FIN
+        // carries the same one.
+        if at_end && !f.fin_sent {
+            debug_assert!(f.fin_seq.is_none_or(|fin| fin == f.snd_nxt));
             f.fin_sent = true;
-            f.fin_seq = Some(f.snd_nxt);
+            f.fin_seq.get_or_insert(f.snd_nxt);
             let window = window_for(sockets, index, f);
             send_control(ctx, f, f.snd_nxt, tcp::FIN | tcp::ACK, window);
             f.snd_nxt = f.snd_nxt.wrapping_add(1);
