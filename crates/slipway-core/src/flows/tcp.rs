@@ -13,7 +13,11 @@
 //!   (scatter, straight into the payload areas of frames in the TX arena) from offset
 //!   `snd_nxt - snd_una`, within the guest's window, and discarded when ACKed. Three duplicate
 //!   ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una`: the socket's receive queue is
-//!   the retransmission buffer.
+//!   the retransmission buffer, and the resend goes back N (the whole window again; an ACK that
+//!   jumps ahead, from a guest that kept what followed the hole, moves `snd_nxt` with it). A
+//!   rewind sets a recovery point (RFC 6582 `recover` = `snd_max`): the duplicate ACKs that follow
+//!   it start no second fast retransmit until an ACK passes that point, so one loss costs one
+//!   resend of the window; a resend that is lost again is left to the retransmission timer.
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
 //!   all data was sent, and after a rewind only once the resend has reached the end again (at the
 //!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
@@ -135,6 +139,9 @@ struct TcpFlow {
     fin_seq: Option<u32>,
     fin_acked: bool,
     dup_acks: u8,
+    /// Set by a rewind to `snd_max` at that moment: until an ACK passes it, duplicate ACKs start
+    /// no further fast retransmit (RFC 6582 `recover`). `None`: not recovering.
+    recover: Option<u32>,
     retries: u8,
     srtt: Option<Duration>,
     rttvar: Duration,
@@ -189,6 +196,7 @@ impl TcpFlow {
             fin_seq: None,
             fin_acked: false,
             dup_acks: 0,
+            recover: None,
             retries: 0,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -745,6 +753,15 @@ impl TcpEngine {
             if seq_lt(f.snd_nxt, ack) {
                 f.snd_nxt = ack;
             }
+            if f.recover.is_some_and(|recover| seq_lt(recover, ack)) {
+                // An ACK beyond all that was sent before the last rewind: the loss it answered
+                // is repaired. (Strictly beyond: duplicate ACKs at exactly `recover` still come
+                // from copies the resend delivered twice.) Partial ACKs below `recover` need
+                // nothing more: the rewind resends everything from `snd_una` on, and `snd_nxt`
+                // follows an ACK that jumps ahead; a resend that is lost again is the
+                // retransmission timer's.
+                f.recover = None;
+            }
             f.dup_acks = 0;
             f.retries = 0;
             if let Some((probe_seq, sent_at)) = f.rtt_probe {
@@ -761,8 +778,13 @@ impl TcpEngine {
             && f.in_flight() > 0
         {
             f.dup_acks = f.dup_acks.saturating_add(1);
-            if f.dup_acks == 3 {
-                // Fast retransmit: resend from the oldest unacknowledged byte.
+            // Fast retransmit: resend from the oldest unacknowledged byte, once per loss.
+            // While recovering from a rewind, more duplicate ACKs are expected (the rest of
+            // the old window arriving behind the hole, and the copies the resend itself
+            // delivers twice); rewinding again for each three of them would resend the window
+            // over and over (RFC 6582 §3.2: no fast retransmit until an ACK covers more than
+            // `recover`).
+            if f.dup_acks == 3 && f.recover.is_none() {
                 rewind(f);
             }
         }
@@ -1252,7 +1274,11 @@ mod libc_errno {
     pub const ECONNREFUSED: i32 = 111;
 }
 
+/// Go back to `snd_una` and resend from there (fast retransmit or retransmission timeout).
 fn rewind(f: &mut TcpFlow) {
+    // RFC 6582 §3.2 (after a timeout too): remember how far we had sent, so the duplicate
+    // ACKs this resend provokes do not start another one.
+    f.recover = Some(f.snd_max);
     f.snd_nxt = f.snd_una;
     if f.fin_sent && !f.fin_acked {
         f.fin_sent = false;
