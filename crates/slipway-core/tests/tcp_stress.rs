@@ -32,7 +32,8 @@
 //! and 5 % reordering; 2 MiB with 1–50 % duplication and with 1–5 % corruption; 1 MiB with 5 %
 //! loss, reordering and duplication and 1 % corruption together; 1 MiB of guest data with 30 %
 //! reordering), several seeds each; a guest that stops reading for 5 s (probes
-//! counted), with and without loss; windows of one segment and of less than one MSS; a host
+//! counted), with and without loss, and one that stops reading and then vanishes (reset after
+//! unanswered probes); windows of one segment and of less than one MSS; a host
 //! send buffer below one MSS and a host that stops reading for 5 s; half-close either way;
 //! resets from the host while it sends and while it receives, and from the guest under 20 %
 //! loss; simultaneous close; connects refused (at once with the RST lost, and after retransmitted
@@ -60,8 +61,10 @@
 //!   20 %, 18–150× at 1–10 % reordering. Now a rewind sets a recovery point (RFC 6582): no
 //!   further fast retransmit until an ACK passes what had been sent: 1.5× for one lost segment,
 //!   2× at 10 % reordering, 1.8–3.8× at 1–20 % loss (a resend lost again waits for the RTO).
-//! - `zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes`: answered
-//!   zero-window probes count towards `max_retries`.
+//! - fixed: `zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes`: answered
+//!   zero-window probes counted towards `max_retries`, so a guest that kept its window closed
+//!   was reset after 12 probes (~3 min). Now an answer resets the count;
+//!   `zero_window_guest_that_vanishes_is_reset_after_unanswered_probes` checks the other side.
 //! - `forwarded_connection_whose_ack_of_the_guest_syn_ack_is_lost`: a retransmitted SYN-ACK from
 //!   the guest is not answered.
 //! - `old_acks_do_not_open_the_window_beyond_what_the_guest_advertised`: the window of an old,
@@ -2574,7 +2577,6 @@ fn zero_window_guest_under_loss_resumes_and_completes() {
 }
 
 #[test]
-#[ignore = "engine bug: answered zero-window probes count as retransmissions; the flow is reset after 12 (~3 min)"]
 fn zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes() {
     let mut w = World::new(12, Impair::default(), Impair::default());
     let expect = pattern(12, MIB);
@@ -2590,6 +2592,34 @@ fn zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes() {
     // RFC 1122 4.2.2.17: the connection stays open as long as the receiver answers the probes.
     w.assert_clean_finish(0);
     w.assert_drops(&[]);
+}
+
+#[test]
+fn zero_window_guest_that_vanishes_is_reset_after_unanswered_probes() {
+    let mut w = World::new(13, Impair::default(), Impair::default());
+    let expect = pattern(13, MIB);
+    let mut spec = host_to_guest_spec(&expect);
+    spec.rcv_buf = 256 * KIB;
+    spec.read_stall = Some((256 * KIB, Duration::from_secs(600)));
+    w.connect(spec, HostScript::new(expect));
+    w.run_until(Duration::from_secs(5), "window closed", |w| {
+        w.guest(0).stats.probes_in >= 2
+    });
+    w.to_net.down = true;
+    w.to_guest.down = true;
+    let t = w.run_until(Duration::from_secs(600), "reset", |w| {
+        w.net.tcp().flow_count() == 0
+    });
+    // The answered probes did not count; 12 unanswered ones, backing off to the 30 s cap, do.
+    assert!(
+        t >= Duration::from_secs(150) && t <= Duration::from_secs(300),
+        "{t:?}"
+    );
+    assert_eq!(w.net.counters().dropped(DropReason::TcpRetransmitLimit), 1);
+    assert_eq!(w.host_conn(0).closed, Some(true));
+    w.predicted.insert(DropReason::TcpRetransmitLimit, 1);
+    w.assert_drops(&[DropReason::TcpRetransmitLimit]);
+    w.assert_all_freed();
 }
 
 #[test]

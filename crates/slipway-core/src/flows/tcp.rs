@@ -18,6 +18,8 @@
 //!   rewind sets a recovery point (RFC 6582 `recover` = `snd_max`): the duplicate ACKs that follow
 //!   it start no second fast retransmit until an ACK passes that point, so one loss costs one
 //!   resend of the window; a resend that is lost again is left to the retransmission timer.
+//!   A closed guest window is probed on that timer, backing off; only probes the guest leaves
+//!   unanswered count towards the retry limit, so a live receiver is never reset for it.
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
 //!   all data was sent, and after a rewind only once the resend has reached the end again (at the
 //!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
@@ -53,7 +55,8 @@ pub struct TcpLimits {
     pub connect_timeout: Duration,
     pub rto_min: Duration,
     pub rto_max: Duration,
-    /// Retransmissions (or unanswered window probes) before a flow is reset.
+    /// Retransmissions, or window probes in a row the guest did not answer, before a flow is
+    /// reset.
     pub max_retries: u8,
     /// An established flow with no traffic either way for this long is reset.
     pub idle_timeout: Duration,
@@ -734,6 +737,13 @@ impl TcpEngine {
         };
         let ack = seg.ack();
         let new_wnd = u32::from(seg.window()) << f.guest_wscale;
+        if f.in_flight() == 0 && f.guest_wnd == 0 && ack == f.snd_una {
+            // We are probing a zero window and the guest answered: it is alive. Only probes
+            // that go unanswered in a row count towards `max_retries` (RFC 1122 4.2.2.17: the
+            // connection stays open as long as the receiver answers, however long its window
+            // stays closed; the probes go on, backed off up to `rto_max`).
+            f.retries = 0;
+        }
         if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
             let mut acked = ack.wrapping_sub(f.snd_una);
             if !f.fin_acked && f.fin_seq.is_some_and(|fin| seq_lt(fin, ack)) {
