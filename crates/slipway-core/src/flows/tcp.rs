@@ -29,7 +29,8 @@
 //! - Port forwards are the mirror image ([`TcpEngine::accept_forwarded`]): a client accepted on a
 //!   host listener becomes a flow that starts with our SYN to the guest, from the client's address
 //!   as the guest sees it. The guest's SYN-ACK establishes it (its MSS and window scale are taken
-//!   from there); its RST, or no answer after [`FORWARD_SYN_RETRIES`] SYNs, resets the client.
+//!   from there), and a repeat of it (our ACK was lost) is ACKed again; its RST, or no answer
+//!   after [`FORWARD_SYN_RETRIES`] SYNs, resets the client.
 //!
 //! Limits (see [`TcpLimits`]): flows per network, pending connects, connect timeout, RTO bounds,
 //! retransmission attempts, segments per peek, clients accepted per listener wake-up; window
@@ -694,10 +695,16 @@ impl TcpEngine {
             return;
         }
         if flags & tcp::SYN != 0 {
-            // Retransmitted SYN: repeat our SYN-ACK if we already sent one.
             if f.state == State::SynAckSent {
+                // Retransmitted SYN: repeat our SYN-ACK.
                 let window = window_for(sockets, index, f);
                 send_syn(ctx, f, window);
+            } else if f.state == State::Established && seg.seq() == f.guest_isn {
+                // The guest repeats its side of the handshake because our ACK of it was lost
+                // (a forward's guest in SYN-RECEIVED retransmits its SYN-ACK, and nothing else
+                // may complete its handshake). RFC 9293 §3.10.7.4: a segment below the window is
+                // answered with an ACK.
+                self.owe_ack(index);
             }
             return;
         }
