@@ -31,10 +31,12 @@
 //! link at MTU 1500 and 65520; 4 MiB at 1 % loss, 2 MiB at 5 %, 256 KiB at 20 %; 1 MiB with 1 %
 //! and 5 % reordering; 2 MiB with 1–50 % duplication and with 1–5 % corruption; 1 MiB with 5 %
 //! loss, reordering and duplication and 1 % corruption together; 1 MiB of guest data with 30 %
-//! reordering), several seeds each; a guest that stops reading for 5 s (probes
-//! counted), with and without loss, and one that stops reading and then vanishes (reset after
-//! unanswered probes); windows of one segment and of less than one MSS; a host
-//! send buffer below one MSS and a host that stops reading for 5 s; half-close either way;
+//! reordering), several seeds each; a guest that stops reading for 5 s (probes counted), with
+//! and without loss, for 10 min (answered probes keep it open), and one that stops reading and
+//! then vanishes (reset after unanswered probes); a slow reader, with old ACKs reordered and with
+//! its own data resent under loss (never sent beyond its window); windows of one segment and of
+//! less than one MSS; a host send buffer below one MSS and a host that stops reading for 5 s; a
+//! host that closes right after sending under loss; half-close either way;
 //! resets from the host while it sends and while it receives, and from the guest under 20 %
 //! loss; simultaneous close; connects refused (at once with the RST lost, and after retransmitted
 //! SYNs) and timed out (with the ICMP lost too); a forwarded connection under loss; eight
@@ -68,8 +70,11 @@
 //! - fixed: `forwarded_connection_whose_ack_of_the_guest_syn_ack_is_lost`: a retransmitted
 //!   SYN-ACK from the guest was not answered, so a guest whose handshake needed our lost ACK
 //!   stayed in SYN-RECEIVED. Now a SYN repeating the handshake is ACKed (RFC 9293 §3.10.7.4).
-//! - `old_acks_do_not_open_the_window_beyond_what_the_guest_advertised`: the window of an old,
-//!   reordered ACK is taken (no SND.WL1/WL2 check), so slipway sends beyond the guest's window.
+//! - fixed: `old_acks_do_not_open_the_window_beyond_what_the_guest_advertised`: the window of an
+//!   old, reordered ACK was taken (no SND.WL1/WL2 check), so slipway sent beyond the guest's
+//!   window. Now RFC 9293's window update rule applies, widened to any ACK newer than SND.WL2:
+//!   `a_slow_reader_that_retransmits_its_own_data_gets_nothing_beyond_its_window` fails with
+//!   the RFC's rule alone.
 //!
 //! Set `SLIPWAY_TCP_STRESS_TRACE=1` to print every frame on the link.
 
@@ -3310,7 +3315,6 @@ fn reordering_does_not_multiply_what_slipway_sends() {
 }
 
 #[test]
-#[ignore = "engine bug: window taken from reordered (old) ACKs without the SND.WL1/WL2 check; slipway sends past the guest's window"]
 fn old_acks_do_not_open_the_window_beyond_what_the_guest_advertised() {
     // A guest that reads slower than data arrives: its window shrinks from ACK to ACK. An ACK
     // overtaken by a newer one carries a larger, stale window.
@@ -3334,4 +3338,41 @@ fn old_acks_do_not_open_the_window_beyond_what_the_guest_advertised() {
         w.guest(0).stats.errors
     );
     w.assert_clean_finish(0);
+}
+
+#[test]
+fn a_slow_reader_that_retransmits_its_own_data_gets_nothing_beyond_its_window() {
+    // Both ways under loss: slipway drops the guest's out-of-order data, so the guest resends
+    // old sequence numbers, carrying its current ACK and (shrinking) window. RFC 9293's rule
+    // alone would not take that window while the ACK moves `snd_una` on (SND.WND is an offset
+    // from SND.UNA), so the right edge would drift past the one the guest advertised.
+    for (seed, loss) in [(2, 0.05), (4, 0.01), (5, 0.05)] {
+        let impair = Impair {
+            loss,
+            reorder: 0.02,
+            ..Impair::default()
+        };
+        let mut w = World::new(seed, impair, impair);
+        let expect = pattern(seed, MIB);
+        let mut spec = GuestSpec::new(40000, 8080, pattern(seed + 100, MIB), Rc::clone(&expect));
+        spec.rcv_buf = 256 * KIB;
+        spec.read_per_ms = Some(32 * KIB);
+        let mut script = HostScript::new(Rc::clone(&expect));
+        script.close = HostClose::AfterGuestAckedAll;
+        w.connect(spec, script);
+        w.run_until(
+            Duration::from_secs(30),
+            "slow reader, both ways",
+            World::all_done,
+        );
+        assert_eq!(
+            w.guest(0).stats.beyond_window,
+            0,
+            "{:?}",
+            w.guest(0).stats.errors
+        );
+        w.assert_clean_finish(0);
+        w.assert_drops(&[DropReason::TcpOutOfWindow, DropReason::TcpNoFlow]);
+        w.assert_all_freed();
+    }
 }

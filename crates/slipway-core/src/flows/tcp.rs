@@ -19,7 +19,9 @@
 //!   it start no second fast retransmit until an ACK passes that point, so one loss costs one
 //!   resend of the window; a resend that is lost again is left to the retransmission timer.
 //!   A closed guest window is probed on that timer, backing off; only probes the guest leaves
-//!   unanswered count towards the retry limit, so a live receiver is never reset for it.
+//!   unanswered count towards the retry limit, so a live receiver is never reset for it. The
+//!   guest's window is taken only from ACKs not older than the last one it came from (RFC 9293
+//!   SND.WL1/WL2), so a reordered ACK cannot reopen a window the guest has since shrunk.
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
 //!   all data was sent, and after a rewind only once the resend has reached the end again (at the
 //!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
@@ -131,6 +133,10 @@ struct TcpFlow {
     /// Highest sequence sent so far (snd_nxt may be rewound below it).
     snd_max: u32,
     guest_wnd: u32,
+    /// Sequence and acknowledgment numbers of the guest segment `guest_wnd` was last taken from
+    /// (RFC 9293 SND.WL1, SND.WL2).
+    snd_wl1: u32,
+    snd_wl2: u32,
     guest_wscale: u8,
     our_wscale: u8,
     mss: u16,
@@ -192,6 +198,8 @@ impl TcpFlow {
             snd_nxt: our_isn.wrapping_add(1),
             snd_max: our_isn.wrapping_add(1),
             guest_wnd: 0,
+            snd_wl1: 0,
+            snd_wl2: 0,
             guest_wscale: 0,
             our_wscale: 0,
             mss: DEFAULT_GUEST_MSS,
@@ -563,6 +571,7 @@ impl TcpEngine {
         f.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu, f.key.guest_ip));
         // The window of a SYN is never scaled.
         f.guest_wnd = u32::from(seg.window());
+        (f.snd_wl1, f.snd_wl2) = (seg.seq(), seg.ack());
         f.snd_una = seg.ack();
         f.state = State::Established;
         f.deadline = None;
@@ -722,6 +731,7 @@ impl TcpEngine {
             f.deadline = None;
             f.retries = 0;
             f.guest_wnd = u32::from(seg.window()) << f.guest_wscale;
+            (f.snd_wl1, f.snd_wl2) = (seg.seq(), ack);
         } else {
             self.process_ack(ctx, sockets, index, seg);
         }
@@ -805,7 +815,23 @@ impl TcpEngine {
                 rewind(f);
             }
         }
-        f.guest_wnd = new_wnd;
+        // RFC 9293 §3.10.7.4: take the window only from an ACK within what we sent
+        // (SND.UNA =< SEG.ACK =< SND.NXT) that is not older than the one it was last taken from
+        // (SND.WL1 < SEG.SEQ, or SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). An ACK overtaken on
+        // the link by a newer one carries the larger window of before the guest's buffer
+        // filled; taking it would let us send beyond the right edge the guest advertised since.
+        // Also taken (as Linux does): the window of any ACK newer than SND.WL2. A guest that
+        // resends its own data sends old sequence numbers with its current ACK and window;
+        // ignoring that window while the ACK moves `snd_una` on would move the right edge on
+        // with it (`guest_wnd`, like SND.WND, counts from `snd_una`).
+        let seq = seg.seq();
+        let not_older = seq_lt(f.snd_wl1, seq)
+            || (f.snd_wl1 == seq && seq_le(f.snd_wl2, ack))
+            || seq_lt(f.snd_wl2, ack);
+        if seq_le(f.snd_una, ack) && seq_le(ack, f.snd_max) && not_older {
+            f.guest_wnd = new_wnd;
+            (f.snd_wl1, f.snd_wl2) = (seq, ack);
+        }
     }
 
     fn process_data(
