@@ -50,31 +50,29 @@
 //! `host_closing_right_after_sending_under_loss`), and a guest reset in LAST_ACK counts as an
 //! orderly end ([`GuestConn::finished`]).
 //!
-//! Engine bugs this harness found; the tests of those still open are `#[ignore]`d (run them with
-//! `--ignored`), those of the fixed ones keep them fixed:
-//! - fixed: `fin_is_never_sent_before_the_last_byte`,
-//!   `host_closing_right_after_sending_under_loss`: a rewind whose resend stopped early (at the
-//!   TX budget) sent the FIN at the current `snd_nxt`, inside the stream; a guest that took it in
-//!   order lost the rest of the stream, silently. Now the FIN follows only the last byte, at a
-//!   sequence number fixed once.
-//! - fixed: `one_lost_segment_is_not_resent_once_per_three_duplicate_acks`,
+//! Engine bugs this harness found, all fixed in tcp.rs; their tests keep them fixed:
+//! - `fin_is_never_sent_before_the_last_byte`, `host_closing_right_after_sending_under_loss`: a
+//!   rewind whose resend stopped early (at the TX budget) sent the FIN at the current `snd_nxt`,
+//!   inside the stream; a guest that took it in order lost the rest of the stream, silently. Now
+//!   the FIN follows only the last byte, at a sequence number fixed once.
+//! - `one_lost_segment_is_not_resent_once_per_three_duplicate_acks`,
 //!   `reordering_does_not_multiply_what_slipway_sends`: every further three duplicate ACKs of one
 //!   loss rewound again: 7× the stream was sent for one lost segment, 10× at 1–5 % loss, 33× at
 //!   20 %, 18–150× at 1–10 % reordering. Now a rewind sets a recovery point (RFC 6582): no
-//!   further fast retransmit until an ACK passes what had been sent: 1.5× for one lost segment,
+//!   further fast retransmit until an ACK passes what had been sent. 1.5× for one lost segment,
 //!   2× at 10 % reordering, 1.8–3.8× at 1–20 % loss (a resend lost again waits for the RTO).
-//! - fixed: `zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes`: answered
+//! - `zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes`: answered
 //!   zero-window probes counted towards `max_retries`, so a guest that kept its window closed
 //!   was reset after 12 probes (~3 min). Now an answer resets the count;
 //!   `zero_window_guest_that_vanishes_is_reset_after_unanswered_probes` checks the other side.
-//! - fixed: `forwarded_connection_whose_ack_of_the_guest_syn_ack_is_lost`: a retransmitted
-//!   SYN-ACK from the guest was not answered, so a guest whose handshake needed our lost ACK
-//!   stayed in SYN-RECEIVED. Now a SYN repeating the handshake is ACKed (RFC 9293 §3.10.7.4).
-//! - fixed: `old_acks_do_not_open_the_window_beyond_what_the_guest_advertised`: the window of an
-//!   old, reordered ACK was taken (no SND.WL1/WL2 check), so slipway sent beyond the guest's
-//!   window. Now RFC 9293's window update rule applies, widened to any ACK newer than SND.WL2:
-//!   `a_slow_reader_that_retransmits_its_own_data_gets_nothing_beyond_its_window` fails with
-//!   the RFC's rule alone.
+//! - `forwarded_connection_whose_ack_of_the_guest_syn_ack_is_lost`: a retransmitted SYN-ACK from
+//!   the guest was not answered, so a guest whose handshake needed our lost ACK stayed in
+//!   SYN-RECEIVED. Now a SYN repeating the handshake is ACKed (RFC 9293 §3.10.7.4).
+//! - `old_acks_do_not_open_the_window_beyond_what_the_guest_advertised`: the window of an old,
+//!   reordered ACK was taken (no SND.WL1/WL2 check), so slipway sent beyond the guest's window.
+//!   Now RFC 9293's window update rule applies, widened to any ACK newer than SND.WL2:
+//!   `a_slow_reader_that_retransmits_its_own_data_gets_nothing_beyond_its_window` fails with the
+//!   RFC's rule alone.
 //!
 //! Set `SLIPWAY_TCP_STRESS_TRACE=1` to print every frame on the link.
 
@@ -3197,7 +3195,7 @@ fn guest_that_vanishes_while_sending_is_reset_after_the_idle_timeout() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Engine bugs found by this harness (ignored until fixed; see each reason).
+// Engine bugs this harness found (fixed; see the module doc).
 
 #[test]
 fn fin_is_never_sent_before_the_last_byte() {

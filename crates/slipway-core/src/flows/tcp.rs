@@ -11,17 +11,18 @@
 //!   guest's own TCP retransmits.
 //! - Host → guest: received data stays in the kernel socket until the guest ACKs it. It is peeked
 //!   (scatter, straight into the payload areas of frames in the TX arena) from offset
-//!   `snd_nxt - snd_una`, within the guest's window, and discarded when ACKed. Three duplicate
-//!   ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una`: the socket's receive queue is
-//!   the retransmission buffer, and the resend goes back N (the whole window again; an ACK that
-//!   jumps ahead, from a guest that kept what followed the hole, moves `snd_nxt` with it). A
-//!   rewind sets a recovery point (RFC 6582 `recover` = `snd_max`): the duplicate ACKs that follow
-//!   it start no second fast retransmit until an ACK passes that point, so one loss costs one
-//!   resend of the window; a resend that is lost again is left to the retransmission timer.
-//!   A closed guest window is probed on that timer, backing off; only probes the guest leaves
-//!   unanswered count towards the retry limit, so a live receiver is never reset for it. The
-//!   guest's window is taken only from ACKs not older than the last one it came from (RFC 9293
-//!   SND.WL1/WL2), so a reordered ACK cannot reopen a window the guest has since shrunk.
+//!   `snd_nxt - snd_una`, within the guest's window, and discarded when ACKed. The window is taken
+//!   only from ACKs not older than the last one it came from (RFC 9293 SND.WL1/WL2), so a
+//!   reordered ACK cannot reopen a window the guest has since shrunk. A closed window is probed
+//!   on the retransmission timer, backing off; only probes left unanswered count towards the
+//!   retry limit, so a receiver that answers is never reset for keeping its window closed.
+//! - Loss: three duplicate ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una` (the
+//!   socket's receive queue is the retransmission buffer) and the resend goes back N: the whole
+//!   window again, where an ACK that jumps ahead (the guest kept what followed the hole) moves
+//!   `snd_nxt` with it. A rewind sets a recovery point (RFC 6582 `recover` = `snd_max`): the
+//!   duplicate ACKs that follow it start no second fast retransmit until an ACK passes that
+//!   point, so one loss costs one resend of the window. A resend that is lost again is left to
+//!   the retransmission timer (backed off, Karn: no RTT sample from resent data).
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
 //!   all data was sent, and after a rewind only once the resend has reached the end again (at the
 //!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
