@@ -31,9 +31,12 @@
 //! link at MTU 1500 and 65520; 4 MiB at 1 % loss, 2 MiB at 5 %, 256 KiB at 20 %; 1 MiB with 1 %
 //! and 5 % reordering; 2 MiB with 1–50 % duplication and with 1–5 % corruption; 1 MiB with 5 %
 //! loss, reordering and duplication and 1 % corruption together; 1 MiB of guest data with 30 %
-//! reordering), several seeds each; a guest that stops reading for 5 s (probes
-//! counted), with and without loss; windows of one segment and of less than one MSS; a host
-//! send buffer below one MSS and a host that stops reading for 5 s; half-close either way;
+//! reordering), several seeds each; a guest that stops reading for 5 s (probes counted), with
+//! and without loss, for 10 min (answered probes keep it open), and one that stops reading and
+//! then vanishes (reset after unanswered probes); a slow reader, with old ACKs reordered and with
+//! its own data resent under loss (never sent beyond its window); windows of one segment and of
+//! less than one MSS; a host send buffer below one MSS and a host that stops reading for 5 s; a
+//! host that closes right after sending under loss; half-close either way;
 //! resets from the host while it sends and while it receives, and from the guest under 20 %
 //! loss; simultaneous close; connects refused (at once with the RST lost, and after retransmitted
 //! SYNs) and timed out (with the ICMP lost too); a forwarded connection under loss; eight
@@ -43,23 +46,33 @@
 //!
 //! Where slipway's own behaviour would make a passing test fail for reasons other than the one
 //! it covers, the test says so: lossy transfers let the host application close only after the
-//! guest acknowledged everything (the other order runs into the first bug below), and a guest
-//! reset in LAST_ACK counts as an orderly end ([`GuestConn::finished`]).
+//! guest acknowledged everything (the other order has its own test,
+//! `host_closing_right_after_sending_under_loss`), and a guest reset in LAST_ACK counts as an
+//! orderly end ([`GuestConn::finished`]).
 //!
-//! Engine bugs found (tests `#[ignore]`d until tcp.rs is fixed; run them with `--ignored`):
+//! Engine bugs this harness found, all fixed in tcp.rs; their tests keep them fixed:
 //! - `fin_is_never_sent_before_the_last_byte`, `host_closing_right_after_sending_under_loss`: a
-//!   rewind whose resend stops early (at the TX budget) sends the FIN at the current `snd_nxt`,
-//!   inside the stream; a guest that takes it in order loses the rest of the stream, silently.
+//!   rewind whose resend stopped early (at the TX budget) sent the FIN at the current `snd_nxt`,
+//!   inside the stream; a guest that took it in order lost the rest of the stream, silently. Now
+//!   the FIN follows only the last byte, at a sequence number fixed once.
 //! - `one_lost_segment_is_not_resent_once_per_three_duplicate_acks`,
 //!   `reordering_does_not_multiply_what_slipway_sends`: every further three duplicate ACKs of one
-//!   loss rewind again: 7× the stream is sent for one lost segment, 10× at 1–5 % loss, 33× at
-//!   20 %, 18–150× at 1–10 % reordering.
+//!   loss rewound again: 7× the stream was sent for one lost segment, 10× at 1–5 % loss, 33× at
+//!   20 %, 18–150× at 1–10 % reordering. Now a rewind sets a recovery point (RFC 6582): no
+//!   further fast retransmit until an ACK passes what had been sent. 1.5× for one lost segment,
+//!   2× at 10 % reordering, 1.8–3.8× at 1–20 % loss (a resend lost again waits for the RTO).
 //! - `zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes`: answered
-//!   zero-window probes count towards `max_retries`.
+//!   zero-window probes counted towards `max_retries`, so a guest that kept its window closed
+//!   was reset after 12 probes (~3 min). Now an answer resets the count;
+//!   `zero_window_guest_that_vanishes_is_reset_after_unanswered_probes` checks the other side.
 //! - `forwarded_connection_whose_ack_of_the_guest_syn_ack_is_lost`: a retransmitted SYN-ACK from
-//!   the guest is not answered.
+//!   the guest was not answered, so a guest whose handshake needed our lost ACK stayed in
+//!   SYN-RECEIVED. Now a SYN repeating the handshake is ACKed (RFC 9293 §3.10.7.4).
 //! - `old_acks_do_not_open_the_window_beyond_what_the_guest_advertised`: the window of an old,
-//!   reordered ACK is taken (no SND.WL1/WL2 check), so slipway sends beyond the guest's window.
+//!   reordered ACK was taken (no SND.WL1/WL2 check), so slipway sent beyond the guest's window.
+//!   Now RFC 9293's window update rule applies, widened to any ACK newer than SND.WL2:
+//!   `a_slow_reader_that_retransmits_its_own_data_gets_nothing_beyond_its_window` fails with the
+//!   RFC's rule alone.
 //!
 //! Set `SLIPWAY_TCP_STRESS_TRACE=1` to print every frame on the link.
 
@@ -2568,7 +2581,6 @@ fn zero_window_guest_under_loss_resumes_and_completes() {
 }
 
 #[test]
-#[ignore = "engine bug: answered zero-window probes count as retransmissions; the flow is reset after 12 (~3 min)"]
 fn zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes() {
     let mut w = World::new(12, Impair::default(), Impair::default());
     let expect = pattern(12, MIB);
@@ -2584,6 +2596,34 @@ fn zero_window_guest_for_10_minutes_is_not_reset_while_it_answers_probes() {
     // RFC 1122 4.2.2.17: the connection stays open as long as the receiver answers the probes.
     w.assert_clean_finish(0);
     w.assert_drops(&[]);
+}
+
+#[test]
+fn zero_window_guest_that_vanishes_is_reset_after_unanswered_probes() {
+    let mut w = World::new(13, Impair::default(), Impair::default());
+    let expect = pattern(13, MIB);
+    let mut spec = host_to_guest_spec(&expect);
+    spec.rcv_buf = 256 * KIB;
+    spec.read_stall = Some((256 * KIB, Duration::from_secs(600)));
+    w.connect(spec, HostScript::new(expect));
+    w.run_until(Duration::from_secs(5), "window closed", |w| {
+        w.guest(0).stats.probes_in >= 2
+    });
+    w.to_net.down = true;
+    w.to_guest.down = true;
+    let t = w.run_until(Duration::from_secs(600), "reset", |w| {
+        w.net.tcp().flow_count() == 0
+    });
+    // The answered probes did not count; 12 unanswered ones, backing off to the 30 s cap, do.
+    assert!(
+        t >= Duration::from_secs(150) && t <= Duration::from_secs(300),
+        "{t:?}"
+    );
+    assert_eq!(w.net.counters().dropped(DropReason::TcpRetransmitLimit), 1);
+    assert_eq!(w.host_conn(0).closed, Some(true));
+    w.predicted.insert(DropReason::TcpRetransmitLimit, 1);
+    w.assert_drops(&[DropReason::TcpRetransmitLimit]);
+    w.assert_all_freed();
 }
 
 #[test]
@@ -3026,7 +3066,6 @@ fn forwarded_connection_under_loss() {
 }
 
 #[test]
-#[ignore = "engine bug: a retransmitted SYN-ACK from the guest (our ACK of it lost) is ignored, not ACKed"]
 fn forwarded_connection_whose_ack_of_the_guest_syn_ack_is_lost() {
     // A server-speaks-first protocol: the host client waits for the guest's banner, so nothing
     // but our ACK can complete the guest's handshake.
@@ -3156,10 +3195,9 @@ fn guest_that_vanishes_while_sending_is_reset_after_the_idle_timeout() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Engine bugs found by this harness (ignored until fixed; see each reason).
+// Engine bugs this harness found (fixed; see the module doc).
 
 #[test]
-#[ignore = "engine bug: after a rewind whose resend stops early (TX budget), push() sends the FIN at snd_nxt, mid-stream"]
 fn fin_is_never_sent_before_the_last_byte() {
     // The host sends 6 MiB and closes at once (an HTTP/1.0 response). The guest loses the first
     // data segment twice: its duplicate ACKs rewind slipway, whose resend stops at the 4 MiB TX
@@ -3195,7 +3233,6 @@ fn fin_is_never_sent_before_the_last_byte() {
 }
 
 #[test]
-#[ignore = "engine bug: after a rewind whose resend stops early (TX budget), push() sends the FIN at snd_nxt, mid-stream"]
 fn host_closing_right_after_sending_under_loss() {
     // The common order (the host application writes its response and closes): slipway knows
     // the end of stream while it still retransmits.
@@ -3217,7 +3254,6 @@ fn host_closing_right_after_sending_under_loss() {
 }
 
 #[test]
-#[ignore = "engine bug: with one segment lost, every further 3 duplicate ACKs rewind and resend the whole window again"]
 fn one_lost_segment_is_not_resent_once_per_three_duplicate_acks() {
     let mut w = World::new(72, Impair::default(), Impair::default());
     let expect = pattern(72, 2 * MIB);
@@ -3254,7 +3290,6 @@ fn one_lost_segment_is_not_resent_once_per_three_duplicate_acks() {
 }
 
 #[test]
-#[ignore = "engine bug: reordered guest ACKs multiply what slipway sends (same cause as the duplicate-ACK rewinds)"]
 fn reordering_does_not_multiply_what_slipway_sends() {
     let impair = Impair {
         reorder: 0.1,
@@ -3278,7 +3313,6 @@ fn reordering_does_not_multiply_what_slipway_sends() {
 }
 
 #[test]
-#[ignore = "engine bug: window taken from reordered (old) ACKs without the SND.WL1/WL2 check; slipway sends past the guest's window"]
 fn old_acks_do_not_open_the_window_beyond_what_the_guest_advertised() {
     // A guest that reads slower than data arrives: its window shrinks from ACK to ACK. An ACK
     // overtaken by a newer one carries a larger, stale window.
@@ -3302,4 +3336,41 @@ fn old_acks_do_not_open_the_window_beyond_what_the_guest_advertised() {
         w.guest(0).stats.errors
     );
     w.assert_clean_finish(0);
+}
+
+#[test]
+fn a_slow_reader_that_retransmits_its_own_data_gets_nothing_beyond_its_window() {
+    // Both ways under loss: slipway drops the guest's out-of-order data, so the guest resends
+    // old sequence numbers, carrying its current ACK and (shrinking) window. RFC 9293's rule
+    // alone would not take that window while the ACK moves `snd_una` on (SND.WND is an offset
+    // from SND.UNA), so the right edge would drift past the one the guest advertised.
+    for (seed, loss) in [(2, 0.05), (4, 0.01), (5, 0.05)] {
+        let impair = Impair {
+            loss,
+            reorder: 0.02,
+            ..Impair::default()
+        };
+        let mut w = World::new(seed, impair, impair);
+        let expect = pattern(seed, MIB);
+        let mut spec = GuestSpec::new(40000, 8080, pattern(seed + 100, MIB), Rc::clone(&expect));
+        spec.rcv_buf = 256 * KIB;
+        spec.read_per_ms = Some(32 * KIB);
+        let mut script = HostScript::new(Rc::clone(&expect));
+        script.close = HostClose::AfterGuestAckedAll;
+        w.connect(spec, script);
+        w.run_until(
+            Duration::from_secs(30),
+            "slow reader, both ways",
+            World::all_done,
+        );
+        assert_eq!(
+            w.guest(0).stats.beyond_window,
+            0,
+            "{:?}",
+            w.guest(0).stats.errors
+        );
+        w.assert_clean_finish(0);
+        w.assert_drops(&[DropReason::TcpOutOfWindow, DropReason::TcpNoFlow]);
+        w.assert_all_freed();
+    }
 }

@@ -11,17 +11,29 @@
 //!   guest's own TCP retransmits.
 //! - Host → guest: received data stays in the kernel socket until the guest ACKs it. It is peeked
 //!   (scatter, straight into the payload areas of frames in the TX arena) from offset
-//!   `snd_nxt - snd_una`, within the guest's window, and discarded when ACKed. Three duplicate
-//!   ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una`: the socket's receive queue is
-//!   the retransmission buffer.
+//!   `snd_nxt - snd_una`, within the guest's window, and discarded when ACKed. The window is taken
+//!   only from ACKs not older than the last one it came from (RFC 9293 SND.WL1/WL2), so a
+//!   reordered ACK cannot reopen a window the guest has since shrunk. A closed window is probed
+//!   on the retransmission timer, backing off; only probes left unanswered count towards the
+//!   retry limit, so a receiver that answers is never reset for keeping its window closed.
+//! - Loss: three duplicate ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una` (the
+//!   socket's receive queue is the retransmission buffer) and the resend goes back N: the whole
+//!   window again, where an ACK that jumps ahead (the guest kept what followed the hole) moves
+//!   `snd_nxt` with it. A rewind sets a recovery point (RFC 6582 `recover` = `snd_max`): the
+//!   duplicate ACKs that follow it start no second fast retransmit until an ACK passes that
+//!   point, so one loss costs one resend of the window. A resend that is lost again is left to
+//!   the retransmission timer (backed off, Karn: no RTT sample from resent data).
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
-//!   all data was sent. Both FINs done and ours acknowledged → the socket is closed and the flow
-//!   freed (the guest keeps TIME_WAIT). Guest RST → abortive close; host error → RST to the guest.
+//!   all data was sent, and after a rewind only once the resend has reached the end again (at the
+//!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
+//!   the socket is closed and the flow freed (the guest keeps TIME_WAIT). Guest RST → abortive
+//!   close; host error → RST to the guest.
 //! - ACKs for guest data are sent once per flow per batch ([`TcpEngine::flush_acks`]).
 //! - Port forwards are the mirror image ([`TcpEngine::accept_forwarded`]): a client accepted on a
 //!   host listener becomes a flow that starts with our SYN to the guest, from the client's address
 //!   as the guest sees it. The guest's SYN-ACK establishes it (its MSS and window scale are taken
-//!   from there); its RST, or no answer after [`FORWARD_SYN_RETRIES`] SYNs, resets the client.
+//!   from there), and a repeat of it (our ACK was lost) is ACKed again; its RST, or no answer
+//!   after [`FORWARD_SYN_RETRIES`] SYNs, resets the client.
 //!
 //! Limits (see [`TcpLimits`]): flows per network, pending connects, connect timeout, RTO bounds,
 //! retransmission attempts, segments per peek, clients accepted per listener wake-up; window
@@ -47,7 +59,8 @@ pub struct TcpLimits {
     pub connect_timeout: Duration,
     pub rto_min: Duration,
     pub rto_max: Duration,
-    /// Retransmissions (or unanswered window probes) before a flow is reset.
+    /// Retransmissions, or window probes in a row the guest did not answer, before a flow is
+    /// reset.
     pub max_retries: u8,
     /// An established flow with no traffic either way for this long is reset.
     pub idle_timeout: Duration,
@@ -121,13 +134,15 @@ struct TcpFlow {
     /// Highest sequence sent so far (snd_nxt may be rewound below it).
     snd_max: u32,
     guest_wnd: u32,
+    /// Sequence and acknowledgment numbers of the guest segment `guest_wnd` was last taken from
+    /// (RFC 9293 SND.WL1, SND.WL2).
+    snd_wl1: u32,
+    snd_wl2: u32,
     guest_wscale: u8,
     our_wscale: u8,
     mss: u16,
     /// Guest FIN received and passed on as shutdown(SHUT_WR).
     guest_fin: bool,
-    /// The host socket reached end of stream.
-    host_eof: bool,
     /// Our FIN is in flight (sent since the last rewind).
     fin_sent: bool,
     /// The sequence number of our FIN, fixed once the host's stream ended and every byte before
@@ -135,6 +150,9 @@ struct TcpFlow {
     fin_seq: Option<u32>,
     fin_acked: bool,
     dup_acks: u8,
+    /// Set by a rewind to `snd_max` at that moment: until an ACK passes it, duplicate ACKs start
+    /// no further fast retransmit (RFC 6582 `recover`). `None`: not recovering.
+    recover: Option<u32>,
     retries: u8,
     srtt: Option<Duration>,
     rttvar: Duration,
@@ -181,15 +199,17 @@ impl TcpFlow {
             snd_nxt: our_isn.wrapping_add(1),
             snd_max: our_isn.wrapping_add(1),
             guest_wnd: 0,
+            snd_wl1: 0,
+            snd_wl2: 0,
             guest_wscale: 0,
             our_wscale: 0,
             mss: DEFAULT_GUEST_MSS,
             guest_fin: false,
-            host_eof: false,
             fin_sent: false,
             fin_seq: None,
             fin_acked: false,
             dup_acks: 0,
+            recover: None,
             retries: 0,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -552,6 +572,7 @@ impl TcpEngine {
         f.set_guest_syn_options(seg.syn_options(), our_max_mss(ctx.mtu, f.key.guest_ip));
         // The window of a SYN is never scaled.
         f.guest_wnd = u32::from(seg.window());
+        (f.snd_wl1, f.snd_wl2) = (seg.seq(), seg.ack());
         f.snd_una = seg.ack();
         f.state = State::Established;
         f.deadline = None;
@@ -684,10 +705,16 @@ impl TcpEngine {
             return;
         }
         if flags & tcp::SYN != 0 {
-            // Retransmitted SYN: repeat our SYN-ACK if we already sent one.
             if f.state == State::SynAckSent {
+                // Retransmitted SYN: repeat our SYN-ACK.
                 let window = window_for(sockets, index, f);
                 send_syn(ctx, f, window);
+            } else if f.state == State::Established && seg.seq() == f.guest_isn {
+                // The guest repeats its side of the handshake because our ACK of it was lost
+                // (a forward's guest in SYN-RECEIVED retransmits its SYN-ACK, and nothing else
+                // may complete its handshake). RFC 9293 §3.10.7.4: a segment below the window is
+                // answered with an ACK.
+                self.owe_ack(index);
             }
             return;
         }
@@ -705,6 +732,7 @@ impl TcpEngine {
             f.deadline = None;
             f.retries = 0;
             f.guest_wnd = u32::from(seg.window()) << f.guest_wscale;
+            (f.snd_wl1, f.snd_wl2) = (seg.seq(), ack);
         } else {
             self.process_ack(ctx, sockets, index, seg);
         }
@@ -727,6 +755,13 @@ impl TcpEngine {
         };
         let ack = seg.ack();
         let new_wnd = u32::from(seg.window()) << f.guest_wscale;
+        if f.in_flight() == 0 && f.guest_wnd == 0 && ack == f.snd_una {
+            // We are probing a zero window and the guest answered: it is alive. Only probes
+            // that go unanswered in a row count towards `max_retries` (RFC 1122 4.2.2.17: the
+            // connection stays open as long as the receiver answers, however long its window
+            // stays closed; the probes go on, backed off up to `rto_max`).
+            f.retries = 0;
+        }
         if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
             let mut acked = ack.wrapping_sub(f.snd_una);
             if !f.fin_acked && f.fin_seq.is_some_and(|fin| seq_lt(fin, ack)) {
@@ -746,6 +781,15 @@ impl TcpEngine {
             if seq_lt(f.snd_nxt, ack) {
                 f.snd_nxt = ack;
             }
+            if f.recover.is_some_and(|recover| seq_lt(recover, ack)) {
+                // An ACK beyond all that was sent before the last rewind: the loss it answered
+                // is repaired. (Strictly beyond: duplicate ACKs at exactly `recover` still come
+                // from copies the resend delivered twice.) Partial ACKs below `recover` need
+                // nothing more: the rewind resends everything from `snd_una` on, and `snd_nxt`
+                // follows an ACK that jumps ahead; a resend that is lost again is the
+                // retransmission timer's.
+                f.recover = None;
+            }
             f.dup_acks = 0;
             f.retries = 0;
             if let Some((probe_seq, sent_at)) = f.rtt_probe {
@@ -762,12 +806,33 @@ impl TcpEngine {
             && f.in_flight() > 0
         {
             f.dup_acks = f.dup_acks.saturating_add(1);
-            if f.dup_acks == 3 {
-                // Fast retransmit: resend from the oldest unacknowledged byte.
+            // Fast retransmit: resend from the oldest unacknowledged byte, once per loss.
+            // While recovering from a rewind, more duplicate ACKs are expected (the rest of
+            // the old window arriving behind the hole, and the copies the resend itself
+            // delivers twice); rewinding again for each three of them would resend the window
+            // over and over (RFC 6582 §3.2: no fast retransmit until an ACK covers more than
+            // `recover`).
+            if f.dup_acks == 3 && f.recover.is_none() {
                 rewind(f);
             }
         }
-        f.guest_wnd = new_wnd;
+        // RFC 9293 §3.10.7.4: take the window only from an ACK within what we sent
+        // (SND.UNA =< SEG.ACK =< SND.NXT) that is not older than the one it was last taken from
+        // (SND.WL1 < SEG.SEQ, or SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). An ACK overtaken on
+        // the link by a newer one carries the larger window of before the guest's buffer
+        // filled; taking it would let us send beyond the right edge the guest advertised since.
+        // Also taken (as Linux does): the window of any ACK newer than SND.WL2. A guest that
+        // resends its own data sends old sequence numbers with its current ACK and window;
+        // ignoring that window while the ACK moves `snd_una` on would move the right edge on
+        // with it (`guest_wnd`, like SND.WND, counts from `snd_una`).
+        let seq = seg.seq();
+        let not_older = seq_lt(f.snd_wl1, seq)
+            || (f.snd_wl1 == seq && seq_le(f.snd_wl2, ack))
+            || seq_lt(f.snd_wl2, ack);
+        if seq_le(f.snd_una, ack) && seq_le(ack, f.snd_max) && not_older {
+            f.guest_wnd = new_wnd;
+            (f.snd_wl1, f.snd_wl2) = (seq, ack);
+        }
     }
 
     fn process_data(
@@ -844,6 +909,8 @@ impl TcpEngine {
         let overhead = frames::tcp_overhead(f.key.guest_ip);
         let stride = overhead + mss;
         let mut window_field = None;
+        // The stream's end was reached at `snd_nxt` in this pass (only then may our FIN follow).
+        let mut at_end = false;
         loop {
             let room = f.guest_wnd.saturating_sub(f.in_flight()) as usize;
             if room == 0 {
@@ -862,6 +929,11 @@ impl TcpEngine {
                     f.in_push_list = true;
                     self.push_list.push(index);
                 }
+                break;
+            }
+            if f.fin_seq == Some(f.snd_nxt) {
+                // Resending after a rewind has reached the end of the stream.
+                at_end = true;
                 break;
             }
             let want = room.min(mss * MAX_SEGMENTS_PER_PEEK);
@@ -884,7 +956,7 @@ impl TcpEngine {
             let n = match got {
                 Ok(0) => {
                     ctx.tx.finish(0);
-                    f.host_eof = true;
+                    at_end = true;
                     break;
                 }
                 Ok(n) => n,
@@ -954,14 +1026,21 @@ impl TcpEngine {
                 self.timer_list.push(index);
             }
             // A short read means the queue is empty, unless the peer also closed: then peek
-            // once more so the end of stream that came with the data is seen now.
-            if n < want && !f.host_rdhup {
+            // once more so the end of stream that came with the data is seen now. (A resend
+            // that reached a known end loops once more to send the FIN.)
+            if n < want && !f.host_rdhup && f.fin_seq.is_none() {
                 break;
             }
         }
-        if f.host_eof && !f.fin_sent {
+        // Our FIN goes out only right behind the last byte, never because the host's stream
+        // ended some time ago: a resend after a rewind may stop short of the end (window, TX
+        // budget), and a FIN there would cut the guest's stream short (RFC 9293 §3.10.4: FIN
+        // after all data). Its sequence number is fixed once chosen: a retransmitted FIN
+        // carries the same one.
+        if at_end && !f.fin_sent {
+            debug_assert!(f.fin_seq.is_none_or(|fin| fin == f.snd_nxt));
             f.fin_sent = true;
-            f.fin_seq = Some(f.snd_nxt);
+            f.fin_seq.get_or_insert(f.snd_nxt);
             let window = window_for(sockets, index, f);
             send_control(ctx, f, f.snd_nxt, tcp::FIN | tcp::ACK, window);
             f.snd_nxt = f.snd_nxt.wrapping_add(1);
@@ -1239,7 +1318,11 @@ mod libc_errno {
     pub const ECONNREFUSED: i32 = 111;
 }
 
+/// Go back to `snd_una` and resend from there (fast retransmit or retransmission timeout).
 fn rewind(f: &mut TcpFlow) {
+    // RFC 6582 §3.2 (after a timeout too): remember how far we had sent, so the duplicate
+    // ACKs this resend provokes do not start another one.
+    f.recover = Some(f.snd_max);
     f.snd_nxt = f.snd_una;
     if f.fin_sent && !f.fin_acked {
         f.fin_sent = false;
