@@ -9,9 +9,13 @@ Subcommands (all addresses must be numeric; nothing here resolves names):
                                   prints JSON {p50_us, p99_us, mean_us, n}
   cr ADDR PORT SECONDS            connect, send 1 byte, read 1 byte, close, for SECONDS;
                                   prints JSON {conn_per_s, count, errors}
-  iperf FILE BACKEND ROUND TEST CPU_BEFORE CPU_AFTER CLK_TCK
-                                  reads one iperf3 -J output, prints one JSONL record
-  report RESULTS.jsonl INFO.json  prints the markdown report
+  iperf FILE BACKEND ROUND TEST CPU_BEFORE CPU_AFTER CLK_TCK [QEMU_BEFORE QEMU_AFTER WINDOW_S]
+                                  reads one iperf3 -J output, prints one JSONL record; the
+                                  optional QEMU ticks, taken WINDOW_S seconds apart, give
+                                  qemu_cpu_s and qemu_cpu_share (bench/vm.sh)
+  report RESULTS.jsonl INFO.json  prints the markdown report (bench/run.sh)
+  vm-report RESULTS.jsonl INFO.json
+                                  prints the markdown report of the VM comparison (bench/vm.sh)
   slirp-api SOCKET JSON           sends one request to slirp4netns's API socket, prints the
                                   reply; exits non-zero on an error reply
 """
@@ -141,7 +145,8 @@ def slirp_api(path, request):
         sys.exit(1)
 
 
-def iperf(path, backend, rnd, test, cpu_before, cpu_after, clk_tck):
+def iperf(path, backend, rnd, test, cpu_before, cpu_after, clk_tck, qemu_before="-",
+          qemu_after="-", window_s="-"):
     rec = {"backend": backend, "round": int(rnd), "test": test}
     try:
         with open(path) as f:
@@ -183,6 +188,11 @@ def iperf(path, backend, rnd, test, cpu_before, cpu_after, clk_tck):
         rec["cpu_s"] = ticks / int(clk_tck)
         if rec["bytes"]:
             rec["cpu_s_per_gb"] = rec["cpu_s"] / (rec["bytes"] / 1e9)
+    if qemu_before != "-" and qemu_after != "-":
+        rec["qemu_cpu_s"] = (int(qemu_after) - int(qemu_before)) / int(clk_tck)
+        if window_s != "-" and float(window_s) > 0:
+            rec["window_s"] = float(window_s)
+            rec["qemu_cpu_share"] = rec["qemu_cpu_s"] / float(window_s)
     print(json.dumps(rec))
 
 
@@ -387,6 +397,158 @@ def report(results, info_path):
     print("\n".join(out))
 
 
+# ---------------------------------------------------------------------------------------------
+# VM comparison report (bench/vm.sh)
+
+VM_BACKENDS = ["slipway", "passt"]
+VM_TESTS = {"up": "TCP guest→host, 1 stream", "down": "TCP host→guest, 1 stream",
+            "up4": "TCP guest→host, 4 streams", "down4": "TCP host→guest, 4 streams"}
+VM_DIRECTION = {"up": "guest→host, 1 stream", "down": "host→guest, 1 stream",
+                "up4": "guest→host, 4 streams", "down4": "host→guest, 4 streams"}
+
+
+def vm_report(results, info_path):
+    with open(info_path) as f:
+        info = json.load(f)
+    backends = [b for b in VM_BACKENDS if b in info["backends"]]
+    tests = [t for t in VM_TESTS if t in info["tests"]]
+    per_round = {}  # (metric, backend) -> {round: value}
+    errors, stalls, retrans = [], {}, {}
+    with open(results) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            b, t, r = rec["backend"], rec["test"], rec["round"]
+            if rec.get("error"):
+                errors.append(f"{b} round {r} {t}: {rec['error']}")
+            if t == "boot":
+                if "lease_s" in rec:
+                    per_round.setdefault(("lease", b), {})[r] = rec["lease_s"]
+                continue
+            if "bps" in rec and rec.get("bytes"):
+                per_round.setdefault((t, b), {})[r] = rec["bps"] / 1e9
+            if "cpu_s_per_gb" in rec:
+                per_round.setdefault(("cpu_" + t, b), {})[r] = rec["cpu_s_per_gb"]
+            if "qemu_cpu_share" in rec:
+                per_round.setdefault(("qemu_" + t, b), {})[r] = rec["qemu_cpu_share"]
+            if "seconds_bps" in rec:
+                s = stalls.setdefault((t, b), [0, 0, 0])
+                s[0] += rec["zero_seconds"]
+                s[1] += rec["slow_seconds"]
+                s[2] += len(rec["seconds_bps"])
+            if rec.get("retransmits") is not None:
+                retrans.setdefault((t, b), []).append(rec["retransmits"])
+    # (key, title, unit, higher is better)
+    metrics = [(t, VM_TESTS[t], "Gbit/s", True) for t in tests]
+    metrics += [("cpu_" + t, "backend CPU per GB, " + VM_DIRECTION[t], "CPU s/GB", False)
+                for t in tests]
+    metrics += [("qemu_" + t, "QEMU CPU share, " + VM_DIRECTION[t], "CPUs", None) for t in tests]
+    metrics += [("lease", "QEMU start → DHCP lease", "s", False)]
+
+    def fmt_vm(v, unit):
+        return f"{v:.2f}" if unit in ("CPUs", "s") else fmt(v, unit)
+
+    out = []
+    w = out.append
+    w(f"# slipway VM benchmark — {info['date']}")
+    w("")
+    w(f"Command: `{info['command']}` — {info['rounds']} round(s); each round boots one QEMU guest "
+      f"per backend (order alternating per round) and runs iperf3 in the guest, "
+      f"{info['duration']} s per run, against a server on the host side's 127.0.0.1. MTU "
+      f"{info['mtu']} (DHCP and virtio-net host_mtu). Cells: median [min–max] over rounds.")
+    w("")
+    w("## Machine")
+    w("")
+    for k in ["kernel", "cpu", "nproc", "load", "slipway", "passt", "qemu", "guest", "iperf3"]:
+        w(f"- {k}: {info.get(k, '?')}")
+    w("")
+    w("## Results")
+    w("")
+    w("| metric | unit | " + " | ".join(backends) + " |")
+    w("|---|---|" + "---|" * len(backends))
+    med = {}
+    for key, title, unit, _ in metrics:
+        cells = []
+        for b in backends:
+            vs = list(per_round.get((key, b), {}).values())
+            if not vs:
+                cells.append("—")
+                continue
+            m = statistics.median(vs)
+            med[(key, b)] = m
+            if len(vs) > 1:
+                cells.append(f"{fmt_vm(m, unit)} [{fmt_vm(min(vs), unit)}–{fmt_vm(max(vs), unit)}]")
+            else:
+                cells.append(fmt_vm(m, unit))
+        w(f"| {title} | {unit} | " + " | ".join(cells) + " |")
+    w("")
+    w("Throughput: iperf3's receiver figure (the host's server guest→host, the guest's client "
+      "host→guest). Backend CPU = utime+stime of the backend process during the run, divided by "
+      "the bytes the receiver got. QEMU CPU share = QEMU's utime+stime during the run divided by "
+      "the run's wall time (1.00 = one host CPU kept busy; QEMU runs the emulated vCPU in one "
+      "thread and the network I/O in another, so it can exceed 1).")
+    w("")
+    if "slipway" in backends and "passt" in backends:
+        w("## Ratio slipway / passt")
+        w("")
+        w("Above 1 means slipway is better (throughput: slipway / passt; CPU per GB: passt / "
+          "slipway). Per round: the two guests of the same round, booted one after the other.")
+        w("")
+        w("| metric | ratio of medians | per round |")
+        w("|---|---|---|")
+        for key, title, _unit, higher in metrics:
+            if higher is None or key == "lease":
+                continue
+            s, p = med.get((key, "slipway")), med.get((key, "passt"))
+            if s is None or p is None:
+                continue
+            ratio = s / p if higher else (p / s if s else None)
+            rs, rp = per_round.get((key, "slipway"), {}), per_round.get((key, "passt"), {})
+            rounds = []
+            for r in sorted(set(rs) & set(rp)):
+                if higher:
+                    rounds.append(f"{rs[r] / rp[r]:.2f}" if rp[r] else "—")
+                else:
+                    rounds.append(f"{rp[r] / rs[r]:.2f}" if rs[r] else "—")
+            w(f"| {title} | {ratio:.2f} | {', '.join(rounds) or '—'} |" if ratio is not None
+              else f"| {title} | — | — |")
+        w("")
+    w("## Stalls")
+    w("")
+    w("Per-second receiver figures from iperf3 (1 s intervals), summed over all rounds: "
+      "zero = seconds below 1 Mbit/s; slow = seconds below 10% of that run's median second. "
+      "Retransmits: iperf3 sender's count per run (median [min–max]).")
+    w("")
+    w("| test | " + " | ".join(backends) + " |")
+    w("|---|" + "---|" * len(backends))
+    for t in tests:
+        cells = []
+        for b in backends:
+            s = stalls.get((t, b))
+            r = retrans.get((t, b))
+            if not s:
+                cells.append("—")
+                continue
+            c = f"zero {s[0]}/{s[2]} s, slow {s[1]}/{s[2]} s"
+            if r:
+                c += f", retr {statistics.median(r):.0f} [{min(r)}–{max(r)}]"
+            cells.append(c)
+        w(f"| {VM_DIRECTION[t]} | " + " | ".join(cells) + " |")
+    w("")
+    w("## Errors and notes")
+    w("")
+    if errors:
+        for e in errors:
+            w(f"- {e}")
+    else:
+        w("- no failed runs")
+    for n in info.get("notes", []):
+        w(f"- {n}")
+    w("")
+    print("\n".join(out))
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -401,6 +563,8 @@ def main():
         iperf(*args)
     elif cmd == "report":
         report(*args)
+    elif cmd == "vm-report":
+        vm_report(*args)
     elif cmd == "slirp-api":
         slirp_api(*args)
     else:

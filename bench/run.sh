@@ -7,6 +7,8 @@
 #   bench/run.sh --rounds 5            more rounds
 #   QUICK=1 bench/run.sh  (or --quick) 1 round, 2 s per run: a smoke test
 #   bench/run.sh --backends slipway,veth
+#   bench/run.sh --vm [ARGS]           the VM comparison instead: QEMU guests on slipway and passt
+#                                      (bench/vm.sh, which takes the same --rounds/--quick/...)
 #
 # Environment: ROUNDS, DURATION (s per iperf3 run), RR_N (round trips per latency run),
 # CR_SECONDS (s per connection-rate run), QUICK=1, SLIPWAY (binary path; default
@@ -36,6 +38,9 @@ KEEP_LOGS=${KEEP_LOGS:-}
 out=${RESULTS_DIR:-$here/results}
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+for a in "$@"; do
+    if [ "$a" = --vm ]; then VM_CMDLINE=$cmdline exec "$here/vm.sh" "$@"; fi
+done
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) ROUNDS=$2; shift 2 ;;
