@@ -1855,3 +1855,71 @@ fn every_prefix_of_every_fixture_is_survived() {
     }
     assert_eq!(net.counters().frames_from_guests, n);
 }
+
+// ---- slirp4netns's IPv6 plan: the gateway is the host alias, DNS has its own address. ----
+
+#[test]
+fn slirp4netns_plan_gateway_is_the_host_over_ipv6_and_dns_has_its_own_address() {
+    let mut cfg = NetworkConfig::slirp4netns("10.0.2.0/24".parse().unwrap()).unwrap();
+    cfg.ipv6 = Some(slipway_core::config::Ipv6Config::slirp4netns());
+    let (mut net, p, mut sim) = setup(cfg);
+    let gateway: Ipv6Addr = "fd00::2".parse().unwrap();
+    let dns: Ipv6Addr = "fd00::3".parse().unwrap();
+    let guest: Ipv6Addr = "fd00::5054:ff:fe12:3456".parse().unwrap();
+    // The advertisement names the DNS server, and the prefix fd00::/64.
+    net.on_guest_frame(T, p, &RS_FROM_LINK_LOCAL, &mut sim);
+    let out = from_gateway(&mut net);
+    let opts = options(&out[0].icmp());
+    assert_eq!(
+        opts[2].1[16..],
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0).octets()
+    );
+    assert_eq!(opts[3].1[8..], dns.octets());
+    // Both addresses are the gateway's on the link.
+    for target in [gateway, dns] {
+        let ns = icmpv6_frame(
+            GUEST_MAC,
+            GUEST_LL,
+            ipv6::solicited_node(target),
+            255,
+            icmpv6::NEIGHBOR_SOLICIT,
+            [0; 4],
+            &nd_body(target, &ll_option(1, GUEST_MAC)),
+        );
+        net.on_guest_frame(T, p, &ns, &mut sim);
+        let out = from_gateway(&mut net);
+        assert_eq!(out.len(), 1, "{target}");
+        assert_eq!(out[0].l4[4..], expected_na(0xe0, target)[..]);
+    }
+    // Any TCP or UDP port of the gateway is the host's loopback.
+    let syn = tcp6_frame_from(guest, 40000, (gateway, 8080), 1, 0, tcp::SYN, b"");
+    net.on_guest_frame(T, p, &syn, &mut sim);
+    assert_eq!(
+        sim.connects,
+        vec![TcpTarget::Host("[::1]:8080".parse().unwrap())]
+    );
+    assert_eq!(from_gateway(&mut net)[0].src, gateway);
+    let u = udp6_frame(GUEST_MAC, GW_MAC, (guest, 40001), (gateway, 9999), b"u");
+    net.on_guest_frame(T, p, &u, &mut sim);
+    assert_eq!(
+        sim.udp_opens,
+        vec!["[::1]:9999".parse::<SocketAddr>().unwrap()]
+    );
+    // DNS is served at its own address; echo to the gateway is answered by slipway.
+    let q = udp6_frame(GUEST_MAC, GW_MAC, (guest, 40002), (dns, 53), &dns_query());
+    net.on_guest_frame(T, p, &q, &mut sim);
+    let queries: Vec<DnsQuery> = net.take_dns_queries().collect();
+    assert_eq!(queries.len(), 1);
+    assert_eq!(
+        (queries[0].guest_ip, queries[0].server_ip),
+        (guest.into(), dns.into())
+    );
+    net.on_guest_frame(T, p, &echo6(guest, gateway, 1, 1, b"x"), &mut sim);
+    let out = from_gateway(&mut net);
+    assert_eq!(
+        (out[0].src, out[0].icmp().msg_type()),
+        (gateway, icmpv6::ECHO_REPLY)
+    );
+    assert!(sim.ping_opens.is_empty());
+    assert!(drops(&net).is_empty(), "{:?}", drops(&net));
+}
