@@ -732,6 +732,19 @@ mod tests {
         }
     }
 
+    /// Inputs that once crashed run clean (the smoke run feeds them to the fuzzer too).
+    #[test]
+    fn regressions_pass() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/network_frames");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("the regressions folder") {
+            run(&std::fs::read(entry.expect("an entry").path()).expect("a readable input"));
+            n += 1;
+        }
+        assert!(n >= 5, "{n} regression inputs");
+    }
+
     /// Each seed must reach the path it was written for; otherwise the fuzzer starts from
     /// nothing deeper than a parser's error exit.
     #[test]

@@ -147,6 +147,9 @@ struct Sim {
     ping_opens: Vec<SocketAddr>,
     /// Clients waiting on a TCP forward's listener.
     backlog: VecDeque<SocketAddr>,
+    /// Datagrams waiting on a UDP forward's listener (client, payload), and what it sent.
+    listener_in: VecDeque<(SocketAddr, Vec<u8>)>,
+    listener_out: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Sim {
@@ -274,6 +277,31 @@ impl HostSockets for Sim {
         let client = self.backlog.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
         assert!(self.tcp.insert(id.index, SimTcp::default()).is_none());
         Ok(client)
+    }
+    fn udp_recv_from(
+        &mut self,
+        listener: SocketRef,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        assert_eq!(listener.kind, FlowKind::Listener);
+        let (from, d) = self
+            .listener_in
+            .pop_front()
+            .ok_or(io::ErrorKind::WouldBlock)?;
+        // Like recvfrom(2): what does not fit in the buffer is lost.
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Ok((n, from))
+    }
+    fn udp_send_to(
+        &mut self,
+        listener: SocketRef,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        assert_eq!(listener.kind, FlowKind::Listener);
+        self.listener_out.push((to, payload.to_vec()));
+        Ok(payload.len())
     }
 }
 
@@ -1922,4 +1950,57 @@ fn slirp4netns_plan_gateway_is_the_host_over_ipv6_and_dns_has_its_own_address() 
     );
     assert!(sim.ping_opens.is_empty());
     assert!(drops(&net).is_empty(), "{:?}", drops(&net));
+}
+
+// ---- UDP forwards across families. ----
+
+/// A UDP forward `[::]:5353` → the IPv4 guest's port 53, the guest known by ARP.
+fn udp_forward_to_ipv4_guest() -> (Network, u16, Sim, u32) {
+    let (mut net, p, mut sim) = setup(NetworkConfig::default());
+    let mut arp = [0u8; 42];
+    ethernet::write_header(&mut arp, [0xff; 6], GUEST_MAC, ethernet::ETHERTYPE_ARP);
+    slipway_wire::arp::write(
+        &mut arp[14..],
+        slipway_wire::arp::OP_REQUEST,
+        GUEST_MAC,
+        GUEST4,
+        [0; 6],
+        Ipv4Addr::new(192, 168, 127, 1),
+    );
+    net.on_guest_frame(T, p, &arp, &mut sim);
+    net.clear_tx();
+    let id = net
+        .add_forward(PortForward {
+            proto: ForwardProto::Udp,
+            host: ForwardHost::Inet("[::]:5353".parse().unwrap()),
+            guest_ip: Some(GUEST4.into()),
+            guest_port: 53,
+        })
+        .unwrap();
+    (net, p, sim, id)
+}
+
+#[test]
+fn datagrams_from_ipv6_clients_too_large_for_ipv4_are_not_sent_to_an_ipv4_guest() {
+    let (mut net, _, mut sim, id) = udp_forward_to_ipv4_guest();
+    let client: SocketAddr = "[::1]:40063".parse().unwrap();
+    // IPv6 carries up to 65527 bytes of UDP payload, IPv4 up to 65507.
+    for len in [65507, 65508, 65527] {
+        sim.listener_in.push_back((client, vec![0x5a; len]));
+    }
+    let listener = SocketRef {
+        kind: FlowKind::Listener,
+        index: id,
+    };
+    net.on_socket_event(T, listener, true, false, &mut sim);
+    let out = drain(&mut net);
+    assert_eq!(out.len(), 1, "only the datagram that fits IPv4");
+    let eth = EthernetFrame::new_checked(&out[0].1).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).expect("a well-formed IPv4 packet");
+    assert_eq!((ip.src(), ip.dst()), (ALIAS4, GUEST4));
+    let u = UdpDatagram::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_v4(ip.src(), ip.dst()));
+    assert_eq!(u.payload().len(), 65507);
+    assert_eq!(net.counters().forwarded_datagrams, 1);
+    assert_eq!(drops(&net), vec![("udp_datagram_too_large", 2)]);
 }
