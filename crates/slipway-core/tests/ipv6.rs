@@ -1,7 +1,8 @@
 //! The IPv6 side through the whole core (switch → gateway → services → engines), on frames as a
 //! Linux guest sends them: neighbor discovery and router advertisements, ICMPv6 echo, TCP and UDP
-//! to the host-loopback alias and outside, DNS, DHCPv6, port forwards to IPv6 guests, IPv6 off,
-//! and malformed packets. Host sockets are simulated ([`Sim`]); time is virtual.
+//! to the host-loopback alias and outside, DNS, DHCPv6, port forwards to IPv6 guests and across
+//! families, slirp4netns's IPv6 plan, IPv6 off, and malformed packets. Host sockets are
+//! simulated ([`Sim`]); time is virtual.
 //!
 //! Some fixtures are literal bytes (checksums included) so that the tests do not depend on the
 //! builders they check; the rest are built with `slipway_wire`'s builders.
