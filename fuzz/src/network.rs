@@ -7,7 +7,7 @@
 //!
 //! | op    | what                                                                               |
 //! |-------|------------------------------------------------------------------------------------|
-//! | 0–7   | a guest frame: `[len: u16 LE] [bytes]` on port `op & 1`; `op & 2` fixes the IPv4 and UDP length fields to the frame; `op & 4` delivers it twice. `arg & 1` keeps the checksums as given (else they are fixed); `arg & 2` sets TCP seq/ack to continue the connection the network has with that guest port; `arg & 4` sets the MACs (port's guest → gateway); `arg & 8` ends the batch after it |
+//! | 0–7   | a guest frame: `[len: u16 LE] [bytes]` on port `op & 1`; `op & 2` fixes the IPv4 total length or IPv6 payload length, and the UDP length, to the frame; `op & 4` delivers it twice. `arg & 1` keeps the checksums as given (else the IPv4 header's and the TCP, UDP, ICMP or ICMPv6 checksum are fixed, past IPv6 extension headers); `arg & 2` sets TCP seq/ack (either family) to continue the connection the network has with that guest port; `arg & 4` sets the MACs (port's guest → gateway); `arg & 8` ends the batch after it |
 //! | 8     | end of batch                                                                       |
 //! | 9     | drain the TX queue (checking every frame the gateway built), then `after_flush`    |
 //! | 10    | advance time by [`STEPS`]`[arg]` (arg ≥ 12: to the next deadline), run timers      |
@@ -21,8 +21,8 @@
 //! deadlines and then a day later, when no UDP or ping flow may be left open.
 //!
 //! Oracles: every frame the gateway built (source MAC = gateway MAC) parses through the checked
-//! views with valid IPv4 and TCP/UDP/ICMP checksums; the engines keep the socket contract
-//! [`SimHost`] checks; idle UDP and ping flows expire.
+//! views with valid IPv4 or IPv6 headers and TCP/UDP/ICMP/ICMPv6 checksums; the engines keep
+//! the socket contract [`SimHost`] checks; idle UDP and ping flows expire.
 
 use crate::input::Cursor;
 use crate::sim::{ConnectMode, HostAction, SimHost, ERRNOS};
@@ -60,17 +60,24 @@ pub const STEPS: [Duration; 12] = [
     Duration::from_secs(3600),
 ];
 
-/// Network plans: 0 the default; 1 an egress allow-list, the minimum MTU and tiny flow tables;
-/// 2 a jumbo MTU without host-loopback alias; 3 a /29 with a search list.
+/// Network plans (all dual-stack but 5): 0 the default; 1 an egress allow-list of both
+/// families, the minimum MTU and tiny flow tables; 2 a jumbo MTU without host-loopback aliases;
+/// 3 a /29 with a search list; 4 slirp4netns's plan (gateway and alias one address, DNS
+/// apart, in both families); 5 IPv6 off.
 pub fn plan(which: u8) -> (NetworkConfig, TcpLimits, UdpLimits) {
     let mut cfg = NetworkConfig::default();
     let mut tcp = TcpLimits::default();
     let mut udp = UdpLimits::default();
-    match which % 4 {
+    match which % 6 {
         0 => {}
         1 => {
             cfg.mtu = 576;
-            cfg.egress_allow = vec![cidr([127, 0, 0, 0], 8), cidr([10, 0, 0, 0], 8)];
+            cfg.egress_allow = vec![
+                cidr([127, 0, 0, 0], 8),
+                cidr([10, 0, 0, 0], 8),
+                "::1/128".parse().expect("a prefix"),
+                "2001:db8::/32".parse().expect("a prefix"),
+            ];
             tcp.max_flows = 4;
             tcp.max_pending_connects = 2;
             tcp.max_retries = 3;
@@ -80,9 +87,12 @@ pub fn plan(which: u8) -> (NetworkConfig, TcpLimits, UdpLimits) {
         2 => {
             cfg.mtu = 9000;
             cfg.host_loopback_alias = None;
+            if let Some(v6) = cfg.ipv6.as_mut() {
+                v6.host_loopback_alias = None;
+            }
             cfg.static_leases = vec![(GUEST_MACS[0], Ipv4Addr::new(192, 168, 127, 50))];
         }
-        _ => {
+        3 => {
             cfg = NetworkConfig::from_subnet(cidr([10, 0, 2, 0], 29)).expect("valid plan");
             cfg.search_domains = vec!["example.test".into()];
             cfg.dns_records = vec![(
@@ -90,6 +100,11 @@ pub fn plan(which: u8) -> (NetworkConfig, TcpLimits, UdpLimits) {
                 IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3)),
             )];
         }
+        4 => {
+            cfg = NetworkConfig::slirp4netns(cidr([10, 0, 2, 0], 24)).expect("valid plan");
+            cfg.ipv6 = Some(slipway_core::config::Ipv6Config::slirp4netns());
+        }
+        _ => cfg.ipv6 = None,
     }
     (cfg, tcp, udp)
 }
@@ -109,8 +124,8 @@ struct Conn {
     guest_next: u32,
 }
 
-/// (guest ip, guest port, remote ip, remote port)
-type ConnKey = (Ipv4Addr, u16, Ipv4Addr, u16);
+/// (guest ip, guest port, remote ip, remote port), either family.
+type ConnKey = (IpAddr, u16, IpAddr, u16);
 
 struct Harness {
     net: Network,
@@ -266,74 +281,106 @@ impl Harness {
     }
 
     /// The frame as the script asks for it: MACs set, lengths and checksums fixed, TCP numbers
-    /// continued.
+    /// continued, for IPv4 and IPv6 alike.
     fn prepare(&mut self, bytes: &[u8], side: usize, fix_lengths: bool, arg: u8) -> Vec<u8> {
         let mut f = bytes.to_vec();
         if arg & 4 != 0 && f.len() >= ethernet::HEADER_LEN {
             f[0..6].copy_from_slice(&self.gateway_mac);
             f[6..12].copy_from_slice(&GUEST_MACS[side]);
         }
-        let ip_at = ethernet::HEADER_LEN;
-        if f.len() < ip_at + ipv4::HEADER_LEN || f[12..14] != ethernet::ETHERTYPE_IPV4.to_be_bytes()
-        {
+        if f.len() < ethernet::HEADER_LEN {
             return f;
         }
-        let ihl = usize::from(f[ip_at] & 0x0f) * 4;
-        let ip_len = f.len() - ip_at;
-        if ihl < ipv4::HEADER_LEN || ihl > ip_len {
-            return f;
-        }
-        let proto = f[ip_at + 9];
-        if fix_lengths && ip_len <= usize::from(u16::MAX) {
-            f[ip_at + 2..ip_at + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            if proto == ipv4::PROTO_UDP && ip_len - ihl >= 8 {
-                let l4 = ip_at + ihl;
-                f[l4 + 4..l4 + 6].copy_from_slice(&((ip_len - ihl) as u16).to_be_bytes());
-            }
-        }
-        let total = usize::from(u16::from_be_bytes([f[ip_at + 2], f[ip_at + 3]]));
-        if total < ihl || total > ip_len {
-            return f;
-        }
-        let (l4, l4_end) = (ip_at + ihl, ip_at + total);
-        if arg & 2 != 0 && proto == ipv4::PROTO_TCP && l4_end - l4 >= tcp::HEADER_LEN {
-            self.continue_tcp(&mut f[ip_at..l4_end], ihl);
-        }
-        if arg & 1 == 0 {
-            f[ip_at + 10..ip_at + 12].fill(0);
-            let c = checksum::checksum(&f[ip_at..l4]);
-            f[ip_at + 10..ip_at + 12].copy_from_slice(&c.to_be_bytes());
-            let src = Ipv4Addr::new(f[ip_at + 12], f[ip_at + 13], f[ip_at + 14], f[ip_at + 15]);
-            let dst = Ipv4Addr::new(f[ip_at + 16], f[ip_at + 17], f[ip_at + 18], f[ip_at + 19]);
-            let seg = &mut f[l4..l4_end];
-            let field = match proto {
-                ipv4::PROTO_TCP if seg.len() >= 20 => Some(16),
-                ipv4::PROTO_UDP if seg.len() >= 8 => Some(6),
-                ipv4::PROTO_ICMP if seg.len() >= 4 => Some(2),
-                _ => None,
-            };
-            if let Some(at) = field {
-                seg[at..at + 2].fill(0);
-                let acc = match proto {
-                    ipv4::PROTO_ICMP => 0,
-                    _ => checksum::pseudo_v4(src, dst, proto, seg.len() as u16),
-                };
-                let mut c = checksum::finish(checksum::sum(seg, acc));
-                if proto == ipv4::PROTO_UDP && c == 0 {
-                    c = 0xffff;
-                }
-                seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
-            }
+        let ethertype = u16::from_be_bytes([f[12], f[13]]);
+        let l3 = &mut f[ethernet::HEADER_LEN..];
+        match ethertype {
+            ethernet::ETHERTYPE_IPV4 => self.prepare_ipv4(l3, fix_lengths, arg),
+            ethernet::ETHERTYPE_IPV6 => self.prepare_ipv6(l3, fix_lengths, arg),
+            _ => {}
         }
         f
     }
 
-    /// Set seq and ack of a guest TCP segment (`packet` is its IPv4 packet) to continue the
+    /// [`prepare`](Self::prepare) for an IPv4 packet (`p`: from its header to the frame's end).
+    fn prepare_ipv4(&mut self, p: &mut [u8], fix_lengths: bool, arg: u8) {
+        if p.len() < ipv4::HEADER_LEN {
+            return;
+        }
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let ip_len = p.len();
+        if ihl < ipv4::HEADER_LEN || ihl > ip_len {
+            return;
+        }
+        let proto = p[9];
+        if fix_lengths && ip_len <= usize::from(u16::MAX) {
+            p[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            if proto == ipv4::PROTO_UDP && ip_len - ihl >= 8 {
+                p[ihl + 4..ihl + 6].copy_from_slice(&((ip_len - ihl) as u16).to_be_bytes());
+            }
+        }
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        if total < ihl || total > ip_len {
+            return;
+        }
+        let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+        let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+        if arg & 2 != 0 && proto == ipv4::PROTO_TCP && total - ihl >= tcp::HEADER_LEN {
+            self.continue_tcp(&mut p[ihl..total], src.into(), dst.into());
+        }
+        if arg & 1 == 0 {
+            p[10..12].fill(0);
+            let c = checksum::checksum(&p[..ihl]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            let seg = &mut p[ihl..total];
+            let acc = match proto {
+                ipv4::PROTO_ICMP => Some(0),
+                ipv4::PROTO_TCP | ipv4::PROTO_UDP => {
+                    Some(checksum::pseudo_v4(src, dst, proto, seg.len() as u16))
+                }
+                _ => None,
+            };
+            if let Some(acc) = acc {
+                fix_l4_checksum(seg, proto, acc);
+            }
+        }
+    }
+
+    /// [`prepare`](Self::prepare) for an IPv6 packet: the payload length (and UDP length) set
+    /// to the frame, the upper layer found past any extension headers, its checksum (TCP, UDP,
+    /// ICMPv6) fixed over the IPv6 pseudo-header. Fragments are left as they are.
+    fn prepare_ipv6(&mut self, p: &mut [u8], fix_lengths: bool, arg: u8) {
+        if p.len() < ipv6::HEADER_LEN {
+            return;
+        }
+        if fix_lengths && p.len() - ipv6::HEADER_LEN <= usize::from(u16::MAX) {
+            let len = (p.len() - ipv6::HEADER_LEN) as u16;
+            p[4..6].copy_from_slice(&len.to_be_bytes());
+        }
+        let Ok(ip) = Ipv6Packet::new_checked(p) else {
+            return;
+        };
+        if ip.is_fragment() {
+            return;
+        }
+        let (src, dst, next) = (ip.src(), ip.dst(), ip.next_header());
+        let (upper, end) = (ip.header_len(), ip.packet().len());
+        let seg = &mut p[upper..end];
+        if fix_lengths && next == ipv6::NEXT_UDP && seg.len() >= 8 {
+            let len = seg.len() as u16;
+            seg[4..6].copy_from_slice(&len.to_be_bytes());
+        }
+        if arg & 2 != 0 && next == ipv6::NEXT_TCP && seg.len() >= tcp::HEADER_LEN {
+            self.continue_tcp(seg, src.into(), dst.into());
+        }
+        if arg & 1 == 0 && matches!(next, ipv6::NEXT_TCP | ipv6::NEXT_UDP | ipv6::NEXT_ICMPV6) {
+            let acc = checksum::pseudo_v6(src, dst, next, seg.len() as u32);
+            fix_l4_checksum(seg, next, acc);
+        }
+    }
+
+    /// Set seq and ack of a guest TCP segment `seg` from `src` to `dst` to continue the
     /// connection the harness saw, and note where the guest goes on.
-    fn continue_tcp(&mut self, packet: &mut [u8], ihl: usize) {
-        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-        let seg = &mut packet[ihl..];
+    fn continue_tcp(&mut self, seg: &mut [u8], src: IpAddr, dst: IpAddr) {
         let key = (
             src,
             u16::from_be_bytes([seg[0], seg[1]]),
@@ -363,19 +410,16 @@ impl Harness {
             let Ok(eth) = EthernetFrame::new_checked(frame) else {
                 continue;
             };
-            if eth.src() != gw || eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
+            if eth.src() != gw {
                 continue;
             }
-            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            let Some((src, dst, l4)) = tcp_of(eth.ethertype(), eth.payload()) else {
                 continue;
             };
-            if ip.protocol() != ipv4::PROTO_TCP {
-                continue;
-            }
-            let Ok(seg) = TcpSegment::new_checked(ip.payload()) else {
+            let Ok(seg) = TcpSegment::new_checked(l4) else {
                 continue;
             };
-            let key = (ip.dst(), seg.dst_port(), ip.src(), seg.src_port());
+            let key = (dst, seg.dst_port(), src, seg.src_port());
             let flags = seg.flags();
             if flags & tcp::RST != 0 {
                 self.conns.remove(&key);
@@ -552,6 +596,40 @@ pub fn set_mode(host: &mut SimHost, arg: u8, errno_pick: u8) {
     }
 }
 
+/// Write the checksum of an upper-layer packet (`proto`: TCP, UDP, ICMP or ICMPv6) whose
+/// pseudo-header sum is `acc` (0 for ICMPv4). Too short a packet is left alone.
+fn fix_l4_checksum(seg: &mut [u8], proto: u8, acc: u64) {
+    let at = match proto {
+        ipv4::PROTO_TCP if seg.len() >= tcp::HEADER_LEN => 16,
+        ipv4::PROTO_UDP if seg.len() >= 8 => 6,
+        ipv4::PROTO_ICMP | ipv6::NEXT_ICMPV6 if seg.len() >= 4 => 2,
+        _ => return,
+    };
+    seg[at..at + 2].fill(0);
+    let mut c = checksum::finish(checksum::sum(seg, acc));
+    if proto == ipv4::PROTO_UDP && c == 0 {
+        c = 0xffff;
+    }
+    seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The addresses and TCP bytes of an IPv4 or IPv6 packet carrying TCP.
+fn tcp_of(ethertype: u16, l3: &[u8]) -> Option<(IpAddr, IpAddr, &[u8])> {
+    match ethertype {
+        ethernet::ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(l3).ok()?;
+            (ip.protocol() == ipv4::PROTO_TCP)
+                .then(|| (ip.src().into(), ip.dst().into(), ip.payload()))
+        }
+        ethernet::ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(l3).ok()?;
+            (ip.next_header() == ipv6::NEXT_TCP && !ip.is_fragment())
+                .then(|| (ip.src().into(), ip.dst().into(), ip.payload()))
+        }
+        _ => None,
+    }
+}
+
 /// An ICMPv6 router advertisement (Ethernet, 40-byte IPv6 header, type 134).
 fn is_router_advert(frame: &[u8]) -> bool {
     frame.len() > 54
@@ -654,11 +732,30 @@ mod tests {
         }
     }
 
+    /// Inputs that once crashed run clean (the smoke run feeds them to the fuzzer too).
+    #[test]
+    fn regressions_pass() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/network_frames");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("the regressions folder") {
+            run(&std::fs::read(entry.expect("an entry").path()).expect("a readable input"));
+            n += 1;
+        }
+        assert!(n >= 5, "{n} regression inputs");
+    }
+
     /// Each seed must reach the path it was written for; otherwise the fuzzer starts from
     /// nothing deeper than a parser's error exit.
     #[test]
     fn seeds_reach_their_paths() {
+        use crate::seeds::{guest6, guest_link_local, DHCP6_FIRST};
         use slipway_core::counters::DropReason;
+        // Router advertisements the network sends on its own over a script's run.
+        let mut empty = script(&[0]);
+        empty.finish();
+        let unsolicited = empty.router_adverts;
+        assert!(unsolicited >= 1, "the advert after port_up");
         for (name, input) in crate::seeds::network_frames() {
             let mut h = script(&input);
             h.finish();
@@ -687,8 +784,112 @@ mod tests {
                     assert_eq!(built, 2, "an RST and an ICMP unreachable");
                 }
                 "tcp_session" => assert!(built >= 5, "SYN-ACK, ACKs, data and FIN, got {built}"),
+                "ipv6_router_solicitation" => {
+                    assert_eq!(
+                        h.router_adverts,
+                        unsolicited + 2,
+                        "one advert per solicitation"
+                    );
+                    assert_eq!(built, 0);
+                    let ll = guest_link_local().into();
+                    assert_eq!(h.net.neighbor(ll), Some(GUEST_MACS[0]));
+                }
+                "ipv6_neighbor_discovery" => {
+                    assert_eq!(
+                        built, 3,
+                        "advertisements for the gateway, alias and link-local"
+                    );
+                    assert_eq!(
+                        c.dropped(DropReason::NdpNotForUs),
+                        1,
+                        "another guest's address"
+                    );
+                    assert_eq!(h.net.neighbor(guest6().into()), Some(GUEST_MACS[0]));
+                }
+                "ipv6_tcp_session" => {
+                    assert_eq!((c.tcp_flows_opened, c.tcp_flows_closed), (1, 1));
+                    assert_eq!(
+                        h.host.tcp_written, 11,
+                        "the guest's payload reached the host"
+                    );
+                    assert_eq!(
+                        h.host.tcp_discarded, 100,
+                        "the guest acknowledged the host's data"
+                    );
+                    assert!(built >= 5, "SYN-ACK, ACKs, data and FIN, got {built}");
+                }
+                "ipv6_udp" => {
+                    assert_eq!((c.udp_flows_opened, c.udp_flows_expired), (1, 1));
+                    assert_eq!(built, 1, "the host's datagram reached the guest");
+                }
+                "ipv6_ping" => {
+                    assert_eq!(c.icmp_echo_forwarded, 1);
+                    assert_eq!(built, 2, "the gateway's own echo reply and the host's");
+                }
+                "ipv6_dhcp6" => {
+                    assert_eq!(
+                        built,
+                        2,
+                        "a Reply to each, {:?}",
+                        c.drops().collect::<Vec<_>>()
+                    );
+                    let dhcp6 = h.net.dhcp6().expect("DHCPv6 on");
+                    assert_eq!(dhcp6.holder_of(DHCP6_FIRST), Some(GUEST_MACS[0]));
+                }
                 other => panic!("no expectation for seed {other}"),
             }
+        }
+    }
+
+    /// With `arg & 1` clear the harness repairs the checksums a mutation broke, and with
+    /// `op & 2` the length fields, for IPv6 as for IPv4 (past extension headers), so mutated
+    /// frames still reach the engines.
+    #[test]
+    fn prepare_fixes_ipv6_checksums_and_lengths() {
+        use crate::seeds;
+        let (cfg, tcp_limits, udp_limits) = plan(0);
+        let mut h = Harness::new(cfg, tcp_limits, udp_limits);
+        let guest = seeds::guest6();
+        let alias: std::net::Ipv6Addr = "fd00:5119::fe".parse().unwrap();
+        let frames = [
+            seeds::tcp6_frame(alias, 1, 2, 3, 4, tcp::ACK, None, b"tcp"),
+            seeds::udp6_frame(h.gateway_mac, (guest, 1), (alias, 2), b"udp"),
+            seeds::echo6_request(alias, 1, 2),
+            seeds::mld2_report(),
+        ];
+        let l4_of = |f: &[u8]| {
+            let ip = Ipv6Packet::new_checked(&f[ethernet::HEADER_LEN..]).expect("IPv6");
+            (ip.src(), ip.dst(), ip.next_header(), ip.payload().to_vec())
+        };
+        let valid = |f: &[u8]| {
+            let (src, dst, next, l4) = l4_of(f);
+            match next {
+                ipv6::NEXT_TCP => {
+                    TcpSegment::new_checked(&l4).is_ok_and(|s| s.verify(src.into(), dst.into()))
+                }
+                ipv6::NEXT_UDP => {
+                    UdpDatagram::new_checked(&l4).is_ok_and(|u| u.verify(src.into(), dst.into()))
+                }
+                _ => Icmpv6Packet::new_checked(&l4, src, dst).is_ok(),
+            }
+        };
+        for f in frames {
+            assert!(valid(&f));
+            // The last byte changed: the checksum no longer holds; fixed unless asked not to.
+            let mut bad = f.clone();
+            *bad.last_mut().unwrap() ^= 0x55;
+            assert!(!valid(&bad));
+            assert!(valid(&h.prepare(&bad, 0, false, 0)));
+            assert!(
+                !valid(&h.prepare(&bad, 0, false, 1)),
+                "arg & 1 keeps checksums"
+            );
+            // Two bytes appended: lengths and checksum follow with `op & 2`.
+            let mut longer = bad.clone();
+            longer.extend_from_slice(&[1, 2]);
+            let fixed = h.prepare(&longer, 0, true, 0);
+            assert!(valid(&fixed));
+            assert_eq!(l4_of(&fixed).3.len(), l4_of(&f).3.len() + 2);
         }
     }
 

@@ -9,7 +9,7 @@ use dhcproto::Encodable;
 use slipway_core::config::{Mac, NetworkConfig};
 use slipway_core::frames::{self, ETH_IP_LEN};
 use slipway_wire::tcp::{self, SynOptions, TcpHeader};
-use slipway_wire::{arp, ethernet, icmp, ipv4, udp};
+use slipway_wire::{arp, ethernet, icmp, icmpv6, ipv4, ipv6, udp};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 2);
@@ -20,8 +20,31 @@ const ALIAS: Ipv4Addr = Ipv4Addr::new(192, 168, 127, 254);
 /// "sends" to it; the fuzzers run in a namespace with no route at all.
 const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
+/// The default IPv6 plan: gateway (and DNS) `::1`, host-loopback alias `::fe`.
+const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5119, 0, 0, 0, 0, 0, 1);
+const ALIAS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5119, 0, 0, 0, 0, 0, 0xfe);
+/// Another guest's address in the default prefix.
+const OTHER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5119, 0, 0, 0, 0, 0, 0x77);
+/// A remote IPv6 address for the ping engine: the documentation prefix (RFC 3849).
+const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// The first DHCPv6 pool address of the default plan.
+pub const DHCP6_FIRST: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5119, 0, 0, 0, 0, 0, 0x1000);
+const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const DHCP6_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
 fn gateway_mac() -> Mac {
     NetworkConfig::default().gateway_mac
+}
+
+/// The first guest's link-local address (fe80::EUI-64 of its MAC).
+pub fn guest_link_local() -> Ipv6Addr {
+    ipv6::eui64_address(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), GUEST_MACS[0])
+}
+
+/// The first guest's SLAAC address in the default prefix.
+pub fn guest6() -> Ipv6Addr {
+    ipv6::eui64_address(GATEWAY6, GUEST_MACS[0])
 }
 
 /// An Ethernet + IPv4 + TCP frame from the first guest.
@@ -69,6 +92,197 @@ pub fn udp_frame(
         Some(payload),
     );
     f
+}
+
+/// An Ethernet + IPv6 frame from the first guest around `upper` (extension headers included).
+pub fn ipv6_frame(
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: u8,
+    hop_limit: u8,
+    upper: &[u8],
+) -> Vec<u8> {
+    let at = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+    let mut f = vec![0u8; at + upper.len()];
+    ethernet::write_header(&mut f, dst_mac, GUEST_MACS[0], ethernet::ETHERTYPE_IPV6);
+    ipv6::write_header(
+        &mut f[ethernet::HEADER_LEN..],
+        src,
+        dst,
+        next_header,
+        upper.len(),
+        hop_limit,
+    );
+    f[at..].copy_from_slice(upper);
+    f
+}
+
+/// An ICMPv6 message (checksum for `src` → `dst`).
+pub fn icmpv6_message(ty: u8, rest: [u8; 4], body: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    let mut m = vec![0u8; icmpv6::HEADER_LEN + body.len()];
+    m[icmpv6::HEADER_LEN..].copy_from_slice(body);
+    icmpv6::write_header(&mut m, ty, 0, rest, src, dst);
+    m
+}
+
+/// An ICMPv6 frame from the first guest, to the gateway's MAC or a multicast destination's MAC.
+pub fn icmpv6_frame(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    ty: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let dst_mac = if dst.is_multicast() {
+        ipv6::multicast_mac(dst)
+    } else {
+        gateway_mac()
+    };
+    let m = icmpv6_message(ty, rest, body, src, dst);
+    ipv6_frame(dst_mac, src, dst, ipv6::NEXT_ICMPV6, hop_limit, &m)
+}
+
+/// A neighbor solicitation or advertisement body: the target, then a link-layer address option
+/// of `kind` with the first guest's MAC (or none).
+fn nd_body(target: Ipv6Addr, ll_option: Option<u8>) -> Vec<u8> {
+    let mut b = target.octets().to_vec();
+    if let Some(kind) = ll_option {
+        let mut o = [0u8; 8];
+        icmpv6::write_ll_option(&mut o, kind, GUEST_MACS[0]);
+        b.extend_from_slice(&o);
+    }
+    b
+}
+
+pub fn router_solicitation(src: Ipv6Addr) -> Vec<u8> {
+    let body = if src.is_unspecified() {
+        Vec::new()
+    } else {
+        let mut o = vec![0u8; 8];
+        icmpv6::write_ll_option(&mut o, icmpv6::OPT_SOURCE_LL_ADDR, GUEST_MACS[0]);
+        o
+    };
+    icmpv6_frame(src, ALL_ROUTERS, 255, icmpv6::ROUTER_SOLICIT, [0; 4], &body)
+}
+
+/// A neighbor solicitation for `target` from `src` (to `target`'s solicited-node group, or
+/// unicast), with a source link-layer option unless `src` is unspecified (DAD).
+pub fn neighbor_solicitation(src: Ipv6Addr, target: Ipv6Addr, unicast: bool) -> Vec<u8> {
+    let dst = if unicast {
+        target
+    } else {
+        ipv6::solicited_node(target)
+    };
+    let slla = (!src.is_unspecified()).then_some(icmpv6::OPT_SOURCE_LL_ADDR);
+    icmpv6_frame(
+        src,
+        dst,
+        255,
+        icmpv6::NEIGHBOR_SOLICIT,
+        [0; 4],
+        &nd_body(target, slla),
+    )
+}
+
+pub fn echo6_request(dst: Ipv6Addr, ident: u16, seq: u16) -> Vec<u8> {
+    icmpv6_frame(
+        guest6(),
+        dst,
+        64,
+        icmpv6::ECHO_REQUEST,
+        icmp::echo_rest(ident, seq),
+        b"slipway ping6",
+    )
+}
+
+/// An Ethernet + IPv6 + TCP frame from the first guest's SLAAC address.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp6_frame(
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    opts: Option<SynOptions>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let h = TcpHeader {
+        src_port: sport,
+        dst_port: dport,
+        seq,
+        ack,
+        flags,
+        window: 64800,
+        syn_options: opts,
+    };
+    let at = frames::ETH_IP6_LEN + h.header_len();
+    let mut f = vec![0u8; at + payload.len()];
+    f[at..].copy_from_slice(payload);
+    let gw = gateway_mac();
+    frames::write_tcp(
+        &mut f,
+        gw,
+        GUEST_MACS[0],
+        guest6().into(),
+        dst.into(),
+        &h,
+        0,
+    );
+    f
+}
+
+/// An Ethernet + IPv6 + UDP frame from the first guest.
+pub fn udp6_frame(
+    dst_mac: Mac,
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![0u8; frames::ETH_IP6_LEN + udp::HEADER_LEN + payload.len()];
+    frames::write_udp_in_place(
+        &mut f,
+        dst_mac,
+        GUEST_MACS[0],
+        (src.0.into(), src.1),
+        (dst.0.into(), dst.1),
+        payload.len(),
+        Some(payload),
+    );
+    f
+}
+
+/// A DHCPv6 message from the first guest's link-local address, port 546, to
+/// All_DHCP_Relay_Agents_and_Servers, port 547.
+pub fn dhcp6_frame(message: &[u8]) -> Vec<u8> {
+    udp6_frame(
+        ipv6::multicast_mac(DHCP6_SERVERS),
+        (guest_link_local(), 546),
+        (DHCP6_SERVERS, 547),
+        message,
+    )
+}
+
+/// Linux's MLDv2 report (joining the guest's solicited-node group) behind a hop-by-hop header
+/// with the router alert option.
+pub fn mld2_report() -> Vec<u8> {
+    let src = guest_link_local();
+    let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16);
+    let mut record = vec![4, 0, 0, 0];
+    record.extend_from_slice(&ipv6::solicited_node(src).octets());
+    let m = icmpv6_message(icmpv6::MLD2_REPORT, [0, 0, 0, 1], &record, src, dst);
+    let mut upper = vec![ipv6::NEXT_ICMPV6, 0, 5, 2, 0, 0, 1, 0];
+    upper.extend_from_slice(&m);
+    ipv6_frame(
+        ipv6::multicast_mac(dst),
+        src,
+        dst,
+        ipv6::NEXT_HOP_BY_HOP,
+        1,
+        &upper,
+    )
 }
 
 pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
@@ -197,6 +411,35 @@ pub fn wire_ethernet_stack() -> Vec<(&'static str, Vec<u8>)> {
                 &dns_query(0x1234, "host.docker.internal", 1, false),
             ),
         ),
+        (
+            "ipv6_router_solicitation",
+            router_solicitation(guest_link_local()),
+        ),
+        (
+            "ipv6_neighbor_solicitation",
+            neighbor_solicitation(guest_link_local(), GATEWAY6, false),
+        ),
+        (
+            "ipv6_neighbor_advertisement",
+            icmpv6_frame(
+                guest6(),
+                ALL_NODES,
+                255,
+                icmpv6::NEIGHBOR_ADVERT,
+                [icmpv6::NA_OVERRIDE, 0, 0, 0],
+                &nd_body(guest6(), Some(icmpv6::OPT_TARGET_LL_ADDR)),
+            ),
+        ),
+        (
+            "ipv6_tcp_syn",
+            tcp6_frame(ALIAS6, 40000, 8080, 1000, 0, tcp::SYN, syn, b""),
+        ),
+        ("ipv6_echo", echo6_request(GATEWAY6, 7, 1)),
+        (
+            "ipv6_dhcp6_information_request",
+            dhcp6_frame(&dhcp6_message(GUEST_MACS[0], 11, &[])),
+        ),
+        ("ipv6_mld2_report_hop_by_hop", mld2_report()),
     ]
 }
 
@@ -353,6 +596,115 @@ pub fn network_tcp_session() -> Vec<u8> {
     s
 }
 
+/// [`network_tcp_session`] over IPv6, to the host-loopback alias `[fd00:5119::fe]:8080`.
+pub fn network_tcp6_session() -> Vec<u8> {
+    let syn = Some(SynOptions {
+        mss: Some(1440),
+        window_scale: Some(7),
+    });
+    let seg =
+        |flags, payload: &[u8], opts| tcp6_frame(ALIAS6, 40000, 8080, 0, 0, flags, opts, payload);
+    let mut s = vec![0u8];
+    let first = tcp6_frame(ALIAS6, 40000, 8080, 1000, 0, tcp::SYN, syn, b"");
+    frame_op(&mut s, 0, SET_MACS | END_BATCH, &first);
+    let data = seg(tcp::ACK | tcp::PSH, b"hello guest", None);
+    frame_op(&mut s, 0, CONTINUE_TCP | SET_MACS | END_BATCH, &data);
+    s.extend_from_slice(&[0x8c, 0, 100, 0, 7]);
+    frame_op(
+        &mut s,
+        0,
+        CONTINUE_TCP | SET_MACS | END_BATCH,
+        &seg(tcp::ACK, b"", None),
+    );
+    s.extend_from_slice(&[0x9c, 0]);
+    let fin = seg(tcp::ACK | tcp::FIN, b"", None);
+    frame_op(&mut s, 0, CONTINUE_TCP | SET_MACS | END_BATCH, &fin);
+    s.push(DRAIN);
+    s
+}
+
+/// IPv6 seeds for `network_frames`, all on the default plan.
+fn network_frames_v6() -> Vec<(&'static str, Vec<u8>)> {
+    let gw = gateway_mac();
+    let ll = guest_link_local();
+
+    // Router solicitations from the link-local address and from :: (answered to all nodes).
+    let mut rs = vec![0u8];
+    frame_op(&mut rs, 0, 0, &router_solicitation(ll));
+    frame_op(&mut rs, 0, 0, &router_solicitation(Ipv6Addr::UNSPECIFIED));
+    rs.push(DRAIN);
+
+    // Solicitations for the gateway (multicast), the alias (unicast) and, in DAD, the
+    // gateway's link-local address; one for another guest; the guest's own advertisement.
+    let mut nd = vec![0u8];
+    frame_op(&mut nd, 0, 0, &neighbor_solicitation(ll, GATEWAY6, false));
+    frame_op(
+        &mut nd,
+        0,
+        0,
+        &neighbor_solicitation(guest6(), ALIAS6, true),
+    );
+    let gateway_ll = NetworkConfig::default().gateway_link_local();
+    let dad = neighbor_solicitation(Ipv6Addr::UNSPECIFIED, gateway_ll, false);
+    frame_op(&mut nd, 0, 0, &dad);
+    frame_op(&mut nd, 0, 0, &neighbor_solicitation(ll, OTHER6, false));
+    let na = icmpv6_frame(
+        guest6(),
+        ALL_NODES,
+        255,
+        icmpv6::NEIGHBOR_ADVERT,
+        [icmpv6::NA_OVERRIDE, 0, 0, 0],
+        &nd_body(guest6(), Some(icmpv6::OPT_TARGET_LL_ADDR)),
+    );
+    frame_op(&mut nd, 0, 0, &na);
+    nd.push(DRAIN);
+
+    // UDP to the alias; the host answers; the flow idles out.
+    let mut udp6 = vec![0u8];
+    let dgram = udp6_frame(gw, (guest6(), 40001), (ALIAS6, 5353), b"udp6 payload");
+    frame_op(&mut udp6, 0, 0, &dgram);
+    udp6.extend_from_slice(&[0xdc, 0]);
+    push_record(&mut udp6, b"reply from the host");
+    udp6.extend_from_slice(&[DRAIN, 0xaa, DRAIN]);
+
+    // Ping the gateway (answered by slipway) and a remote address (an ICMPv6 ping socket).
+    let mut ping6 = vec![0u8];
+    frame_op(&mut ping6, 0, 0, &echo6_request(GATEWAY6, 9, 1));
+    frame_op(&mut ping6, 0, 0, &echo6_request(REMOTE6, 9, 2));
+    let reply = icmpv6_message(
+        icmpv6::ECHO_REPLY,
+        icmp::echo_rest(0x4001, 2),
+        b"slipway ping6",
+        REMOTE6,
+        guest6(),
+    );
+    ping6.extend_from_slice(&[0xfc, 0]);
+    push_record(&mut ping6, &reply);
+    ping6.push(DRAIN);
+
+    // DHCPv6: an Information-request, then a Solicit with Rapid Commit.
+    let mut dhcp6 = vec![0u8];
+    frame_op(
+        &mut dhcp6,
+        0,
+        0,
+        &dhcp6_frame(&dhcp6_message(GUEST_MACS[0], 11, &[])),
+    );
+    let mut solicit = dhcp6_message(GUEST_MACS[0], 1, &[]);
+    solicit.extend([0, 14, 0, 0]);
+    frame_op(&mut dhcp6, 0, 0, &dhcp6_frame(&solicit));
+    dhcp6.push(DRAIN);
+
+    vec![
+        ("ipv6_router_solicitation", rs),
+        ("ipv6_neighbor_discovery", nd),
+        ("ipv6_tcp_session", network_tcp6_session()),
+        ("ipv6_udp", udp6),
+        ("ipv6_ping", ping6),
+        ("ipv6_dhcp6", dhcp6),
+    ]
+}
+
 pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
     let gw = gateway_mac();
     let mut arp = vec![0u8];
@@ -456,6 +808,9 @@ pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
         ("ping", ping),
         ("connect_failures", refused),
     ]
+    .into_iter()
+    .chain(network_frames_v6())
+    .collect()
 }
 
 pub fn dns_zone() -> Vec<(&'static str, Vec<u8>)> {

@@ -52,6 +52,7 @@ reasons! {
     UdpBadChecksum => "udp_bad_checksum",
     UdpFlowTableFull => "udp_flow_table_full",
     UdpSendFailed => "udp_send_failed",
+    UdpDatagramTooLarge => "udp_datagram_too_large",
     UdpNotRouted => "udp_not_routed",
     UdpClosedPort => "udp_closed_port",
     IcmpMalformed => "icmp_malformed",

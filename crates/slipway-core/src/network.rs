@@ -829,14 +829,47 @@ impl Network {
         }
     }
 
-    fn on_dhcp6(
-        &mut self,
-        _now: Duration,
-        _src_mac: Mac,
-        _ip: &Ipv6Packet<'_>,
-        _u: &UdpDatagram<'_>,
-    ) {
-        self.counters.drop(DropReason::Dhcp6Dropped);
+    /// A DHCPv6 message to All_DHCP_Relay_Agents_and_Servers, port 547: the reply goes from the
+    /// gateway's link-local address, port 547, to the client's address, port 546.
+    fn on_dhcp6(&mut self, now: Duration, src_mac: Mac, ip: &Ipv6Packet<'_>, u: &UdpDatagram<'_>) {
+        let src = ip.src();
+        if !u.verify(src.into(), ip.dst().into()) {
+            self.counters.drop(DropReason::UdpBadChecksum);
+            return;
+        }
+        let Some(server) = self.dhcp6.as_mut() else {
+            self.counters.drop(DropReason::Dhcp6Dropped);
+            return;
+        };
+        // Clients send from their link-local address (RFC 8415 §13.1); no reply can reach ::.
+        if src.is_unspecified() {
+            self.counters.drop(DropReason::Dhcp6Dropped);
+            return;
+        }
+        let reply = match server.handle(now, src_mac, u.payload()) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return,
+            Err(_) => {
+                self.counters.drop(DropReason::Dhcp6Dropped);
+                return;
+            }
+        };
+        let on_link =
+            ipv6::is_link_local(&src) || self.cfg.ipv6.as_ref().is_some_and(|v6| v6.in_prefix(src));
+        if on_link && !self.cfg.owns6(src) {
+            self.learn_neighbor(IpAddr::V6(src), src_mac);
+        }
+        if let Some(dest) = frames::dest_for(&self.switch, &mut self.counters, &src_mac) {
+            frames::push_udp(
+                &mut self.tx,
+                dest,
+                src_mac,
+                self.cfg.gateway_mac,
+                (self.cfg.gateway_link_local().into(), DHCP6_SERVER_PORT),
+                (src.into(), DHCP6_CLIENT_PORT),
+                &reply,
+            );
+        }
     }
 
     /// ICMPv6 to one of the gateway's addresses or beyond (everything but neighbor discovery).

@@ -14,7 +14,9 @@
 //! flow.
 //!
 //! Limits: [`UdpLimits::max_flows`] flows (a new flow beyond it is refused and counted),
-//! idle expiry after [`UdpLimits::idle_timeout`], datagrams up to 65507 bytes.
+//! idle expiry after [`UdpLimits::idle_timeout`], datagrams up to 65507 bytes over IPv4 and
+//! 65527 over IPv6. A host datagram larger than the guest's family carries (an IPv6 client of a
+//! forward to an IPv4 guest) is dropped and counted, not cut.
 
 use super::{FlowKind, HostSockets, SocketRef};
 use crate::config::Mac;
@@ -43,6 +45,16 @@ impl Default for UdpLimits {
 
 /// The largest UDP payload of either family (IPv6's 65535 - 8; IPv4's is 65507).
 const MAX_DATAGRAM: usize = 65527;
+const MAX_DATAGRAM_V4: usize = 65507;
+
+/// The largest UDP payload one IP packet of `guest`'s family can carry.
+fn max_payload(guest: IpAddr) -> usize {
+    if guest.is_ipv4() {
+        MAX_DATAGRAM_V4
+    } else {
+        MAX_DATAGRAM
+    }
+}
 /// Datagrams read from one socket per readiness event before yielding to other work.
 const READ_BUDGET: usize = 256;
 
@@ -250,6 +262,10 @@ impl UdpEngine {
             }
             let buf = ctx.tx.reserve(hdr + MAX_DATAGRAM);
             match sockets.udp_recv(Self::sock(index), &mut buf[hdr..]) {
+                Ok(n) if n > max_payload(f.key.guest_ip) => {
+                    ctx.tx.finish(0);
+                    ctx.counters.drop(DropReason::UdpDatagramTooLarge);
+                }
                 Ok(n) => {
                     frames::write_udp_in_place(
                         &mut buf[..hdr + n],
@@ -301,6 +317,11 @@ impl UdpEngine {
             }
             let buf = ctx.tx.reserve(hdr + MAX_DATAGRAM);
             let (n, client) = match sockets.udp_recv_from(listener, &mut buf[hdr..]) {
+                Ok((n, _)) if n > max_payload(guest.0) => {
+                    ctx.tx.finish(0);
+                    ctx.counters.drop(DropReason::UdpDatagramTooLarge);
+                    continue;
+                }
                 Ok(got) => got,
                 Err(e) => {
                     ctx.tx.finish(0);
