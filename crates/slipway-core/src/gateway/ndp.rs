@@ -138,12 +138,13 @@ pub fn router_advert(cfg: &NetworkConfig, v6: &Ipv6Config, out: &mut [u8]) -> us
     if !cfg.search_domains.is_empty() {
         let start = at;
         let mut names = start + 8;
-        for domain in &cfg.search_domains {
-            let encoded = encoded_name_len(domain);
-            if encoded.is_none_or(|n| names + n > start + MAX_DNSSL_LEN) {
+        // The same plain names DHCP hands out; in wire format a name takes its length plus 2.
+        let domains = crate::services::plain_search_domains(&cfg.search_domains, 32);
+        for domain in domains {
+            if names + domain.len() + 2 > start + MAX_DNSSL_LEN {
                 continue;
             }
-            for label in domain.trim_end_matches('.').split('.') {
+            for label in domain.split('.') {
                 out[names] = label.len() as u8;
                 out[names + 1..names + 1 + label.len()].copy_from_slice(label.as_bytes());
                 names += 1 + label.len();
@@ -162,18 +163,6 @@ pub fn router_advert(cfg: &NetworkConfig, v6: &Ipv6Config, out: &mut [u8]) -> us
         }
     }
     at
-}
-
-/// Bytes a name takes in DNS wire format, or None when a label is empty or too long.
-fn encoded_name_len(name: &str) -> Option<usize> {
-    let mut n = 1;
-    for label in name.trim_end_matches('.').split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return None;
-        }
-        n += 1 + label.len();
-    }
-    Some(n)
 }
 
 /// The 4-byte rest-of-header of a neighbor advertisement (router, solicited unless answering

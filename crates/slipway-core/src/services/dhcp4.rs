@@ -390,20 +390,7 @@ impl Dhcp4Server {
     pub fn set_search_domains(&mut self, domains: Vec<String>) {
         self.search_domains.clear();
         self.search_names.clear();
-        for domain in domains {
-            if self.search_domains.len() == MAX_SEARCH_DOMAINS {
-                break;
-            }
-            let domain = domain.trim();
-            let domain = domain.strip_suffix('.').unwrap_or(domain);
-            if !is_plain_domain(domain)
-                || self
-                    .search_domains
-                    .iter()
-                    .any(|d| d.eq_ignore_ascii_case(domain))
-            {
-                continue;
-            }
+        for domain in super::plain_search_domains(&domains, MAX_SEARCH_DOMAINS) {
             let Ok(mut name) = Name::from_ascii(domain) else {
                 continue;
             };
@@ -830,18 +817,6 @@ fn check_option_length(run: Option<(u8, usize)>) -> Result<(), Dhcp4Drop> {
     } else {
         Err(Dhcp4Drop::Malformed)
     }
-}
-
-/// A DNS name of letters, digits, `-` and `_`: labels of 1–63 bytes, at most 253 bytes.
-fn is_plain_domain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 #[cfg(test)]

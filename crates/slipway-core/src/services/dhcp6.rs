@@ -518,20 +518,7 @@ impl Dhcp6Server {
     fn set_search_domains(&mut self, domains: Vec<String>) {
         self.search_domains.clear();
         self.search_wire.clear();
-        for domain in domains {
-            if self.search_domains.len() == MAX_SEARCH_DOMAINS {
-                break;
-            }
-            let domain = domain.trim();
-            let domain = domain.strip_suffix('.').unwrap_or(domain);
-            if !is_plain_domain(domain)
-                || self
-                    .search_domains
-                    .iter()
-                    .any(|d| d.eq_ignore_ascii_case(domain))
-            {
-                continue;
-            }
+        for domain in super::plain_search_domains(&domains, MAX_SEARCH_DOMAINS) {
             self.search_wire.push(name_to_wire(domain));
             self.search_domains.push(domain.to_string());
         }
@@ -1216,7 +1203,7 @@ fn ia_pd_status(id: u32, code: Status, msg: &str) -> DhcpOption {
 }
 
 /// A DNS name in wire format without compression (RFC 8415 §10): length-prefixed labels and
-/// the root label. `name` has passed [`is_plain_domain`].
+/// the root label. `name` has passed [`super::is_plain_domain`].
 fn name_to_wire(name: &str) -> Vec<u8> {
     let mut wire = Vec::with_capacity(name.len() + 2);
     for label in name.split('.') {
@@ -1225,18 +1212,6 @@ fn name_to_wire(name: &str) -> Vec<u8> {
     }
     wire.push(0);
     wire
-}
-
-/// A DNS name of letters, digits, `-` and `_`: labels of 1–63 bytes, at most 253 bytes.
-fn is_plain_domain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 #[cfg(test)]
