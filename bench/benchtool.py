@@ -1,14 +1,10 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run.sh: a TCP echo server, request/response latency and connection-rate
-clients, an iperf3 JSON reader and the markdown report.
+"""Helpers for bench/run.sh and bench/vm.sh: an iperf3 JSON reader, the markdown reports and a
+slirp4netns API client. (The echo server and the latency / connection-rate clients are compiled:
+bench/tool, slipway-benchtool.)
 
 Subcommands (all addresses must be numeric; nothing here resolves names):
 
-  serve ADDR PORT                 single-threaded echo server (selectors), runs until killed
-  rr ADDR PORT N                  N sequential 1-byte ping-pongs on one connection (TCP_NODELAY);
-                                  prints JSON {p50_us, p99_us, mean_us, n}
-  cr ADDR PORT SECONDS            connect, send 1 byte, read 1 byte, close, for SECONDS;
-                                  prints JSON {conn_per_s, count, errors}
   iperf FILE BACKEND ROUND TEST CPU_BEFORE CPU_AFTER CLK_TCK [QEMU_BEFORE QEMU_AFTER WINDOW_S]
                                   reads one iperf3 -J output, prints one JSONL record; the
                                   optional QEMU ticks, taken WINDOW_S seconds apart, give
@@ -22,108 +18,9 @@ Subcommands (all addresses must be numeric; nothing here resolves names):
 
 import json
 import os
-import selectors
 import socket
 import statistics
 import sys
-import time
-
-
-def numeric_addr(addr, port):
-    infos = socket.getaddrinfo(addr, port, socket.AF_INET, socket.SOCK_STREAM, 0,
-                               socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
-    return infos[0][4]
-
-
-def serve(addr, port):
-    sel = selectors.DefaultSelector()
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(numeric_addr(addr, int(port)))
-    lsock.listen(1024)
-    lsock.setblocking(False)
-    sel.register(lsock, selectors.EVENT_READ, None)
-    while True:
-        for key, _ in sel.select():
-            if key.data is None:
-                try:
-                    conn, _ = lsock.accept()
-                except OSError:
-                    continue
-                conn.setblocking(False)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sel.register(conn, selectors.EVENT_READ, True)
-                continue
-            conn = key.fileobj
-            try:
-                data = conn.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if data:
-                try:
-                    conn.sendall(data)
-                    continue
-                except OSError:
-                    pass
-            sel.unregister(conn)
-            conn.close()
-
-
-def recv_exact(sock, n):
-    got = b""
-    while len(got) < n:
-        chunk = sock.recv(n - len(got))
-        if not chunk:
-            raise ConnectionError("peer closed")
-        got += chunk
-    return got
-
-
-def rr(addr, port, n):
-    n = int(n)
-    sock = socket.create_connection(numeric_addr(addr, int(port)), timeout=5)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # Warm-up: not counted.
-    for _ in range(200):
-        sock.sendall(b"x")
-        recv_exact(sock, 1)
-    samples = []
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        sock.sendall(b"x")
-        if sock.recv(1) != b"x":
-            raise ConnectionError("bad echo")
-        samples.append(clock() - t0)
-    sock.close()
-    samples.sort()
-    print(json.dumps({
-        "p50_us": samples[len(samples) // 2] / 1000,
-        "p99_us": samples[min(len(samples) - 1, (len(samples) * 99) // 100)] / 1000,
-        "mean_us": sum(samples) / len(samples) / 1000,
-        "n": n,
-    }))
-
-
-def cr(addr, port, seconds):
-    target = numeric_addr(addr, int(port))
-    deadline = time.monotonic() + float(seconds)
-    count = errors = 0
-    t0 = time.monotonic()
-    while time.monotonic() < deadline:
-        try:
-            sock = socket.create_connection(target, timeout=2)
-            sock.sendall(b"x")
-            recv_exact(sock, 1)
-            sock.close()
-            count += 1
-        except OSError:
-            errors += 1
-            time.sleep(0.01)
-    elapsed = time.monotonic() - t0
-    print(json.dumps({"conn_per_s": count / elapsed, "count": count, "errors": errors}))
 
 
 def slirp_api(path, request):
@@ -553,13 +450,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "serve":
-        serve(*args)
-    elif cmd == "rr":
-        rr(*args)
-    elif cmd == "cr":
-        cr(*args)
-    elif cmd == "iperf":
+    if cmd == "iperf":
         iperf(*args)
     elif cmd == "report":
         report(*args)

@@ -82,6 +82,17 @@ if [[ " ${BACKENDS[*]} " == *" slipway"* ]]; then
         (cd "$repo" && cargo build --release -p slipway >&2)
     fi
 fi
+# The echo server and the latency / connection-rate clients (bench/tool), compiled so that the
+# figures are the stacks' and not an interpreter's.
+BENCHTOOL=${BENCHTOOL:-${CARGO_TARGET_DIR:-$repo/target}/release/slipway-benchtool}
+if [ ! -x "$BENCHTOOL" ]; then
+    echo "building slipway-benchtool (release) into ${CARGO_TARGET_DIR:-$repo/target}" >&2
+    (cd "$repo" && cargo build --release -p slipway-benchtool >&2)
+fi
+# The latency runs pin client, stack and server to this CPU (the issue's method): the figure is
+# then the CPU work of one round trip, not the machine's wake-up latency.
+PIN_CPU=${PIN_CPU:-0}
+ALL_CPUS=0-$(($(nproc) - 1))
 
 # ---- sandbox ------------------------------------------------------------------------------------
 P="sbench$$"
@@ -189,7 +200,8 @@ cpu_ticks() { # utime+stime of a process in clock ticks, or "-"
 }
 
 # Echo servers for latency and connection rate.
-bg "$work/echo-lo.log" ip netns exec "$NS_H" python3 "$tool" serve 127.0.0.1 7000
+bg "$work/echo-lo.log" ip netns exec "$NS_H" "$BENCHTOOL" serve 127.0.0.1 7000
+ECHO_PID=$lastpid
 wait_listen 127.0.0.1 7000
 if [[ " ${BACKENDS[*]} " == *" veth "* ]]; then
     ip link add sbv0 netns "$NS_H" type veth peer name sbg0 netns "${NS[veth]}"
@@ -197,7 +209,8 @@ if [[ " ${BACKENDS[*]} " == *" veth "* ]]; then
     ip -n "${NS[veth]}" addr add 192.0.2.18/28 dev sbg0
     ip -n "$NS_H" link set sbv0 up
     ip -n "${NS[veth]}" link set sbg0 up
-    bg "$work/echo-veth.log" ip netns exec "$NS_H" python3 "$tool" serve 192.0.2.17 7000
+    bg "$work/echo-veth.log" ip netns exec "$NS_H" "$BENCHTOOL" serve 192.0.2.17 7000
+    ECHO_VETH_PID=$lastpid
     wait_listen 192.0.2.17 7000
 fi
 
@@ -236,7 +249,7 @@ done
 for b in "${BACKENDS[@]}"; do
     ok=
     for i in $(seq 100); do
-        if ip netns exec "${NS[$b]}" timeout 3 python3 "$tool" rr "${TARGET[$b]}" 7000 10 >/dev/null 2>&1; then
+        if ip netns exec "${NS[$b]}" timeout 3 "$BENCHTOOL" rr "${TARGET[$b]}" 7000 10 >/dev/null 2>&1; then
             ok=1; break
         fi
         if [ -n "${BPID[$b]}" ] && ! alive "${BPID[$b]}"; then break; fi
@@ -258,7 +271,7 @@ done
 # An echo server in every guest; slirp4netns gets its forwards over its API socket. A backend whose
 # forward does not answer is not measured through it (its fwd_* runs are recorded as errors).
 for b in "${BACKENDS[@]}"; do
-    bg "$work/echo-guest-$b.log" ip netns exec "${NS[$b]}" python3 "$tool" serve 0.0.0.0 7000
+    bg "$work/echo-guest-$b.log" ip netns exec "${NS[$b]}" "$BENCHTOOL" serve 0.0.0.0 7000
     wait_listen_ns "${NS[$b]}" 7000
     if [ "$b" = slirp4netns ] || [ "$b" = slipway-s4 ]; then
         for pair in "${FWD_IPERF[$b]}:5201" "${FWD_ECHO[$b]}:7000"; do
@@ -271,7 +284,7 @@ for b in "${BACKENDS[@]}"; do
     ok=
     if [ -z "${FWD_BAD[$b]:-}" ]; then
         for i in $(seq 50); do
-            if ip netns exec "$NS_H" timeout 3 python3 "$tool" rr "${FWD_HOST[$b]}" "${FWD_ECHO[$b]}" 10 >/dev/null 2>&1; then
+            if ip netns exec "$NS_H" timeout 3 "$BENCHTOOL" rr "${FWD_HOST[$b]}" "${FWD_ECHO[$b]}" 10 >/dev/null 2>&1; then
                 ok=1; break
             fi
             sleep 0.1
@@ -318,17 +331,28 @@ run_fwd_iperf() { # run_fwd_iperf BACKEND ROUND TEST(fwd_down|fwd_up)
     stop "$spid"
     python3 "$tool" iperf "$work/iperf.json" "$b" "$r" "$t" "$before" "$after" "$clk_tck" >>"$results"
 }
-run_py() { # run_py BACKEND ROUND TEST(rr|cr|fwd_cr)
-    local b=$1 r=$2 t=$3 out arg ns=${NS[$1]} addr=${TARGET[$1]} port=7000 kind=$3
-    if [ "$t" = rr ]; then arg=$RR_N; else arg=$CR_SECONDS; fi
+pin() { # pin CPUS PID...: every thread of each process (empty PIDs are skipped)
+    local cpus=$1 pid
+    shift
+    for pid in "$@"; do
+        [ -n "$pid" ] && taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
+    done
+}
+run_peer() { # run_peer BACKEND ROUND TEST(rr|cr|fwd_cr)
+    local b=$1 r=$2 t=$3 out arg ns=${NS[$1]} addr=${TARGET[$1]} port=7000 kind=$3 cpus=$ALL_CPUS
+    local server=$ECHO_PID
+    if [ "$b" = veth ]; then server=${ECHO_VETH_PID:-}; fi
+    if [ "$t" = rr ]; then arg=$RR_N cpus=$PIN_CPU; else arg=$CR_SECONDS; fi
     if [ "$t" = fwd_cr ]; then ns=$NS_H addr=${FWD_HOST[$b]} port=${FWD_ECHO[$b]} kind=cr; fi
-    if out=$(timeout 120 ip netns exec "$ns" python3 "$tool" "$kind" "$addr" "$port" "$arg" 2>"$work/py.err") \
+    if [ "$t" = rr ]; then pin "$PIN_CPU" "${BPID[$b]}" "$server"; fi
+    if out=$(timeout 120 ip netns exec "$ns" taskset -c "$cpus" "$BENCHTOOL" "$kind" "$addr" "$port" "$arg" 2>"$work/peer.err") \
         && [ "${out:0:1}" = "{" ]; then
         echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",${out#\{}" >>"$results"
     else
-        err=$(tail -1 "$work/py.err" | tr -d "\"\\\\")
+        err=$(tail -1 "$work/peer.err" | tr -d "\"\\\\")
         echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",\"error\":\"${err:-timeout}\"}" >>"$results"
     fi
+    if [ "$t" = rr ]; then pin "$ALL_CPUS" "${BPID[$b]}" "$server"; fi
 }
 
 t_start=$SECONDS
@@ -350,7 +374,7 @@ for r in $(seq "$ROUNDS"); do
                 continue
             fi
             case $t in
-                rr|cr|fwd_cr) run_py "$b" "$r" "$t" ;;
+                rr|cr|fwd_cr) run_peer "$b" "$r" "$t" ;;
                 fwd_down|fwd_up) run_fwd_iperf "$b" "$r" "$t" ;;
                 *) run_iperf "$b" "$r" "$t" ;;
             esac
@@ -384,7 +408,7 @@ notes+=("Host side: one sandbox namespace H; servers bind 127.0.0.1 there, reach
 notes+=("slipway-s4 is the same slipway binary started through a symlink named slirp4netns with the slirp4netns row's command line (--configure --mtu=65520 --disable-dns --api-socket, forwards added with add_hostfwd): what a rootlesskit or podman user gets by swapping the binary.")
 notes+=("Port forwards (TCP forward rows): the iperf3 server and an echo server run in the guest namespace, the client in H connects to a forwarded port on H's 127.0.0.1: slipway -p 127.0.0.1:P:5201 (to 192.168.127.2), slirp4netns add_hostfwd on its API socket (to 10.0.2.100), pasta -t 127.0.0.1/P:5201 (a loopback client is spliced to the namespace's own loopback with splice(2), pasta's local bypass, not through tap0); veth: the client connects straight to the guest's 192.0.2.18. 'host→guest' is the direction of the data.")
 notes+=("All processes (iperf3 client and server, the backend) share $(nproc) CPUs, so user-mode backends compete with iperf3 for CPU; veth has no such third process.")
-notes+=("Latency and connection rate use a python3 client and echo server (bench/benchtool.py; netperf is not in Debian main), so absolute figures include interpreter overhead (about the same for every backend).")
+notes+=("Latency and connection rate use a compiled client and a single-threaded epoll echo server (bench/tool, slipway-benchtool; netperf is not in Debian main). The latency runs pin the client, the echo server and every thread of the backend process to CPU $PIN_CPU (taskset), so the p50 is the CPU work of a round trip through each stack rather than the machine's wake-up latency; the connection-rate runs are not pinned.")
 
 mkdir -p "$out"
 info="$work/info.json"
