@@ -1035,6 +1035,11 @@ fn tcp_to_the_alias_reaches_host_loopback_with_ipv6_segments_both_ways() {
     net.end_of_batch(T, &mut sim);
     let (index, sock) = sim.only_tcp();
     assert_eq!(sock.written, hello);
+    assert!(
+        from_gateway(&mut net).is_empty(),
+        "the ACK of a small segment waits"
+    );
+    net.on_timers(T + slipway_core::flows::tcp::DELAYED_ACK, &mut sim);
     let out = from_gateway(&mut net);
     assert_eq!(out.len(), 1, "{out:?}");
     let ack = out[0].tcp();

@@ -4,7 +4,7 @@
 //! listener, our SYN to the guest).
 
 use slipway_core::counters::DropReason;
-use slipway_core::flows::tcp::FORWARD_SYN_RETRIES;
+use slipway_core::flows::tcp::{DELAYED_ACK, FORWARD_SYN_RETRIES};
 use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use slipway_core::forward::parse_publish;
 use slipway_core::{Network, NetworkConfig};
@@ -42,6 +42,9 @@ struct Sim {
     default_space: usize,
     /// Clients waiting on a forward's listener (its kernel backlog).
     backlog: VecDeque<SocketAddr>,
+    /// System calls the engine would have made: peeks and reads of the send space.
+    peeks: usize,
+    space_reads: usize,
 }
 
 impl Sim {
@@ -101,6 +104,7 @@ impl HostSockets for Sim {
         offset: usize,
         bufs: &mut [IoSliceMut<'_>],
     ) -> io::Result<usize> {
+        self.peeks += 1;
         let s = self.tcp.get_mut(&id.index).unwrap();
         if offset >= s.queue.len() {
             return if s.eof {
@@ -135,6 +139,7 @@ impl HostSockets for Sim {
         Ok(())
     }
     fn tcp_send_space(&mut self, id: SocketRef) -> usize {
+        self.space_reads += 1;
         self.tcp.get(&id.index).map_or(0, |s| s.send_space)
     }
     fn tcp_shutdown_write(&mut self, id: SocketRef) {
@@ -389,17 +394,22 @@ fn data_both_ways_and_orderly_close() {
     let mut h = Harness::new(1500);
     h.establish();
     h.data(b"GET / HTTP/1.0\r\n\r\n");
-    let acks = h.take();
-    assert_eq!(acks.len(), 1, "one ACK per flow per batch");
-    assert_eq!(acks[0].ack, h.guest_seq);
+    assert!(
+        h.take().is_empty(),
+        "a small request's ACK waits for the answer"
+    );
     assert_eq!(h.sim.only().written, b"GET / HTTP/1.0\r\n\r\n");
 
-    // 10 kB from the host arrives in MSS-sized segments with PSH on the last.
+    // 10 kB from the host arrives in MSS-sized segments with PSH on the last; they carry the
+    // ACK of the request.
     let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
     h.sim.only().queue.extend(body.iter().copied());
     h.socket_event(true, false);
     let segs = h.take();
     assert_eq!(segs.len(), 7);
+    assert!(segs.iter().all(|s| s.ack == h.guest_seq));
+    h.advance(DELAYED_ACK);
+    assert!(h.take().is_empty(), "the delayed ACK rode on the data");
     assert!(segs.iter().take(6).all(|s| s.payload.len() == 1460));
     assert_eq!(segs.last().unwrap().flags & tcp::PSH, tcp::PSH);
     let mut got = Vec::new();
@@ -690,7 +700,8 @@ fn idle_flows_are_reset_after_the_idle_timeout() {
     let mut h = Harness::new(1500);
     h.establish();
     h.data(b"x");
-    h.take();
+    h.advance(DELAYED_ACK);
+    assert_eq!(h.take().len(), 1, "the delayed ACK");
     h.advance(Duration::from_secs(3600));
     assert!(h.take().is_empty());
     assert_eq!(h.net.tcp().flow_count(), 1, "an hour of silence is fine");
@@ -840,6 +851,11 @@ fn forwarded_client_becomes_a_flow_that_starts_with_our_syn() {
     // Guest → host client.
     h.data(b"hello from the guest");
     assert_eq!(h.sim.only().written, b"hello from the guest");
+    assert!(
+        h.take().is_empty(),
+        "a small segment's ACK waits for an answer"
+    );
+    h.advance(DELAYED_ACK);
     assert_eq!(h.take().last().unwrap().ack, h.guest_seq);
 }
 
@@ -1010,4 +1026,114 @@ fn gateway_port_80_is_the_guest_api_only_when_enabled() {
             assert_eq!(out[0].flags, tcp::RST | tcp::ACK);
         }
     }
+}
+
+#[test]
+fn small_segments_get_a_delayed_ack_and_everything_else_an_immediate_one() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    // Two small segments within the delay: one ACK for both, after DELAYED_ACK.
+    h.data(b"ab");
+    h.advance(DELAYED_ACK / 2);
+    assert!(h.take().is_empty());
+    h.data(b"cd");
+    assert!(h.take().is_empty());
+    h.advance(DELAYED_ACK / 2);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].flags, out[0].ack), (tcp::ACK, h.guest_seq));
+    h.advance(DELAYED_ACK);
+    assert!(h.take().is_empty(), "the ACK is not sent twice");
+
+    // A full segment is ACKed at the end of its batch.
+    h.data(&[7u8; 1460]);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, h.guest_seq);
+
+    // A retransmission of data already received is ACKed at once (the guest waits for it).
+    let old = h.guest_seq.wrapping_sub(1460);
+    h.send(tcp::ACK | tcp::PSH, old, &[7u8; 1460], None);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, h.guest_seq);
+
+    // A small segment with FIN: ACKed at once.
+    let seq = h.guest_seq;
+    h.send(tcp::ACK | tcp::PSH | tcp::FIN, seq, b"bye", None);
+    h.guest_seq = h.guest_seq.wrapping_add(4);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, h.guest_seq);
+    assert!(h.sim.only().shut_wr);
+    assert_eq!(h.sim.only().written.len(), 4 + 1460 + 3);
+}
+
+#[test]
+fn a_small_segment_is_acked_at_once_when_the_guest_has_used_half_the_window() {
+    let mut h = Harness::new(1500);
+    h.sim.default_space = 1000;
+    h.establish();
+    h.data(&[1u8; 600]);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].ack, h.guest_seq);
+}
+
+#[test]
+fn a_request_response_round_trip_costs_one_frame_each_way_and_one_peek() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    let (peeks, reads) = (h.sim.peeks, h.sim.space_reads);
+    for i in 0..50u8 {
+        h.data(&[i]);
+        assert!(
+            h.take().is_empty(),
+            "round {i}: the ACK waits for the answer"
+        );
+        h.sim.only().queue.push_back(i ^ 0xff);
+        // The kernel reports a socket with room writable on every readiness event.
+        h.socket_event(true, true);
+        let out = h.take();
+        assert_eq!(out.len(), 1, "round {i}: {out:?}");
+        assert_eq!(
+            (out[0].payload.as_slice(), out[0].ack),
+            (&[i ^ 0xff][..], h.guest_seq)
+        );
+        h.guest_ack = h.guest_ack.wrapping_add(1);
+    }
+    h.ack();
+    assert!(
+        h.sim.only().queue.is_empty(),
+        "every answer acknowledged and discarded"
+    );
+    assert_eq!(
+        h.sim.peeks - peeks,
+        50,
+        "one peek per answer, none per request"
+    );
+    assert!(
+        h.sim.space_reads - reads <= 2,
+        "the send space is estimated, not read per segment: {} reads",
+        h.sim.space_reads - reads
+    );
+    assert_eq!(h.sim.only().written, (0..50).collect::<Vec<u8>>());
+}
+
+#[test]
+fn a_guest_told_a_small_window_hears_when_the_socket_drains() {
+    let mut h = Harness::new(1500);
+    h.sim.default_space = 2000;
+    h.establish();
+    h.data(&[1u8; 1460]);
+    let out = h.take();
+    // (The guest's SYN offered window scaling: our windows are in units of 128 bytes.)
+    assert_eq!(out.last().unwrap().window, 540 >> 7, "{out:?}");
+    // The host application reads: room again, and the writable event says so.
+    h.sim.only().send_space = 1 << 20;
+    h.socket_event(false, true);
+    h.net.end_of_batch(h.now, &mut h.sim);
+    let out = h.take();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(u32::from(out[0].window) << 7, 1 << 20);
 }

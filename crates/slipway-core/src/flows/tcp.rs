@@ -28,7 +28,12 @@
 //!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
 //!   the socket is closed and the flow freed (the guest keeps TIME_WAIT). Guest RST → abortive
 //!   close; host error → RST to the guest.
-//! - ACKs for guest data are sent once per flow per batch ([`TcpEngine::flush_acks`]).
+//! - ACKs for guest data are sent once per flow per batch ([`TcpEngine::flush_acks`]). The ACK
+//!   of a small segment (less than one MSS since our last ACK, all of it written, a window far
+//!   from full) waits up to [`DELAYED_ACK`] for host data to ride on, as a request's answer
+//!   usually does: a round trip then costs the guest one frame, not two. (pasta delays its ACKs
+//!   up to 10 ms, BSD stacks and so slirp up to 200 ms; one millisecond bounds what a guest that
+//!   waits for the ACK — Nagle — can lose.)
 //! - Port forwards are the mirror image ([`TcpEngine::accept_forwarded`]): a client accepted on a
 //!   host listener becomes a flow that starts with our SYN to the guest, from the client's address
 //!   as the guest sees it. The guest's SYN-ACK establishes it (its MSS and window scale are taken
@@ -46,7 +51,8 @@ use crate::frames::{self, Unreachable};
 use crate::switch::Switch;
 use crate::tx::TxQueue;
 use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -91,6 +97,11 @@ pub const MAX_SEGMENTS_PER_PEEK: usize = 32;
 pub const TIMER_TICK: Duration = Duration::from_millis(5);
 /// How often a flow whose advertised window is closed checks the socket for space.
 pub const WINDOW_POLL: Duration = Duration::from_millis(5);
+/// What one write to a host socket is assumed to cost its send buffer beyond its payload (the
+/// kernel counts buffer memory, not bytes; a small write's buffer is about 1 KiB).
+const WRITE_OVERHEAD: usize = 4096;
+/// How long the ACK of a small guest segment may wait for host data to ride on.
+pub const DELAYED_ACK: Duration = Duration::from_millis(1);
 /// The MSS assumed when a guest SYN carries none (RFC 9293).
 const DEFAULT_GUEST_MSS: u16 = 536;
 /// SYNs sent to a guest for a forwarded connection before the client is reset (with the RTO
@@ -162,8 +173,19 @@ struct TcpFlow {
     deadline: Option<Duration>,
     in_timer_list: bool,
     ack_owed: bool,
+    /// Guest bytes written to the socket since our last ACK (of any kind) went out.
+    rcv_unacked: u32,
+    /// The owed ACK waits in [`TcpEngine::delack`] for host data to carry it.
+    delack_pending: bool,
     in_push_list: bool,
     last_window_sent: u32,
+    /// The socket's free send space as last read, less what was written since (charged with
+    /// [`WRITE_OVERHEAD`] each): a lower bound of the real space, so advertising it never
+    /// promises room the kernel lacks. `None`: read it again (at start, when it fell below half
+    /// of the value read, after a refused write, and whenever a guest may be waiting for room).
+    space: Cell<Option<u32>>,
+    /// The value `space` was last read as.
+    space_read: Cell<u32>,
     /// The host socket refused part of the guest's data: when it becomes writable again, the
     /// guest gets a window update and duplicate ACKs so it retransmits at once.
     write_blocked: bool,
@@ -172,6 +194,11 @@ struct TcpFlow {
     /// The host peer closed its side (the event loop saw a read hang-up): peek until end of
     /// stream instead of stopping at a short read.
     host_rdhup: bool,
+    /// A peek came back short at `snd_max`: the socket holds nothing more to send until its
+    /// next readable event (edge-triggered readiness reports every arrival after the peek).
+    /// True from the start: a socket is registered before anything can arrive on it, or (an
+    /// accepted one) reports what it already holds when registered.
+    host_drained: bool,
     ident: u16,
     opened: Duration,
     bytes_from_guest: u64,
@@ -218,11 +245,16 @@ impl TcpFlow {
             deadline: None,
             in_timer_list: false,
             ack_owed: false,
+            rcv_unacked: 0,
+            delack_pending: false,
             in_push_list: false,
             last_window_sent: 0,
+            space: Cell::new(None),
+            space_read: Cell::new(0),
             write_blocked: false,
             last_activity: now,
             host_rdhup: false,
+            host_drained: true,
             ident: 0,
             opened: now,
             bytes_from_guest: 0,
@@ -241,6 +273,31 @@ impl TcpFlow {
 
     fn in_flight(&self) -> u32 {
         self.snd_nxt.wrapping_sub(self.snd_una)
+    }
+
+    /// `n` bytes were written to the socket: take them (and their buffer overhead) off the
+    /// space estimate, or drop it once it fell below half of what was read.
+    fn spend_space(&self, n: usize) {
+        if let Some(space) = self.space.get() {
+            let cost = n.saturating_add(n / 4).saturating_add(WRITE_OVERHEAD);
+            let left = space.saturating_sub(cost.min(u32::MAX as usize) as u32);
+            let keep = left > 0 && left >= self.space_read.get() / 2;
+            self.space.set(keep.then_some(left));
+        }
+    }
+
+    /// The owed ACK may wait [`DELAYED_ACK`] for host data to carry it: an established flow got
+    /// less than one segment of new data since our last ACK, wrote all of it, has not seen the
+    /// guest's FIN, and has used at most half of the window we last told it. Everything else (a
+    /// full segment, a retransmission, a window probe, a gap, a FIN) is ACKed at the end of the
+    /// batch.
+    fn may_delay_ack(&self) -> bool {
+        self.state == State::Established
+            && !self.guest_fin
+            && !self.write_blocked
+            && self.rcv_unacked > 0
+            && self.rcv_unacked < u32::from(self.mss)
+            && self.rcv_unacked <= self.last_window_sent / 2
     }
     /// Bytes already sent past `snd_una` that are still in the socket (excludes our FIN).
     fn data_offset(&self) -> usize {
@@ -280,6 +337,10 @@ pub struct TcpEngine {
     pending_connects: usize,
     timer_list: Vec<u32>,
     ack_list: Vec<u32>,
+    /// Delayed ACKs in the order they were deferred, with when each is due (all wait
+    /// [`DELAYED_ACK`], so the front is the earliest). Entries of flows that sent data meanwhile
+    /// (the ACK rode on it) are skipped when they come due.
+    delack: VecDeque<(u32, Duration)>,
     push_list: Vec<u32>,
     rng: u64,
     next_deadline: Option<Duration>,
@@ -307,6 +368,7 @@ impl TcpEngine {
             pending_connects: 0,
             timer_list: Vec::new(),
             ack_list: Vec::new(),
+            delack: VecDeque::new(),
             push_list: Vec::new(),
             rng: seed | 1,
             next_deadline: None,
@@ -594,6 +656,8 @@ impl TcpEngine {
         f.state = State::SynAckSent;
         f.deadline = Some(ctx.now + f.rto);
         let window = window_for(sockets, index, f);
+        // The window of a SYN is never scaled.
+        f.last_window_sent = window.min(65535);
         send_syn(ctx, f, window);
         self.arm(index);
     }
@@ -631,9 +695,13 @@ impl TcpEngine {
         readable: bool,
         writable: bool,
     ) {
-        let Some(f) = self.slots.get(index as usize).and_then(|s| s.as_ref()) else {
+        let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) else {
             return;
         };
+        if readable {
+            f.host_drained = false;
+        }
+        let f = &*f;
         match f.state {
             State::Connecting => {
                 if !writable && !readable {
@@ -646,7 +714,11 @@ impl TcpEngine {
             }
             State::SynSent | State::SynAckSent => {}
             State::Established => {
-                if writable {
+                // Every readiness event of a socket with room reports it writable. Only a guest
+                // that may be waiting for room needs the socket's free space read again: one
+                // whose write was refused, or that was told less than two segments.
+                if writable && (f.write_blocked || f.last_window_sent < 2 * u32::from(f.mss)) {
+                    f.space.set(None);
                     let window = window_for(sockets, index, f);
                     if f.write_blocked && window > 0 {
                         // Space again after a refused write: a window update, then three
@@ -871,11 +943,20 @@ impl TcpEngine {
             match sockets.tcp_write(Self::sock(index), data) {
                 Ok(n) => {
                     f.rcv_nxt = f.rcv_nxt.wrapping_add(n as u32);
+                    f.rcv_unacked = f.rcv_unacked.saturating_add(n as u32);
                     f.bytes_from_guest += n as u64;
                     all_data_in = n == data.len();
                     f.write_blocked |= !all_data_in;
+                    if all_data_in {
+                        f.spend_space(n);
+                    } else {
+                        f.space.set(None);
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => f.write_blocked = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    f.write_blocked = true;
+                    f.space.set(None);
+                }
                 Err(_) => {
                     self.host_error(ctx, sockets, index);
                     return;
@@ -936,6 +1017,11 @@ impl TcpEngine {
                 at_end = true;
                 break;
             }
+            if f.host_drained && f.snd_nxt == f.snd_max && !f.host_rdhup {
+                // Nothing new since the last short peek (a guest ACK or window update calls
+                // here too): spare the system call.
+                break;
+            }
             let want = room.min(mss * MAX_SEGMENTS_PER_PEEK);
             let nseg = want.div_ceil(mss);
             let arena = ctx.tx.reserve(nseg * stride);
@@ -962,6 +1048,7 @@ impl TcpEngine {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     ctx.tx.finish(0);
+                    f.host_drained = f.snd_nxt == f.snd_max;
                     break;
                 }
                 Err(_) => {
@@ -1017,6 +1104,7 @@ impl TcpEngine {
             }
             f.last_window_sent = window;
             f.ack_owed = false;
+            f.rcv_unacked = 0;
             f.last_activity = ctx.now;
             if f.deadline.is_none() {
                 f.deadline = Some(ctx.now + f.rto);
@@ -1029,6 +1117,7 @@ impl TcpEngine {
             // once more so the end of stream that came with the data is seen now. (A resend
             // that reached a known end loops once more to send the FIN.)
             if n < want && !f.host_rdhup && f.fin_seq.is_none() {
+                f.host_drained = f.snd_nxt == f.snd_max;
                 break;
             }
         }
@@ -1048,6 +1137,7 @@ impl TcpEngine {
                 f.snd_max = f.snd_nxt;
             }
             f.ack_owed = false;
+            f.rcv_unacked = 0;
             if f.deadline.is_none() {
                 f.deadline = Some(ctx.now + f.rto);
             }
@@ -1114,7 +1204,8 @@ impl TcpEngine {
         }
     }
 
-    /// Send the ACKs owed for guest data received in this batch (one per flow).
+    /// Send the ACKs owed for guest data received in this batch (one per flow), or defer the
+    /// ACK of a small segment by [`DELAYED_ACK`] so that the answer to it carries the ACK.
     pub fn flush_acks(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) {
         let mut list = std::mem::take(&mut self.ack_list);
         for &index in &list {
@@ -1124,22 +1215,33 @@ impl TcpEngine {
             if !f.ack_owed {
                 continue;
             }
-            f.ack_owed = false;
-            let window = window_for(sockets, index, f);
-            f.last_window_sent = window;
-            send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
-            if window < u32::from(f.mss) && f.deadline.is_none() {
-                // The kernel only signals writability after a refused write; poll for space
-                // so the guest learns when its window opens.
-                f.deadline = Some(ctx.now + WINDOW_POLL);
-                if !f.in_timer_list {
-                    f.in_timer_list = true;
-                    self.timer_list.push(index);
+            if f.may_delay_ack() {
+                if !f.delack_pending {
+                    f.delack_pending = true;
+                    self.delack.push_back((index, ctx.now + DELAYED_ACK));
                 }
+                continue;
             }
+            send_owed_ack(ctx, sockets, index, f, &mut self.timer_list);
         }
         list.clear();
         self.ack_list = list;
+    }
+
+    /// Send the delayed ACKs that came due and were not carried by data meanwhile.
+    fn send_delayed_acks(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) {
+        while let Some(&(index, due)) = self.delack.front() {
+            if due > ctx.now {
+                break;
+            }
+            self.delack.pop_front();
+            let Some(f) = self.slots[index as usize].as_mut() else {
+                continue;
+            };
+            if std::mem::take(&mut f.delack_pending) && f.ack_owed {
+                send_owed_ack(ctx, sockets, index, f, &mut self.timer_list);
+            }
+        }
     }
 
     /// Resume flows that stopped because the TX budget ran out (call after a flush).
@@ -1163,11 +1265,20 @@ impl TcpEngine {
 
     /// The earliest time [`on_timers`](Self::on_timers) has work to do.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.next_deadline
+        match (self.next_deadline, self.delack.front()) {
+            (Some(d), Some(&(_, due))) => Some(d.min(due)),
+            (d, None) => d,
+            (None, Some(&(_, due))) => Some(due),
+        }
     }
 
-    /// Run expired timers: connect timeouts, SYN-ACK and data retransmission, window probes.
+    /// Run expired timers: delayed ACKs, connect timeouts, SYN-ACK and data retransmission,
+    /// window probes.
     pub fn on_timers(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets) {
+        self.send_delayed_acks(ctx, sockets);
+        if self.next_deadline.is_none_or(|d| d > ctx.now) {
+            return; // only delayed ACKs were due
+        }
         let list = std::mem::take(&mut self.timer_list);
         let mut keep = Vec::with_capacity(list.len());
         let mut next: Option<Duration> = None;
@@ -1214,6 +1325,7 @@ impl TcpEngine {
                 }
                 State::Established if f.in_flight() == 0 && f.guest_wnd > 0 => {
                     // Window poll: tell the guest if the socket has room again.
+                    f.space.set(None);
                     let window = window_for(sockets, index, f);
                     f.deadline = None;
                     if window > f.last_window_sent {
@@ -1348,8 +1460,43 @@ fn update_rtt(f: &mut TcpFlow, sample: Duration, rto_min: Duration, rto_max: Dur
     f.rto = (srtt + (f.rttvar * 4).max(Duration::from_millis(1))).clamp(rto_min, rto_max);
 }
 
+/// Our ACK of what the guest sent: the current window, and a poll for space if it is closed.
+fn send_owed_ack(
+    ctx: &mut TcpCtx<'_>,
+    sockets: &mut dyn HostSockets,
+    index: u32,
+    f: &mut TcpFlow,
+    timer_list: &mut Vec<u32>,
+) {
+    f.ack_owed = false;
+    f.rcv_unacked = 0;
+    let window = window_for(sockets, index, f);
+    f.last_window_sent = window;
+    send_control(ctx, f, f.snd_nxt, tcp::ACK, window);
+    if window < u32::from(f.mss) && f.deadline.is_none() {
+        // The kernel only signals writability after a refused write; poll for space so the
+        // guest learns when its window opens.
+        f.deadline = Some(ctx.now + WINDOW_POLL);
+        if !f.in_timer_list {
+            f.in_timer_list = true;
+            timer_list.push(index);
+        }
+    }
+}
+
+/// The window to advertise: the socket's free send space (from the estimate while it holds).
 fn window_for(sockets: &mut dyn HostSockets, index: u32, f: &TcpFlow) -> u32 {
-    let space = sockets.tcp_send_space(TcpEngine::sock(index)) as u32;
+    let space = match f.space.get() {
+        Some(space) => space,
+        None => {
+            let space = sockets
+                .tcp_send_space(TcpEngine::sock(index))
+                .min(u32::MAX as usize) as u32;
+            f.space.set(Some(space));
+            f.space_read.set(space);
+            space
+        }
+    };
     space.min(65535u32 << f.our_wscale)
 }
 
