@@ -18,7 +18,7 @@ use crate::dns_forwarder::{DnsClient, DnsForwarder, DnsReply};
 use crate::link::{GuestLink, LinkListener, LinkStatus, QemuLink, StdioLink};
 use crate::pcap::PcapWriter;
 use crate::sockets::ForwardBindError;
-use crate::sockets::{socket_ref, HostSocketTable};
+use crate::sockets::{socket_ref, HostSocketTable, DISCARD_FLUSH_INTERVAL};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slipway_core::network::ForwardError;
 use slipway_core::tx::TxDest;
@@ -87,6 +87,8 @@ pub struct Driver {
     /// Forwards whose listener is closed until their guest returns.
     suspended: Vec<u32>,
     next_resume_check: Duration,
+    /// When deferred discards of acknowledged host data are next flushed.
+    next_discard_flush: Duration,
 }
 
 /// How often suspended forwards look for their guest.
@@ -137,6 +139,7 @@ impl Driver {
             unpublish_while_away: false,
             suspended: Vec::new(),
             next_resume_check: Duration::ZERO,
+            next_discard_flush: Duration::ZERO,
         })
     }
 
@@ -592,15 +595,16 @@ impl Driver {
                 .iter()
                 .flatten()
                 .any(|s| s.link.has_pending_output());
+            let mut deadline = self.net.next_deadline();
+            if self.sockets.has_deferred_discards() {
+                deadline = deadline.min(self.next_discard_flush);
+            }
             let timeout = if busy {
                 Duration::ZERO
             } else if backlog {
                 OUTPUT_RETRY
             } else {
-                self.net
-                    .next_deadline()
-                    .saturating_sub(now)
-                    .min(Duration::from_millis(500))
+                deadline.saturating_sub(now).min(Duration::from_millis(500))
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -675,6 +679,10 @@ impl Driver {
                 self.net.on_timers(now, &mut self.sockets);
             }
             self.flush();
+            if now >= self.next_discard_flush {
+                self.next_discard_flush = now + DISCARD_FLUSH_INTERVAL;
+                self.sockets.flush_deferred_discards();
+            }
             if !self.ping_hint_logged && self.net.ping_refused_by_host() {
                 self.ping_hint_logged = true;
                 tracing::warn!(

@@ -6,7 +6,15 @@
 //! peeked, never read: with `SO_PEEK_OFF` (TCP from Linux 6.9, unix sockets always) the kernel
 //! keeps the peek offset and one `recvmsg(MSG_PEEK)` scatters new bytes straight into frame
 //! payloads; without it, the already-sent prefix is peeked into a scratch buffer and skipped.
-//! Acknowledged bytes are dropped with `recv(MSG_TRUNC)`.
+//! Acknowledged bytes are dropped with `recv(MSG_TRUNC)`, in batches: an acknowledgment of
+//! less than [`DISCARD_BATCH_BYTES`] only moves the offset at which the next peek starts, until
+//! [`DISCARD_BATCH_COUNT`] of them are pending or [`HostSocketTable::flush_deferred_discards`]
+//! runs (the event loop calls it every [`DISCARD_FLUSH_INTERVAL`]). A request/response exchange
+//! then costs one system call fewer per round trip, and a socket holds at most that much
+//! acknowledged data for at most that long.
+//!
+//! A socket is closed without `EPOLL_CTL_DEL`: closing its only descriptor removes it from the
+//! epoll set.
 //!
 //! Port forwards' listeners live here too, registered readable under `SocketRef { kind:
 //! Listener, index: forward id }`: a TCP listener's clients are accepted straight into the flow
@@ -61,7 +69,19 @@ struct TcpSock {
     is_tcp: bool,
     /// The kernel's peek offset as we last left it; None when SO_PEEK_OFF is unavailable.
     peek_off: Option<usize>,
+    /// Acknowledged bytes still at the head of the receive queue (a deferred discard); the
+    /// engine's peek offsets count from behind them.
+    undiscarded: usize,
+    /// Acknowledgments folded into `undiscarded`.
+    deferred: u8,
 }
+
+/// An acknowledgment of at least this much is discarded at once.
+pub const DISCARD_BATCH_BYTES: usize = 64 * 1024;
+/// This many smaller acknowledgments are discarded together.
+pub const DISCARD_BATCH_COUNT: u8 = 8;
+/// The longest a deferred discard waits.
+pub const DISCARD_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Hands the guest's end of a DNS-over-TCP connection to the DNS service.
 pub type DnsTcpHandler = Box<dyn FnMut(UnixStream)>;
@@ -83,6 +103,9 @@ pub struct HostSocketTable {
     /// destinations other than loopback.
     outbound_v4: Option<std::net::Ipv4Addr>,
     outbound_v6: Option<std::net::Ipv6Addr>,
+    /// TCP sockets that may hold a deferred discard (an entry per deferral that started one;
+    /// entries of sockets closed since are harmless).
+    deferred_discards: Vec<u32>,
 }
 
 /// Hands a guest's connection to the gateway's API port (and the guest's address) to the API.
@@ -192,7 +215,26 @@ impl HostSocketTable {
             guest_api: None,
             outbound_v4: None,
             outbound_v6: None,
+            deferred_discards: Vec::new(),
         }
+    }
+
+    /// True when some socket holds acknowledged data not yet discarded.
+    pub fn has_deferred_discards(&self) -> bool {
+        !self.deferred_discards.is_empty()
+    }
+
+    /// Discard every deferred acknowledgment now.
+    pub fn flush_deferred_discards(&mut self) {
+        let mut list = std::mem::take(&mut self.deferred_discards);
+        for &index in &list {
+            if let Some(sock) = self.tcp.get_mut(index as usize).and_then(|s| s.as_mut()) {
+                // An error surfaces as the socket's next readiness event.
+                let _ = discard_now(sock, &mut self.scratch);
+            }
+        }
+        list.clear();
+        self.deferred_discards = list;
     }
 
     /// Outgoing sockets to non-loopback destinations bind to these local addresses first.
@@ -369,6 +411,8 @@ impl HostSocketTable {
             fd,
             is_tcp,
             peek_off: peek.then_some(0),
+            undiscarded: 0,
+            deferred: 0,
         });
         Ok(())
     }
@@ -489,6 +533,7 @@ impl HostSockets for HostSocketTable {
             .and_then(|s| s.as_mut())
             .ok_or_else(not_open)?;
         let fd = sock.fd.as_raw_fd();
+        let offset = offset + sock.undiscarded;
         if let Some(current) = sock.peek_off {
             if current != offset {
                 let v = offset as libc::c_int;
@@ -559,43 +604,15 @@ impl HostSockets for HostSocketTable {
             .get_mut(id.index as usize)
             .and_then(|s| s.as_mut())
             .ok_or_else(not_open)?;
-        let fd = sock.fd.as_raw_fd();
-        let mut left = len;
-        while left > 0 {
-            let n = if sock.is_tcp {
-                // SAFETY: on TCP, MSG_TRUNC with a null buffer drops bytes from the receive queue.
-                cvt(unsafe {
-                    libc::recv(
-                        fd,
-                        std::ptr::null_mut(),
-                        left,
-                        libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                    )
-                })?
-            } else {
-                // Unix streams have no discard: read into scratch space.
-                let chunk = left.min(1 << 16);
-                self.scratch.resize(chunk.max(self.scratch.len()), 0);
-                // SAFETY: valid fd; scratch holds at least `chunk` bytes.
-                cvt(unsafe {
-                    libc::recv(
-                        fd,
-                        self.scratch.as_mut_ptr() as *mut libc::c_void,
-                        chunk,
-                        libc::MSG_DONTWAIT,
-                    )
-                })?
-            };
-            if n == 0 {
-                break;
+        sock.undiscarded += len;
+        sock.deferred = sock.deferred.saturating_add(1);
+        if sock.undiscarded < DISCARD_BATCH_BYTES && sock.deferred < DISCARD_BATCH_COUNT {
+            if sock.deferred == 1 {
+                self.deferred_discards.push(id.index);
             }
-            left -= n.min(left);
+            return Ok(());
         }
-        // The kernel moves the peek offset back by what was consumed.
-        if let Some(off) = sock.peek_off.as_mut() {
-            *off = off.saturating_sub(len);
-        }
-        Ok(())
+        discard_now(sock, &mut self.scratch)
     }
 
     fn tcp_send_space(&mut self, id: SocketRef) -> usize {
@@ -635,8 +652,8 @@ impl HostSockets for HostSocketTable {
 
     fn tcp_close(&mut self, id: SocketRef, abort: bool) {
         if let Some(s) = self.tcp.get_mut(id.index as usize).and_then(|s| s.take()) {
+            // No EPOLL_CTL_DEL: dropping the only descriptor takes it out of the epoll set.
             let fd = s.fd.as_raw_fd();
-            self.deregister(fd);
             if abort {
                 let l = libc::linger {
                     l_onoff: 1,
@@ -763,6 +780,49 @@ impl HostSockets for HostSocketTable {
 }
 
 /// The fd of an open datagram socket in `table`.
+/// Drop a socket's acknowledged bytes (`undiscarded`) from its receive queue.
+fn discard_now(sock: &mut TcpSock, scratch: &mut Vec<u8>) -> io::Result<()> {
+    let len = std::mem::take(&mut sock.undiscarded);
+    sock.deferred = 0;
+    let fd = sock.fd.as_raw_fd();
+    let mut left = len;
+    while left > 0 {
+        let n = if sock.is_tcp {
+            // SAFETY: on TCP, MSG_TRUNC with a null buffer drops bytes from the receive queue.
+            cvt(unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::null_mut(),
+                    left,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            })?
+        } else {
+            // Unix streams have no discard: read into scratch space.
+            let chunk = left.min(1 << 16);
+            scratch.resize(chunk.max(scratch.len()), 0);
+            // SAFETY: valid fd; scratch holds at least `chunk` bytes.
+            cvt(unsafe {
+                libc::recv(
+                    fd,
+                    scratch.as_mut_ptr() as *mut libc::c_void,
+                    chunk,
+                    libc::MSG_DONTWAIT,
+                )
+            })?
+        };
+        if n == 0 {
+            break;
+        }
+        left -= n.min(left);
+    }
+    // The kernel moves the peek offset back by what was consumed.
+    if let Some(off) = sock.peek_off.as_mut() {
+        *off = off.saturating_sub(len);
+    }
+    Ok(())
+}
+
 fn fd_in(table: &[Option<OwnedFd>], id: SocketRef) -> io::Result<RawFd> {
     table
         .get(id.index as usize)
@@ -853,6 +913,81 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0, "end of stream after all data");
         table.tcp_close(id, false);
+    }
+
+    /// Bytes in a socket's receive queue (SIOCINQ).
+    fn queued(table: &HostSocketTable, id: SocketRef) -> usize {
+        let fd = table.tcp[id.index as usize]
+            .as_ref()
+            .unwrap()
+            .fd
+            .as_raw_fd();
+        let mut n: libc::c_int = 0;
+        // SAFETY: valid fd; FIONREAD writes one c_int.
+        assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }, 0);
+        n as usize
+    }
+
+    #[test]
+    fn small_discards_are_deferred_and_batched_without_moving_the_stream() {
+        let poll = mio::Poll::new().unwrap();
+        let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let id = SocketRef {
+            kind: FlowKind::Tcp,
+            index: 1,
+        };
+        table.open_tcp_fd(id, OwnedFd::from(ours), false).unwrap();
+        let data: Vec<u8> = (0..100u8).collect();
+        theirs.write_all(&data).unwrap();
+        // Acknowledge one byte at a time: the first DISCARD_BATCH_COUNT - 1 stay queued.
+        let mut head = 0usize;
+        for _ in 0..DISCARD_BATCH_COUNT - 1 {
+            table.tcp_discard(id, 1).unwrap();
+            head += 1;
+            let mut b = [0u8; 4];
+            let n = table
+                .tcp_peek(id, 0, &mut [IoSliceMut::new(&mut b)])
+                .unwrap();
+            assert_eq!(
+                &b[..n],
+                &data[head..head + 4],
+                "peeks start behind the deferred bytes"
+            );
+        }
+        assert_eq!(queued(&table, id), 100, "nothing discarded yet");
+        assert!(table.has_deferred_discards());
+        table.tcp_discard(id, 1).unwrap();
+        head += 1;
+        assert_eq!(queued(&table, id), 100 - head, "the batch went at once");
+        // A flush drops what is pending; the stream position is unchanged.
+        table.tcp_discard(id, 2).unwrap();
+        head += 2;
+        assert_eq!(queued(&table, id), 100 - head + 2);
+        table.flush_deferred_discards();
+        assert!(!table.has_deferred_discards());
+        assert_eq!(queued(&table, id), 100 - head);
+        let mut b = [0u8; 4];
+        let n = table
+            .tcp_peek(id, 1, &mut [IoSliceMut::new(&mut b)])
+            .unwrap();
+        assert_eq!(&b[..n], &data[head + 1..head + 5]);
+        // A large acknowledgment is discarded at once.
+        let big = vec![7u8; DISCARD_BATCH_BYTES];
+        theirs.set_nonblocking(false).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| theirs.write_all(&big).unwrap());
+            let mut got = 0;
+            while got < DISCARD_BATCH_BYTES + 100 - head {
+                got = queued(&table, id);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        table.tcp_discard(id, DISCARD_BATCH_BYTES).unwrap();
+        assert_eq!(queued(&table, id), 100 - head);
+        table.tcp_close(id, false);
+        assert_eq!(table.deferred_discards.len(), 0);
     }
 
     #[test]
