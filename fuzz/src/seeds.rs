@@ -66,6 +66,7 @@ pub fn tcp_frame(
         ack,
         flags,
         window: 64240,
+        sack: Default::default(),
         syn_options: opts,
     };
     let mut f = vec![0u8; ETH_IP_LEN + h.header_len() + payload.len()];
@@ -216,6 +217,7 @@ pub fn tcp6_frame(
         ack,
         flags,
         window: 64800,
+        sack: Default::default(),
         syn_options: opts,
     };
     let at = frames::ETH_IP6_LEN + h.header_len();
@@ -390,6 +392,7 @@ pub fn wire_ethernet_stack() -> Vec<(&'static str, Vec<u8>)> {
     let syn = Some(SynOptions {
         mss: Some(1460),
         window_scale: Some(7),
+        sack_permitted: false,
     });
     vec![
         ("arp_request", arp_request(GATEWAY)),
@@ -565,6 +568,7 @@ pub fn network_tcp_session() -> Vec<u8> {
     let syn = Some(SynOptions {
         mss: Some(1460),
         window_scale: Some(7),
+        sack_permitted: false,
     });
     let mut s = vec![0u8];
     frame_op(
@@ -601,6 +605,7 @@ pub fn network_tcp6_session() -> Vec<u8> {
     let syn = Some(SynOptions {
         mss: Some(1440),
         window_scale: Some(7),
+        sack_permitted: false,
     });
     let seg =
         |flags, payload: &[u8], opts| tcp6_frame(ALIAS6, 40000, 8080, 0, 0, flags, opts, payload);
@@ -756,6 +761,7 @@ pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
     let syn = Some(SynOptions {
         mss: Some(1460),
         window_scale: None,
+        sack_permitted: false,
     });
     frame_op(
         &mut dns,
@@ -782,6 +788,7 @@ pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
     let syn = Some(SynOptions {
         mss: Some(536),
         window_scale: Some(2),
+        sack_permitted: false,
     });
     frame_op(
         &mut refused,

@@ -163,6 +163,7 @@ impl Guest {
             ack: if flags & tcp::ACK != 0 { self.ack } else { 0 },
             flags,
             window: 65535,
+            sack: Default::default(),
             syn_options: syn,
         };
         let len = 34 + h.header_len() + payload.len();
@@ -241,6 +242,7 @@ fn the_established_data_path_allocates_nothing_per_packet() {
         Some(SynOptions {
             mss: Some(1460),
             window_scale: Some(7),
+            sack_permitted: false,
         }),
     );
     net.on_guest_frame(now, port, &guest.frame[..n], &mut sim);

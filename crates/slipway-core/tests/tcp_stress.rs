@@ -1069,6 +1069,7 @@ impl GuestConn {
             ack,
             flags,
             window,
+            sack: Default::default(),
             syn_options: syn,
         };
         let hl = h.header_len();
@@ -1112,6 +1113,7 @@ impl GuestConn {
             ack: h.1,
             flags: h.2,
             window: 0,
+            sack: Default::default(),
             syn_options: None,
         };
         let mut f = vec![0u8; 34 + h.header_len()];
@@ -1132,6 +1134,7 @@ impl GuestConn {
         SynOptions {
             mss: Some(self.spec.mss),
             window_scale: if peer_scales { self.spec.wscale } else { None },
+            sack_permitted: false,
         }
     }
 

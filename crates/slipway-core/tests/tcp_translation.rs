@@ -247,6 +247,7 @@ impl Harness {
             },
             flags,
             window: self.guest_window,
+            sack: Default::default(),
             syn_options: syn_opts,
         };
         let l4 = h.header_len() + payload.len();
@@ -343,6 +344,7 @@ impl Harness {
             Some(SynOptions {
                 mss: Some(1460),
                 window_scale: Some(7),
+                sack_permitted: false,
             }),
         );
         self.guest_seq += 1;
@@ -626,6 +628,7 @@ fn large_mtu_uses_large_segments() {
         Some(SynOptions {
             mss: Some(65480),
             window_scale: Some(9),
+            sack_permitted: false,
         }),
     );
     h.guest_seq += 1;
@@ -804,6 +807,7 @@ impl Harness {
             Some(SynOptions {
                 mss: Some(mss),
                 window_scale: wscale,
+                sack_permitted: false,
             }),
         );
         self.guest_seq += 1;

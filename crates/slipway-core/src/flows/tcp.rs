@@ -989,6 +989,7 @@ impl TcpEngine {
                         tcp::ACK
                     },
                     window: (window >> f.our_wscale).min(65535) as u16,
+                    sack: Default::default(),
                     syn_options: None,
                 };
                 f.ident = f.ident.wrapping_add(1);
@@ -1377,9 +1378,11 @@ fn send_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
         flags,
         // The window in a SYN is never scaled.
         window: window.min(65535) as u16,
+        sack: Default::default(),
         syn_options: Some(SynOptions {
             mss: Some(f.mss),
             window_scale: (f.our_wscale > 0).then_some(f.our_wscale),
+            sack_permitted: false,
         }),
     };
     push_tcp(ctx, dest, f.guest_mac, f.key, &h);
@@ -1396,6 +1399,7 @@ fn send_control(ctx: &mut TcpCtx<'_>, f: &TcpFlow, seq: u32, flags: u8, window: 
         ack: f.rcv_nxt,
         flags,
         window: (window >> f.our_wscale).min(65535) as u16,
+        sack: Default::default(),
         syn_options: None,
     };
     push_tcp(ctx, dest, f.guest_mac, f.key, &h);
@@ -1413,6 +1417,7 @@ fn send_rst_to_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow) {
         ack: f.guest_isn.wrapping_add(1),
         flags: tcp::RST | tcp::ACK,
         window: 0,
+        sack: Default::default(),
         syn_options: None,
     };
     push_tcp(ctx, dest, f.guest_mac, f.key, &h);
@@ -1442,6 +1447,7 @@ fn send_rst_for(ctx: &mut TcpCtx<'_>, guest_mac: Mac, key: FlowKey, seg: &TcpSeg
         ack,
         flags,
         window: 0,
+        sack: Default::default(),
         syn_options: None,
     };
     push_tcp(ctx, dest, guest_mac, key, &h);
