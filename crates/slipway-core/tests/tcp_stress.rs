@@ -83,7 +83,7 @@ use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, Tcp
 use slipway_core::forward::parse_publish;
 use slipway_core::tx::TxDest;
 use slipway_core::{Network, NetworkConfig};
-use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
+use slipway_wire::tcp::{self, SackBlocks, SynOptions, TcpHeader, TcpSegment};
 use slipway_wire::{ethernet, icmp, ipv4, EthernetFrame, Icmpv4Packet, Ipv4Packet};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -829,6 +829,14 @@ struct GuestSpec {
     keep_out_of_order: bool,
     /// Wait for a SYN (a forwarded connection) instead of connecting.
     passive: bool,
+    /// Offer SACK-permitted and, when both sides did, report out-of-order data in SACK blocks
+    /// (as Linux: the block of the most recently received segment first, up to 4).
+    sack: bool,
+    /// Throw the out-of-order data away after every this many out-of-order segments, though
+    /// it was SACKed (reneging, RFC 2018 §8; Linux does it under memory pressure).
+    renege_every: Option<u64>,
+    /// Add a reversed and an out-of-window SACK block to every ACK (a broken or hostile guest).
+    bogus_sack: bool,
 }
 
 impl GuestSpec {
@@ -849,6 +857,9 @@ impl GuestSpec {
             read_per_ms: None,
             keep_out_of_order: true,
             passive: false,
+            sack: true,
+            renege_every: None,
+            bogus_sack: false,
         }
     }
 }
@@ -888,6 +899,8 @@ struct GuestStats {
     /// Zero-window probes received (empty segments one below rcv_nxt).
     probes_in: u64,
     icmp_in: u64,
+    /// Times the out-of-order data was thrown away after being SACKed.
+    reneged: u64,
     frames_out: u64,
     retransmitted_segments: u64,
     timeouts: u64,
@@ -937,6 +950,11 @@ struct GuestConn {
     read: usize,
     last_read: Duration,
     out_of_order: BTreeMap<u64, (Vec<u8>, bool)>,
+    /// Both SYNs carried SACK-permitted.
+    sack_ok: bool,
+    /// Offsets of out-of-order segments as they arrived (the last is the most recent), for the
+    /// order of SACK blocks; bounded.
+    sack_recent: VecDeque<u64>,
     fin_rcvd: bool,
     /// The largest right edge ever advertised (never shrinks).
     adv_right: u64,
@@ -984,6 +1002,8 @@ impl GuestConn {
             read: 0,
             last_read: now,
             out_of_order: BTreeMap::new(),
+            sack_ok: false,
+            sack_recent: VecDeque::new(),
             fin_rcvd: false,
             adv_right: 0,
             syn_window: 0,
@@ -1062,6 +1082,11 @@ impl GuestConn {
         } else {
             0
         };
+        let sack = if flags & tcp::ACK != 0 && syn.is_none() {
+            self.sack_blocks()
+        } else {
+            SackBlocks::EMPTY
+        };
         let h = TcpHeader {
             src_port: self.spec.port,
             dst_port: self.spec.remote_port,
@@ -1069,7 +1094,7 @@ impl GuestConn {
             ack,
             flags,
             window,
-            sack: Default::default(),
+            sack,
             syn_options: syn,
         };
         let hl = h.header_len();
@@ -1091,6 +1116,43 @@ impl GuestConn {
             self.ack_owed = false;
             self.segments_unacked = 0;
         }
+    }
+
+    /// SACK blocks for an ACK: the out-of-order data as contiguous blocks, the one holding the
+    /// most recently received segment first, then the others by recency (RFC 2018 §4).
+    fn sack_blocks(&self) -> SackBlocks {
+        if !self.sack_ok {
+            return SackBlocks::EMPTY;
+        }
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (&start, (bytes, fin)) in &self.out_of_order {
+            let end = start + bytes.len() as u64 + u64::from(*fin);
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &at in self.sack_recent.iter().rev() {
+            if let Some(&b) = merged.iter().find(|b| b.0 <= at && at < b.1) {
+                if !out.contains(&b) && out.len() < 4 {
+                    out.push(b);
+                }
+            }
+        }
+        let seq = |off: u64| self.irs.wrapping_add(off as u32);
+        let mut blocks: Vec<(u32, u32)> = out.iter().map(|&(s, e)| (seq(s), seq(e))).collect();
+        if self.spec.bogus_sack {
+            // After at most two real ones: reversed, and a gigabyte beyond the window.
+            blocks.truncate(2);
+            let base = seq(self.rcv_nxt);
+            blocks.push((base.wrapping_add(3000), base.wrapping_add(1000)));
+            blocks.push((
+                base.wrapping_add(1 << 30),
+                base.wrapping_add((1 << 30) + 1000),
+            ));
+        }
+        SackBlocks::from_slice(&blocks)
     }
 
     fn send_ack(&mut self) {
@@ -1134,7 +1196,8 @@ impl GuestConn {
         SynOptions {
             mss: Some(self.spec.mss),
             window_scale: if peer_scales { self.spec.wscale } else { None },
-            sack_permitted: false,
+            // Offered in our SYN; in a SYN-ACK only if the peer offered it.
+            sack_permitted: self.spec.sack && (self.state == GState::SynSent || self.sack_ok),
         }
     }
 
@@ -1165,6 +1228,7 @@ impl GuestConn {
     /// The peer's MSS and window scale from its SYN or SYN-ACK.
     fn take_syn_options(&mut self, seg: &TcpSegment<'_>) {
         let o = seg.syn_options();
+        self.sack_ok = self.spec.sack && o.sack_permitted;
         self.peer_mss = u64::from(o.mss.unwrap_or(536));
         (self.snd_shift, self.rcv_shift) = match (o.window_scale, self.spec.wscale) {
             (Some(theirs), Some(ours)) => (theirs, ours),
@@ -1405,6 +1469,17 @@ impl GuestConn {
                 if bytes.len() >= e.0.len() {
                     *e = (bytes, fin_kept);
                 }
+                self.sack_recent.push_back(start as u64);
+                if self.sack_recent.len() > 64 {
+                    self.sack_recent.pop_front();
+                }
+                if let Some(n) = self.spec.renege_every {
+                    if self.stats.out_of_order_in % n == 0 {
+                        self.out_of_order.clear();
+                        self.sack_recent.clear();
+                        self.stats.reneged += 1;
+                    }
+                }
             }
             self.send_ack();
             return;
@@ -1446,6 +1521,7 @@ impl GuestConn {
         }
         if self.fin_rcvd {
             self.out_of_order.clear();
+            self.sack_recent.clear();
             self.stats.fin_received_at.get_or_insert(now);
             if self.spec.close == GuestClose::AfterPeerFin {
                 self.fin_queued = true;
@@ -1866,6 +1942,21 @@ impl World {
             }
             return;
         };
+        let established = matches!(flow.state, "established" | "closing");
+        if established && flags & (tcp::SYN | tcp::RST) == 0 && flags & tcp::ACK != 0 {
+            // SACK blocks that are reversed or far beyond anything sent (see `bogus_sack`).
+            let g = self.guests.iter().find(|g| {
+                g.sack_ok && g.spec.port == seg.src_port() && g.spec.remote_port == seg.dst_port()
+            });
+            if let Some(g) = g {
+                let rcv_nxt = g.irs.wrapping_add(g.rcv_nxt as u32);
+                for &(l, r) in seg.sack_blocks().as_slice() {
+                    if !seq_lt(l, r) || r.wrapping_sub(rcv_nxt) as i32 > 1 << 29 {
+                        count(DropReason::TcpBadSackBlock);
+                    }
+                }
+            }
+        }
         let carries = !seg.payload().is_empty() || flags & tcp::FIN != 0;
         if flags & (tcp::SYN | tcp::RST) != 0 || flags & tcp::ACK == 0 || !carries {
             return;
@@ -2273,6 +2364,8 @@ struct Transfer {
     limit: Duration,
     /// How the host application closes (when it sends data).
     host_close: HostClose,
+    /// The guest offers SACK (as Linux does by default).
+    sack: bool,
 }
 
 impl Transfer {
@@ -2286,6 +2379,7 @@ impl Transfer {
             mtu: 1500,
             limit,
             host_close: HostClose::AfterSending,
+            sack: true,
         }
     }
 }
@@ -2303,6 +2397,7 @@ fn run_transfer(t: Transfer) -> World {
     let expect = pattern(t.seed * 2 + 2, to_guest);
     let mut spec = GuestSpec::new(40000, 8080, send, Rc::clone(&expect));
     spec.mss = t.mtu - 40;
+    spec.sack = t.sack;
     let mut script = HostScript::new(expect);
     script.close = t.host_close;
     match t.direction {
@@ -3156,7 +3251,8 @@ fn guest_that_vanishes_while_receiving_is_reset_after_bounded_retransmissions() 
         "{t:?}"
     );
     let rewinds = w.sent[&40000].rewinds - rewinds_before;
-    assert!(rewinds <= 13, "{rewinds} retransmission bursts");
+    // One per timeout, and the probes before the first (none after: nothing answers them).
+    assert!(rewinds <= 13 + 4, "{rewinds} retransmission bursts");
     assert_eq!(w.net.counters().dropped(DropReason::TcpRetransmitLimit), 1);
     assert_eq!(
         w.host_conn(0).closed,

@@ -100,12 +100,12 @@ pub const FORWARD_SYN_RETRIES: u8 = 6;
 pub const ACCEPT_BUDGET: usize = 64;
 /// SACKed ranges remembered per flow (the scoreboard). When full, the highest range is
 /// forgotten: its bytes may be resent needlessly, never left unsent.
-pub const SCOREBOARD_RANGES: usize = 16;
+pub const SCOREBOARD_RANGES: usize = 64;
 /// Duplicate-ACK threshold (RFC 5681) in SACK terms (RFC 6675 IsLost): an unSACKed byte is lost
 /// once more than this many segments' worth of bytes above it are SACKed.
 const SACK_LOST_SEGMENTS: u32 = 2;
 /// Probe timeouts in a row without progress before only the retransmission timer is left.
-const MAX_PROBES: u8 = 2;
+const MAX_PROBES: u8 = 4;
 /// The least probe timeout (twice the smoothed RTT otherwise).
 const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(2);
 
@@ -341,10 +341,19 @@ fn seq_le(a: u32, b: u32) -> bool {
 /// The SACK scoreboard of one flow: disjoint, non-adjacent ranges `[start, end)` of sequence
 /// space the guest reported holding, sorted, all above `snd_una` and at most `snd_max`. A fixed
 /// array: at most [`SCOREBOARD_RANGES`], whatever the guest sends.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Scoreboard {
     ranges: [(u32, u32); SCOREBOARD_RANGES],
     len: usize,
+}
+
+impl Default for Scoreboard {
+    fn default() -> Self {
+        Self {
+            ranges: [(0, 0); SCOREBOARD_RANGES],
+            len: 0,
+        }
+    }
 }
 
 impl Scoreboard {
@@ -1259,6 +1268,7 @@ impl TcpEngine {
             if f.deadline.is_none() {
                 f.deadline = Some(ctx.now + f.rto);
             }
+            f.arm_probe(ctx.now);
             if !f.in_timer_list {
                 f.in_timer_list = true;
                 self.timer_list.push(index);
@@ -1585,6 +1595,8 @@ impl TcpEngine {
                     f.rtt_probe = None;
                     if f.in_flight() > 0 {
                         rewind(f);
+                        // After a timeout only the timer probes, until the guest answers.
+                        f.probes = MAX_PROBES;
                         f.deadline = None;
                         self.push(ctx, sockets, index);
                     } else {
@@ -1684,7 +1696,6 @@ fn rewind(f: &mut TcpFlow) {
     f.rxt_nxt = f.snd_una;
     f.lost_below = f.snd_una;
     f.probe_at = None;
-    f.probes = 0;
     if f.fin_sent && !f.fin_acked {
         f.fin_sent = false;
     }
