@@ -955,6 +955,8 @@ struct GuestConn {
     /// Offsets of out-of-order segments as they arrived (the last is the most recent), for the
     /// order of SACK blocks; bounded.
     sack_recent: VecDeque<u64>,
+    /// Out-of-order segments kept since the guest last reneged.
+    kept_since_renege: u64,
     fin_rcvd: bool,
     /// The largest right edge ever advertised (never shrinks).
     adv_right: u64,
@@ -1004,6 +1006,7 @@ impl GuestConn {
             out_of_order: BTreeMap::new(),
             sack_ok: false,
             sack_recent: VecDeque::new(),
+            kept_since_renege: 0,
             fin_rcvd: false,
             adv_right: 0,
             syn_window: 0,
@@ -1474,7 +1477,9 @@ impl GuestConn {
                     self.sack_recent.pop_front();
                 }
                 if let Some(n) = self.spec.renege_every {
-                    if self.stats.out_of_order_in % n == 0 {
+                    self.kept_since_renege += 1;
+                    if self.kept_since_renege == n {
+                        self.kept_since_renege = 0;
                         self.out_of_order.clear();
                         self.sack_recent.clear();
                         self.stats.reneged += 1;
