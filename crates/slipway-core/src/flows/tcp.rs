@@ -1058,6 +1058,19 @@ impl TcpEngine {
                 }
             }
         }
+        if f.scoreboard
+            .ranges()
+            .first()
+            .is_some_and(|r| r.0 == f.snd_una)
+        {
+            // The guest acknowledges only up to data it SACKed: it threw that away (reneging,
+            // RFC 2018 §8). Forget the scoreboard: the segment at snd_una is lost, the rest
+            // fresh SACK blocks will tell. (`rxt_nxt` stays: resends in flight are not sent
+            // again until the fence below says they were lost.)
+            f.scoreboard.clear();
+            f.lost_below = f.snd_una.wrapping_add(u32::from(f.mss));
+            f.recover.get_or_insert(f.snd_max);
+        }
         if sacked_new {
             f.probes = 0;
             if f.recover.is_none() && seq_lt(f.snd_una, f.lost_edge()) {
