@@ -16,13 +16,42 @@
 //!   reordered ACK cannot reopen a window the guest has since shrunk. A closed window is probed
 //!   on the retransmission timer, backing off; only probes left unanswered count towards the
 //!   retry limit, so a receiver that answers is never reset for keeping its window closed.
-//! - Loss: three duplicate ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una` (the
-//!   socket's receive queue is the retransmission buffer) and the resend goes back N: the whole
-//!   window again, where an ACK that jumps ahead (the guest kept what followed the hole) moves
-//!   `snd_nxt` with it. A rewind sets a recovery point (RFC 6582 `recover` = `snd_max`): the
-//!   duplicate ACKs that follow it start no second fast retransmit until an ACK passes that
-//!   point, so one loss costs one resend of the window. A resend that is lost again is left to
-//!   the retransmission timer (backed off, Karn: no RTT sample from resent data).
+//! - Loss without SACK (the guest did not offer it): three duplicate ACKs or a retransmission
+//!   timeout rewind `snd_nxt` to `snd_una` (the socket's receive queue is the retransmission
+//!   buffer) and the resend goes back N: the whole window again, where an ACK that jumps ahead
+//!   (the guest kept what followed the hole) moves `snd_nxt` with it. A rewind sets a recovery
+//!   point (RFC 6582 `recover` = `snd_max`): the duplicate ACKs that follow it start no second
+//!   fast retransmit until an ACK passes that point, so one loss costs one resend of the window.
+//!   A resend that is lost again is left to the retransmission timer (backed off, Karn: no RTT
+//!   sample from resent data).
+//! - Loss with SACK (RFC 2018, offered in our SYN-ACK when the guest's SYN offers it, and in our
+//!   SYN of a forward, kept if the guest's SYN-ACK offers it):
+//!   - What is SACKed: each ACK's blocks (at most 4) are checked against what was sent — a block
+//!     that is empty, reversed or ends beyond `snd_max` is ignored and counted
+//!     (`tcp_bad_sack_block`); one at or below `snd_una` (old, or D-SACK) is ignored; one
+//!     reaching below `snd_una` is cut there. The rest merge into the flow's scoreboard: sorted,
+//!     disjoint ranges above `snd_una`, trimmed as the cumulative ACK moves.
+//!   - What is resent when: nothing moves `snd_nxt` back. An unSACKed range ("hole") counts as
+//!     lost when more than 2 segments' worth is SACKed above it (RFC 6675 IsLost), and the one
+//!     at `snd_una` also after three duplicate ACKs, or after a partial ACK with nothing SACKed
+//!     above it. Lost holes are resent in order, each once (`rxt_nxt`, HighRxt), peeking at
+//!     their offset in the socket, before any new data, on every ACK that finds more; a resend
+//!     needs no window room (its bytes were inside the window already).
+//!   - A resend lost again: `rxt_fence` is `snd_max` when the last hole was resent; a SACK above
+//!     it reports data sent later, so holes below `rxt_nxt` still missing were lost again and
+//!     are resent (RFC 6675 §5's lost-retransmission rule, by transmission order). If nothing
+//!     arrives at all, the probe timer (2 × SRTT, at least 2 ms, doubling, at most
+//!     [`MAX_PROBES`] in a row without progress, none after a timeout until the guest answers):
+//!     every hole below the highest SACK is taken as lost and resent (RACK-like, RFC 8985, by
+//!     order instead of time); with none, the last segment (and the FIN) is sent again as a
+//!     tail loss probe, whose answer shows the guest's SACKs.
+//!   - The retransmission timeout clears the scoreboard (the guest may have thrown SACKed data
+//!     away, RFC 2018 §8) and goes back N as without SACK. An ACK that stops at the start of
+//!     SACKed data (the guest reneged) clears it too; the segment at `snd_una` is then lost.
+//!   - Memory: [`SCOREBOARD_RANGES`] ranges in a fixed array per flow (512 bytes); when full,
+//!     the highest range is forgotten (its bytes may be resent needlessly, never left unsent).
+//!     Nothing is allocated per packet; there is no congestion control toward the guest (a
+//!     local link): holes go out at once, new data as the guest's window allows.
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
 //!   all data was sent, and after a rewind only once the resend has reached the end again (at the
 //!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
@@ -37,7 +66,8 @@
 //!
 //! Limits (see [`TcpLimits`]): flows per network, pending connects, connect timeout, RTO bounds,
 //! retransmission attempts, segments per peek, clients accepted per listener wake-up; window
-//! scale 7 (windows up to 8 MiB).
+//! scale 7 (windows up to 8 MiB); [`SCOREBOARD_RANGES`] SACKed ranges and [`MAX_PROBES`] probes
+//! per flow.
 
 use super::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use crate::config::Mac;
