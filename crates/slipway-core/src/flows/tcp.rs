@@ -22,8 +22,10 @@
 //!   (the guest kept what followed the hole) moves `snd_nxt` with it. A rewind sets a recovery
 //!   point (RFC 6582 `recover` = `snd_max`): the duplicate ACKs that follow it start no second
 //!   fast retransmit until an ACK passes that point, so one loss costs one resend of the window.
-//!   A resend that is lost again is left to the retransmission timer (backed off, Karn: no RTT
-//!   sample from resent data).
+//!   A partial ACK (below `recover`) once the resend is done means the segment it points at was
+//!   lost again: that one segment is resent at once (RFC 6582 §3.2 step 3; by the hole path
+//!   below, with an empty scoreboard). Anything else lost again is left to the retransmission
+//!   timer (backed off, Karn: no RTT sample from resent data).
 //! - Loss with SACK (RFC 2018, offered in our SYN-ACK when the guest's SYN offers it, and in our
 //!   SYN of a forward, kept if the guest's SYN-ACK offers it):
 //!   - What is SACKed: each ACK's blocks (at most 4) are checked against what was sent — a block
@@ -1035,14 +1037,13 @@ impl TcpEngine {
             }
             f.scoreboard.acked(ack);
             f.probes = 0;
-            if f.sack_ok
-                && f.scoreboard.is_empty()
+            if f.scoreboard.is_empty()
                 && f.recover.is_some_and(|recover| seq_lt(ack, recover))
                 && f.snd_nxt == f.snd_max
             {
-                // A partial ACK in SACK recovery with nothing SACKed above it: the guest holds
-                // nothing beyond (or keeps no out-of-order data). The segment at snd_una is
-                // lost too (RFC 6582 §3.2 step 3 in SACK terms).
+                // A partial ACK, once everything was sent again, with nothing SACKed above it
+                // (or no SACK at all): the segment at the new snd_una is lost too (RFC 6582
+                // §3.2 step 3). It goes out by the hole path.
                 f.lost_below = ack.wrapping_add(u32::from(f.mss));
             }
             if f.recover.is_some_and(|recover| seq_lt(recover, ack)) {
@@ -1321,6 +1322,8 @@ impl TcpEngine {
 
     /// SACK recovery (RFC 6675 NextSeg rule 1): resend each hole below the lost edge that was
     /// not resent since the last loss detection, in order, as far as the TX budget allows.
+    /// Without SACK the scoreboard stays empty and the only hole is NewReno's one segment after
+    /// a partial ACK.
     /// Holes are inside what the guest's window already took, so they need no room. Returns
     /// `None` when the flow was freed (host error), else how many bytes were resent.
     fn retransmit_holes(
@@ -1331,7 +1334,7 @@ impl TcpEngine {
     ) -> Option<usize> {
         let f = self.slots[index as usize].as_mut()?;
         // Only while no go-back-N resend is under way (that resends the holes anyway).
-        if !f.sack_ok || f.state != State::Established || f.fin_acked || f.snd_nxt != f.snd_max {
+        if f.state != State::Established || f.fin_acked || f.snd_nxt != f.snd_max {
             return Some(0);
         }
         let mut resent = 0;
