@@ -350,10 +350,7 @@ fn check_tcp(buf: &[u8], src: IpAddr, dst: IpAddr) {
     // SACK blocks round-trip, as many as fit after the SYN options (3 after them, else 4).
     let sent = h.sack.as_slice();
     let room = if h.syn_options.is_some() { 3 } else { 4 };
-    assert_eq!(
-        back.sack_blocks().as_slice(),
-        &sent[..sent.len().min(room)]
-    );
+    assert_eq!(back.sack_blocks().as_slice(), &sent[..sent.len().min(room)]);
 }
 
 fn check_udp(buf: &[u8], src: IpAddr, dst: IpAddr) {
