@@ -1037,6 +1037,13 @@ impl TcpEngine {
             }
             f.scoreboard.acked(ack);
             f.probes = 0;
+            // Keep the recovery marks inside the window (compared in sequence space, a mark
+            // left 2 GiB behind would look ahead).
+            for mark in [&mut f.rxt_nxt, &mut f.rxt_fence, &mut f.lost_below] {
+                if seq_lt(*mark, ack) {
+                    *mark = ack;
+                }
+            }
             if f.scoreboard.is_empty()
                 && f.recover.is_some_and(|recover| seq_lt(ack, recover))
                 && f.snd_nxt == f.snd_max
