@@ -23,6 +23,7 @@ packages=(
     rootlesskit      # the slirp4netns drop-in is driven by it
     uidmap           # newuidmap/newgidmap, which rootlesskit needs
     iproute2         # ip netns, veth
+    nftables         # random loss on a namespace's link (test-lossy-link; no netem here)
     util-linux       # unshare
     curl
     python3

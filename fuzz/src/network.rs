@@ -7,7 +7,7 @@
 //!
 //! | op    | what                                                                               |
 //! |-------|------------------------------------------------------------------------------------|
-//! | 0–7   | a guest frame: `[len: u16 LE] [bytes]` on port `op & 1`; `op & 2` fixes the IPv4 total length or IPv6 payload length, and the UDP length, to the frame; `op & 4` delivers it twice. `arg & 1` keeps the checksums as given (else the IPv4 header's and the TCP, UDP, ICMP or ICMPv6 checksum are fixed, past IPv6 extension headers); `arg & 2` sets TCP seq/ack (either family) to continue the connection the network has with that guest port; `arg & 4` sets the MACs (port's guest → gateway); `arg & 8` ends the batch after it |
+//! | 0–7   | a guest frame: `[len: u16 LE] [bytes]` on port `op & 1`; `op & 2` fixes the IPv4 total length or IPv6 payload length, and the UDP length, to the frame; `op & 4` delivers it twice. `arg & 1` keeps the checksums as given (else the IPv4 header's and the TCP, UDP, ICMP or ICMPv6 checksum are fixed, past IPv6 extension headers); `arg & 2` sets TCP seq/ack (either family) to continue the connection the network has with that guest port (with a SACK option, the ack and the block edges as given count back from the gateway's next byte); `arg & 4` sets the MACs (port's guest → gateway); `arg & 8` ends the batch after it |
 //! | 8     | end of batch                                                                       |
 //! | 9     | drain the TX queue (checking every frame the gateway built), then `after_flush`    |
 //! | 10    | advance time by [`STEPS`]`[arg]` (arg ≥ 12: to the next deadline), run timers      |
@@ -107,6 +107,34 @@ pub fn plan(which: u8) -> (NetworkConfig, TcpLimits, UdpLimits) {
         _ => cfg.ipv6 = None,
     }
     (cfg, tcp, udp)
+}
+
+/// Rewrite the edges of the SACK blocks in TCP options `opts` as `next - edge`; returns whether
+/// there was a SACK option. (The walk mirrors the wire crate's and stops where it would.)
+fn relativise_sack(opts: &mut [u8], next: u32) -> bool {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                if kind == 5 {
+                    for edge in opts[i + 2..i + len].chunks_exact_mut(4) {
+                        let e = u32::from_be_bytes([edge[0], edge[1], edge[2], edge[3]]);
+                        edge.copy_from_slice(&next.wrapping_sub(e).to_be_bytes());
+                    }
+                    return true;
+                }
+                i += len;
+            }
+        }
+    }
+    false
 }
 
 fn cidr(a: [u8; 4], prefix: u8) -> IpCidr {
@@ -391,8 +419,17 @@ impl Harness {
             return;
         };
         seg[4..8].copy_from_slice(&c.guest_next.to_be_bytes());
-        seg[8..12].copy_from_slice(&c.gw_next.to_be_bytes());
         let header_len = (usize::from(seg[12] >> 4) * 4).clamp(tcp::HEADER_LEN, seg.len());
+        // With a SACK option, the ACK and the block edges as given count back from the
+        // gateway's next byte (so a seed can acknowledge part and SACK a range above it);
+        // otherwise everything sent is acknowledged.
+        let back = u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]);
+        let ack = if relativise_sack(&mut seg[tcp::HEADER_LEN..header_len], c.gw_next) {
+            c.gw_next.wrapping_sub(back)
+        } else {
+            c.gw_next
+        };
+        seg[8..12].copy_from_slice(&ack.to_be_bytes());
         let flags = seg[13];
         let len = (seg.len() - header_len) as u32
             + u32::from(flags & tcp::SYN != 0)
@@ -784,6 +821,12 @@ mod tests {
                     assert_eq!(built, 2, "an RST and an ICMP unreachable");
                 }
                 "tcp_session" => assert!(built >= 5, "SYN-ACK, ACKs, data and FIN, got {built}"),
+                "tcp_sack_session" => {
+                    assert_eq!((c.tcp_flows_opened, c.tcp_flows_closed), (1, 1));
+                    assert_eq!(c.dropped(DropReason::TcpBadSackBlock), 1);
+                    // SYN-ACK, 5 data segments, the hole again, FIN, the ACK of the guest's FIN.
+                    assert_eq!(built, 9, "got {built}");
+                }
                 "ipv6_router_solicitation" => {
                     assert_eq!(
                         h.router_adverts,
@@ -891,6 +934,24 @@ mod tests {
             assert!(valid(&fixed));
             assert_eq!(l4_of(&fixed).3.len(), l4_of(&f).3.len() + 2);
         }
+    }
+
+    /// The SACK seed must reach the scoreboard: a SACKed hole is resent, then all is acknowledged.
+    #[test]
+    fn sack_seed_resends_the_hole() {
+        let h = script(&crate::seeds::network_tcp_sack_session());
+        assert_eq!(h.net.counters().tcp_flows_opened, 1);
+        assert_eq!(
+            h.host.tcp_discarded, 5000,
+            "everything acknowledged in the end"
+        );
+        assert_eq!(
+            h.net
+                .counters()
+                .dropped(slipway_core::counters::DropReason::TcpBadSackBlock),
+            1,
+            "the reversed block"
+        );
     }
 
     /// The TCP seed must get past the handshake into data both ways; otherwise the fuzzer starts

@@ -8,7 +8,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::Encodable;
 use slipway_core::config::{Mac, NetworkConfig};
 use slipway_core::frames::{self, ETH_IP_LEN};
-use slipway_wire::tcp::{self, SynOptions, TcpHeader};
+use slipway_wire::tcp::{self, SackBlocks, SynOptions, TcpHeader};
 use slipway_wire::{arp, ethernet, icmp, icmpv6, ipv4, ipv6, udp};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -66,6 +66,7 @@ pub fn tcp_frame(
         ack,
         flags,
         window: 64240,
+        sack: Default::default(),
         syn_options: opts,
     };
     let mut f = vec![0u8; ETH_IP_LEN + h.header_len() + payload.len()];
@@ -216,6 +217,7 @@ pub fn tcp6_frame(
         ack,
         flags,
         window: 64800,
+        sack: Default::default(),
         syn_options: opts,
     };
     let at = frames::ETH_IP6_LEN + h.header_len();
@@ -390,6 +392,7 @@ pub fn wire_ethernet_stack() -> Vec<(&'static str, Vec<u8>)> {
     let syn = Some(SynOptions {
         mss: Some(1460),
         window_scale: Some(7),
+        sack_permitted: false,
     });
     vec![
         ("arp_request", arp_request(GATEWAY)),
@@ -565,6 +568,7 @@ pub fn network_tcp_session() -> Vec<u8> {
     let syn = Some(SynOptions {
         mss: Some(1460),
         window_scale: Some(7),
+        sack_permitted: false,
     });
     let mut s = vec![0u8];
     frame_op(
@@ -596,11 +600,64 @@ pub fn network_tcp_session() -> Vec<u8> {
     s
 }
 
+/// A connection with SACK: the host sends 5000 bytes; the guest acknowledges the first 1000,
+/// SACKs 2000..5000 (the harness counts SACK edges and such an ACK back from the gateway's next
+/// byte), sends a reversed block, then acknowledges everything; both sides close.
+pub fn network_tcp_sack_session() -> Vec<u8> {
+    let syn = Some(SynOptions {
+        mss: Some(1000),
+        window_scale: Some(7),
+        sack_permitted: true,
+    });
+    let sacked = |back: u32, blocks: &[(u32, u32)]| {
+        let h = TcpHeader {
+            src_port: 40000,
+            dst_port: 8080,
+            seq: 0,
+            ack: back,
+            flags: tcp::ACK,
+            window: 64240,
+            sack: SackBlocks::from_slice(blocks),
+            syn_options: None,
+        };
+        let mut f = vec![0u8; ETH_IP_LEN + h.header_len()];
+        frames::write_tcp_v4(&mut f, gateway_mac(), GUEST_MACS[0], GUEST_IP, ALIAS, &h, 1);
+        f
+    };
+    let mut s = vec![0u8];
+    let first = tcp_frame(ALIAS, 40000, 8080, 1000, 0, tcp::SYN, syn, b"");
+    frame_op(&mut s, 0, SET_MACS | END_BATCH, &first);
+    let ack = tcp_frame(ALIAS, 40000, 8080, 0, 0, tcp::ACK, None, b"");
+    frame_op(&mut s, 0, CONTINUE_TCP | SET_MACS | END_BATCH, &ack);
+    // The host sends 5000 bytes (pattern seed 9) and the socket is signalled.
+    s.extend_from_slice(&[0x8c, 0, 0x88, 0x13, 9]);
+    frame_op(
+        &mut s,
+        0,
+        CONTINUE_TCP | SET_MACS | END_BATCH,
+        &sacked(4000, &[(3000, 0)]),
+    );
+    frame_op(
+        &mut s,
+        0,
+        CONTINUE_TCP | SET_MACS | END_BATCH,
+        &sacked(4000, &[(0, 3000)]),
+    );
+    s.push(DRAIN);
+    frame_op(&mut s, 0, CONTINUE_TCP | SET_MACS | END_BATCH, &ack);
+    s.extend_from_slice(&[0x9c, 0]);
+    let fin = tcp_frame(ALIAS, 40000, 8080, 0, 0, tcp::ACK | tcp::FIN, None, b"");
+    frame_op(&mut s, 0, CONTINUE_TCP | SET_MACS | END_BATCH, &fin);
+    s.push(DRAIN);
+    s
+}
+
 /// [`network_tcp_session`] over IPv6, to the host-loopback alias `[fd00:5119::fe]:8080`.
 pub fn network_tcp6_session() -> Vec<u8> {
     let syn = Some(SynOptions {
         mss: Some(1440),
         window_scale: Some(7),
+        sack_permitted: false,
     });
     let seg =
         |flags, payload: &[u8], opts| tcp6_frame(ALIAS6, 40000, 8080, 0, 0, flags, opts, payload);
@@ -756,6 +813,7 @@ pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
     let syn = Some(SynOptions {
         mss: Some(1460),
         window_scale: None,
+        sack_permitted: false,
     });
     frame_op(
         &mut dns,
@@ -782,6 +840,7 @@ pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
     let syn = Some(SynOptions {
         mss: Some(536),
         window_scale: Some(2),
+        sack_permitted: false,
     });
     frame_op(
         &mut refused,
@@ -803,6 +862,7 @@ pub fn network_frames() -> Vec<(&'static str, Vec<u8>)> {
         ("arp", arp),
         ("dhcp", dhcp),
         ("tcp_session", network_tcp_session()),
+        ("tcp_sack_session", network_tcp_sack_session()),
         ("udp", udp),
         ("dns", dns),
         ("ping", ping),

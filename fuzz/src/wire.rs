@@ -314,6 +314,7 @@ fn check_tcp(buf: &[u8], src: IpAddr, dst: IpAddr) {
         ack: seg.ack(),
         flags: seg.flags(),
         window: seg.window(),
+        sack: seg.sack_blocks(),
         syn_options: (seg.flags() & tcp::SYN != 0).then_some(opts),
     };
     let hl = h.header_len();
@@ -344,7 +345,12 @@ fn check_tcp(buf: &[u8], src: IpAddr, dst: IpAddr) {
         let b = back.syn_options();
         assert_eq!(b.mss, Some(o.mss.unwrap_or(536)));
         assert_eq!(b.window_scale, Some(o.window_scale.unwrap_or(0)));
+        assert_eq!(b.sack_permitted, o.sack_permitted);
     }
+    // SACK blocks round-trip, as many as fit after the SYN options (3 after them, else 4).
+    let sent = h.sack.as_slice();
+    let room = if h.syn_options.is_some() { 3 } else { 4 };
+    assert_eq!(back.sack_blocks().as_slice(), &sent[..sent.len().min(room)]);
 }
 
 fn check_udp(buf: &[u8], src: IpAddr, dst: IpAddr) {

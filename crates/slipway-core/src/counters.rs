@@ -48,6 +48,7 @@ reasons! {
     TcpConnectTimeout => "tcp_connect_timeout",
     TcpRetransmitLimit => "tcp_retransmit_limit",
     TcpIdleTimeout => "tcp_idle_timeout",
+    TcpBadSackBlock => "tcp_bad_sack_block",
     UdpMalformed => "udp_malformed",
     UdpBadChecksum => "udp_bad_checksum",
     UdpFlowTableFull => "udp_flow_table_full",

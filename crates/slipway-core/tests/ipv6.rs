@@ -421,9 +421,11 @@ fn tcp6_frame_from(
         flags,
         window: 64800,
         // An MSS above what the 1500-byte link allows, so that the gateway's own shows.
+        sack: Default::default(),
         syn_options: (flags & tcp::SYN != 0).then_some(SynOptions {
             mss: Some(8940),
             window_scale: Some(7),
+            sack_permitted: false,
         }),
     };
     let mut f = vec![0u8; 54 + h.header_len() + payload.len()];

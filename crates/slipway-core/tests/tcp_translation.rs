@@ -8,7 +8,7 @@ use slipway_core::flows::tcp::{DELAYED_ACK, FORWARD_SYN_RETRIES};
 use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use slipway_core::forward::parse_publish;
 use slipway_core::{Network, NetworkConfig};
-use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
+use slipway_wire::tcp::{self, SackBlocks, SynOptions, TcpHeader, TcpSegment};
 use slipway_wire::{ethernet, ipv4, EthernetFrame, Ipv4Packet};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
@@ -192,6 +192,7 @@ struct Out {
     payload: Vec<u8>,
     mss: Option<u16>,
     wscale: Option<u8>,
+    sack_permitted: bool,
 }
 
 struct Harness {
@@ -211,6 +212,8 @@ struct Harness {
     remote_ip: Ipv4Addr,
     /// ARP frames the network sent.
     arp: usize,
+    /// SACK blocks the guest puts in its next segments.
+    sack: SackBlocks,
 }
 
 impl Harness {
@@ -237,6 +240,7 @@ impl Harness {
             icmp: 0,
             remote_ip: ALIAS,
             arp: 0,
+            sack: SackBlocks::EMPTY,
         }
     }
 
@@ -252,6 +256,11 @@ impl Harness {
             },
             flags,
             window: self.guest_window,
+            sack: if syn_opts.is_none() {
+                self.sack
+            } else {
+                SackBlocks::EMPTY
+            },
             syn_options: syn_opts,
         };
         let l4 = h.header_len() + payload.len();
@@ -316,6 +325,7 @@ impl Harness {
                 payload: seg.payload().to_vec(),
                 mss: o.mss,
                 wscale: o.window_scale,
+                sack_permitted: o.sack_permitted,
             });
         }
         self.net.clear_tx();
@@ -348,6 +358,7 @@ impl Harness {
             Some(SynOptions {
                 mss: Some(1460),
                 window_scale: Some(7),
+                sack_permitted: false,
             }),
         );
         self.guest_seq += 1;
@@ -381,12 +392,68 @@ fn handshake_maps_alias_to_host_loopback_and_negotiates_options() {
     let sa = h.establish();
     assert_eq!(sa.mss, Some(1460));
     assert_eq!(sa.wscale, Some(7));
+    assert!(
+        !sa.sack_permitted,
+        "SACK-permitted only to a guest that offers it"
+    );
     let s = h.sim.only();
     assert_eq!(
         s.target,
         Some(TcpTarget::Host("127.0.0.1:8080".parse().unwrap()))
     );
     assert_eq!(h.net.tcp().flow_count(), 1);
+}
+
+#[test]
+fn with_sack_only_the_hole_is_resent_and_bad_blocks_are_counted() {
+    let mut h = Harness::new(1500);
+    let seq = h.guest_seq;
+    h.send(
+        tcp::SYN,
+        seq,
+        &[],
+        Some(SynOptions {
+            mss: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+        }),
+    );
+    h.guest_seq += 1;
+    let sa = h.take().remove(0);
+    assert!(sa.sack_permitted, "offered back");
+    h.guest_ack = sa.seq.wrapping_add(1);
+    h.ack();
+    assert!(h.take().is_empty());
+
+    // Ten segments; the guest misses the second and SACKs the other eight.
+    let body: Vec<u8> = (0..10 * 1460u32).map(|i| (i % 251) as u8).collect();
+    h.sim.only().queue.extend(body.iter().copied());
+    h.socket_event(true, false);
+    let segs = h.take();
+    assert_eq!(segs.len(), 10);
+    let (hole, rest) = (segs[1].seq, segs[2].seq);
+    let end = segs[9].seq.wrapping_add(1460);
+    h.guest_ack = hole;
+    h.sack = SackBlocks::from_slice(&[(rest, end)]);
+    h.ack();
+    let resent = h.take();
+    assert_eq!(resent.len(), 1, "only the hole: {resent:?}");
+    assert_eq!((resent[0].seq, resent[0].payload.len()), (hole, 1460));
+    assert_eq!(resent[0].payload, body[1460..2920]);
+    // The same again: already resent, nothing more.
+    h.ack();
+    assert!(h.take().is_empty());
+    // Reversed, beyond what was sent, and old blocks: ignored, the first two counted.
+    h.sack = SackBlocks::from_slice(&[(end, rest), (end, end.wrapping_add(1000)), (sa.seq, hole)]);
+    h.ack();
+    assert!(h.take().is_empty());
+    assert_eq!(h.net.counters().dropped(DropReason::TcpBadSackBlock), 2);
+    // The hole arrives: everything is acknowledged and discarded.
+    h.sack = SackBlocks::EMPTY;
+    h.guest_ack = end;
+    h.ack();
+    assert!(h.take().is_empty());
+    assert!(h.sim.only().queue.is_empty());
 }
 
 #[test]
@@ -636,6 +703,7 @@ fn large_mtu_uses_large_segments() {
         Some(SynOptions {
             mss: Some(65480),
             window_scale: Some(9),
+            sack_permitted: false,
         }),
     );
     h.guest_seq += 1;
@@ -815,6 +883,7 @@ impl Harness {
             Some(SynOptions {
                 mss: Some(mss),
                 window_scale: wscale,
+                sack_permitted: false,
             }),
         );
         self.guest_seq += 1;
@@ -829,6 +898,7 @@ fn forwarded_client_becomes_a_flow_that_starts_with_our_syn() {
     let syn = h.guest_accepts(1000, Some(5));
     assert_eq!(syn.mss, Some(1460), "our MSS from the MTU");
     assert_eq!(syn.wscale, Some(7));
+    assert!(syn.sack_permitted, "our SYN offers SACK");
     let ack = h.take();
     assert_eq!(ack.len(), 1, "{ack:?}");
     assert_eq!((ack[0].flags, ack[0].ack), (tcp::ACK, h.guest_seq));

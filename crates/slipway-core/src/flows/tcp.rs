@@ -16,13 +16,44 @@
 //!   reordered ACK cannot reopen a window the guest has since shrunk. A closed window is probed
 //!   on the retransmission timer, backing off; only probes left unanswered count towards the
 //!   retry limit, so a receiver that answers is never reset for keeping its window closed.
-//! - Loss: three duplicate ACKs or a retransmission timeout rewind `snd_nxt` to `snd_una` (the
-//!   socket's receive queue is the retransmission buffer) and the resend goes back N: the whole
-//!   window again, where an ACK that jumps ahead (the guest kept what followed the hole) moves
-//!   `snd_nxt` with it. A rewind sets a recovery point (RFC 6582 `recover` = `snd_max`): the
-//!   duplicate ACKs that follow it start no second fast retransmit until an ACK passes that
-//!   point, so one loss costs one resend of the window. A resend that is lost again is left to
-//!   the retransmission timer (backed off, Karn: no RTT sample from resent data).
+//! - Loss without SACK (the guest did not offer it): three duplicate ACKs or a retransmission
+//!   timeout rewind `snd_nxt` to `snd_una` (the socket's receive queue is the retransmission
+//!   buffer) and the resend goes back N: the whole window again, where an ACK that jumps ahead
+//!   (the guest kept what followed the hole) moves `snd_nxt` with it. A rewind sets a recovery
+//!   point (RFC 6582 `recover` = `snd_max`): the duplicate ACKs that follow it start no second
+//!   fast retransmit until an ACK passes that point, so one loss costs one resend of the window.
+//!   A partial ACK (below `recover`) once the resend is done means the segment it points at was
+//!   lost again: that one segment is resent at once (RFC 6582 §3.2 step 3; by the hole path
+//!   below, with an empty scoreboard). Anything else lost again is left to the retransmission
+//!   timer (backed off, Karn: no RTT sample from resent data).
+//! - Loss with SACK (RFC 2018, offered in our SYN-ACK when the guest's SYN offers it, and in our
+//!   SYN of a forward, kept if the guest's SYN-ACK offers it):
+//!   - What is SACKed: each ACK's blocks (at most 4) are checked against what was sent — a block
+//!     that is empty, reversed or ends beyond `snd_max` is ignored and counted
+//!     (`tcp_bad_sack_block`); one at or below `snd_una` (old, or D-SACK) is ignored; one
+//!     reaching below `snd_una` is cut there. The rest merge into the flow's scoreboard: sorted,
+//!     disjoint ranges above `snd_una`, trimmed as the cumulative ACK moves.
+//!   - What is resent when: nothing moves `snd_nxt` back. An unSACKed range ("hole") counts as
+//!     lost when more than 2 segments' worth is SACKed above it (RFC 6675 IsLost), and the one
+//!     at `snd_una` also after three duplicate ACKs, or after a partial ACK with nothing SACKed
+//!     above it. Lost holes are resent in order, each once (`rxt_nxt`, HighRxt), peeking at
+//!     their offset in the socket, before any new data, on every ACK that finds more; a resend
+//!     needs no window room (its bytes were inside the window already).
+//!   - A resend lost again: `rxt_fence` is `snd_max` when the last hole was resent; a SACK above
+//!     it reports data sent later, so holes below `rxt_nxt` still missing were lost again and
+//!     are resent (RFC 6675 §5's lost-retransmission rule, by transmission order). If nothing
+//!     arrives at all, the probe timer (2 × SRTT, at least 2 ms, doubling, at most
+//!     [`MAX_PROBES`] in a row without progress, none after a timeout until the guest answers):
+//!     every hole below the highest SACK is taken as lost and resent (RACK-like, RFC 8985, by
+//!     order instead of time); with none, the last segment (and the FIN) is sent again as a
+//!     tail loss probe, whose answer shows the guest's SACKs.
+//!   - The retransmission timeout clears the scoreboard (the guest may have thrown SACKed data
+//!     away, RFC 2018 §8) and goes back N as without SACK. An ACK that stops at the start of
+//!     SACKed data (the guest reneged) clears it too; the segment at `snd_una` is then lost.
+//!   - Memory: [`SCOREBOARD_RANGES`] ranges in a fixed array per flow (512 bytes); when full,
+//!     the highest range is forgotten (its bytes may be resent needlessly, never left unsent).
+//!     Nothing is allocated per packet; there is no congestion control toward the guest (a
+//!     local link): holes go out at once, new data as the guest's window allows.
 //! - Guest FIN → `shutdown(SHUT_WR)` once all data before it was written; host EOF → FIN after
 //!   all data was sent, and after a rewind only once the resend has reached the end again (at the
 //!   same sequence number: it is fixed when first sent). Both FINs done and ours acknowledged →
@@ -42,7 +73,8 @@
 //!
 //! Limits (see [`TcpLimits`]): flows per network, pending connects, connect timeout, RTO bounds,
 //! retransmission attempts, segments per peek, clients accepted per listener wake-up; window
-//! scale 7 (windows up to 8 MiB).
+//! scale 7 (windows up to 8 MiB); [`SCOREBOARD_RANGES`] SACKed ranges and [`MAX_PROBES`] probes
+//! per flow.
 
 use super::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use crate::config::Mac;
@@ -50,7 +82,7 @@ use crate::counters::{Counters, DropReason};
 use crate::frames::{self, Unreachable};
 use crate::switch::Switch;
 use crate::tx::TxQueue;
-use slipway_wire::tcp::{self, SynOptions, TcpHeader, TcpSegment};
+use slipway_wire::tcp::{self, SackBlocks, SynOptions, TcpHeader, TcpSegment};
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
@@ -109,6 +141,16 @@ const DEFAULT_GUEST_MSS: u16 = 536;
 pub const FORWARD_SYN_RETRIES: u8 = 6;
 /// Clients accepted from one forward's listener per wake-up before other work gets a turn.
 pub const ACCEPT_BUDGET: usize = 64;
+/// SACKed ranges remembered per flow (the scoreboard). When full, the highest range is
+/// forgotten: its bytes may be resent needlessly, never left unsent.
+pub const SCOREBOARD_RANGES: usize = 64;
+/// Duplicate-ACK threshold (RFC 5681) in SACK terms (RFC 6675 IsLost): an unSACKed byte is lost
+/// once more than this many segments' worth of bytes above it are SACKed.
+const SACK_LOST_SEGMENTS: u32 = 2;
+/// Probe timeouts in a row without progress before only the retransmission timer is left.
+const MAX_PROBES: u8 = 4;
+/// The least probe timeout (twice the smoothed RTT otherwise).
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -164,6 +206,24 @@ struct TcpFlow {
     /// Set by a rewind to `snd_max` at that moment: until an ACK passes it, duplicate ACKs start
     /// no further fast retransmit (RFC 6582 `recover`). `None`: not recovering.
     recover: Option<u32>,
+    /// Both SYNs carried SACK-permitted (for a forward, until the guest's SYN-ACK: we offer it).
+    sack_ok: bool,
+    /// What the guest SACKed above `snd_una`.
+    scoreboard: Scoreboard,
+    /// Holes below this were retransmitted since the last loss detection (RFC 6675 HighRxt);
+    /// moved back to `snd_una` when a retransmission is found lost.
+    rxt_nxt: u32,
+    /// `snd_max` when a hole was last retransmitted: a SACK beyond it reports data sent after
+    /// that retransmission, so holes below `rxt_nxt` still unSACKed were lost again.
+    rxt_fence: u32,
+    /// UnSACKed bytes below this count as lost whatever is SACKed above them (set by three
+    /// duplicate ACKs and by the probe timer).
+    lost_below: u32,
+    /// Probe timer (tail loss probe, lost retransmission), SACK flows only: fires when data is
+    /// in flight and nothing was sent or acknowledged for twice the smoothed RTT.
+    probe_at: Option<Duration>,
+    /// Probes in a row without progress (bounded by [`MAX_PROBES`]).
+    probes: u8,
     retries: u8,
     srtt: Option<Duration>,
     rttvar: Duration,
@@ -237,6 +297,13 @@ impl TcpFlow {
             fin_acked: false,
             dup_acks: 0,
             recover: None,
+            sack_ok: false,
+            scoreboard: Scoreboard::default(),
+            rxt_nxt: our_isn,
+            rxt_fence: our_isn,
+            lost_below: our_isn,
+            probe_at: None,
+            probes: 0,
             retries: 0,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -269,6 +336,48 @@ impl TcpFlow {
             None => (0, 0),
         };
         self.mss = opts.mss.unwrap_or(DEFAULT_GUEST_MSS).clamp(64, our_max_mss);
+        self.sack_ok = opts.sack_permitted;
+    }
+
+    /// The earliest of the retransmission (or connect, or window poll) timer and the probe timer.
+    fn timer(&self) -> Option<Duration> {
+        match (self.deadline, self.probe_at) {
+            (Some(d), Some(p)) => Some(d.min(p)),
+            (d, p) => d.or(p),
+        }
+    }
+
+    /// Where the host's data ends in sequence space (our FIN, once known, else `snd_max`).
+    fn data_end(&self) -> u32 {
+        self.fin_seq.unwrap_or(self.snd_max)
+    }
+
+    /// Holes below this are lost (RFC 6675 IsLost, or marked by duplicate ACKs or a probe).
+    fn lost_edge(&self) -> u32 {
+        let dupthresh = self
+            .scoreboard
+            .lost_edge(SACK_LOST_SEGMENTS * u32::from(self.mss));
+        let edge = match dupthresh {
+            Some(e) if seq_lt(self.lost_below, e) => e,
+            _ => self.lost_below,
+        };
+        if seq_lt(self.data_end(), edge) {
+            self.data_end()
+        } else {
+            edge
+        }
+    }
+
+    /// Arm the probe timer `2 × SRTT` (backed off per probe) from now, if it applies.
+    fn arm_probe(&mut self, now: Duration) {
+        self.probe_at = None;
+        if !self.sack_ok || self.in_flight() == 0 || self.probes >= MAX_PROBES {
+            return;
+        }
+        if let Some(srtt) = self.srtt {
+            let pto = (srtt * 2).max(MIN_PROBE_TIMEOUT) * (1 << self.probes);
+            self.probe_at = Some(now + pto.min(self.rto));
+        }
     }
 
     fn in_flight(&self) -> u32 {
@@ -316,6 +425,132 @@ fn seq_lt(a: u32, b: u32) -> bool {
 #[inline]
 fn seq_le(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) <= 0
+}
+
+/// The SACK scoreboard of one flow: disjoint, non-adjacent ranges `[start, end)` of sequence
+/// space the guest reported holding, sorted, all above `snd_una` and at most `snd_max`. A fixed
+/// array: at most [`SCOREBOARD_RANGES`], whatever the guest sends.
+#[derive(Debug, Clone, Copy)]
+struct Scoreboard {
+    ranges: [(u32, u32); SCOREBOARD_RANGES],
+    len: usize,
+}
+
+impl Default for Scoreboard {
+    fn default() -> Self {
+        Self {
+            ranges: [(0, 0); SCOREBOARD_RANGES],
+            len: 0,
+        }
+    }
+}
+
+impl Scoreboard {
+    fn ranges(&self) -> &[(u32, u32)] {
+        &self.ranges[..self.len]
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// The highest SACKed sequence (RFC 6675 "HighSACK" + 1), if any.
+    fn high(&self) -> Option<u32> {
+        self.ranges().last().map(|r| r.1)
+    }
+
+    /// Forget what `ack` (the new `snd_una`) covers.
+    fn acked(&mut self, ack: u32) {
+        let drop = self
+            .ranges()
+            .iter()
+            .take_while(|r| seq_le(r.1, ack))
+            .count();
+        self.ranges.copy_within(drop..self.len, 0);
+        self.len -= drop;
+        if let Some(first) = self.ranges[..self.len].first_mut() {
+            if seq_lt(first.0, ack) {
+                first.0 = ack;
+            }
+        }
+    }
+
+    /// Record `[start, end)` (already validated: non-empty, within the flow's window). Returns
+    /// whether it SACKed anything new.
+    fn add(&mut self, start: u32, end: u32) -> bool {
+        // Ranges entirely before the new one (not touching it) stay; those overlapping or
+        // touching merge into it; the rest follow.
+        let before = self
+            .ranges()
+            .iter()
+            .take_while(|r| seq_lt(r.1, start))
+            .count();
+        let mut merged = (start, end);
+        let mut upto = before;
+        while upto < self.len && seq_le(self.ranges[upto].0, end) {
+            let r = self.ranges[upto];
+            if seq_le(r.0, start) && seq_le(end, r.1) {
+                return false; // nothing new
+            }
+            if seq_lt(r.0, merged.0) {
+                merged.0 = r.0;
+            }
+            if seq_lt(merged.1, r.1) {
+                merged.1 = r.1;
+            }
+            upto += 1;
+        }
+        let absorbed = upto - before;
+        if absorbed == 0 && self.len == SCOREBOARD_RANGES {
+            if before == self.len {
+                return false; // above everything and no room: forget it
+            }
+            self.len -= 1; // forget the highest range to make room
+        }
+        // Replace `absorbed` ranges at `before` by the merged one.
+        let tail = upto.min(self.len);
+        if absorbed == 0 {
+            self.ranges.copy_within(before..self.len, before + 1);
+            self.len += 1;
+        } else {
+            self.ranges.copy_within(tail..self.len, before + 1);
+            self.len -= absorbed - 1;
+        }
+        self.ranges[before] = merged;
+        true
+    }
+
+    /// RFC 6675 IsLost as one edge: unSACKed bytes below the returned sequence have more than
+    /// `threshold` bytes SACKed above them.
+    fn lost_edge(&self, threshold: u32) -> Option<u32> {
+        let mut above = 0u32;
+        for r in self.ranges().iter().rev() {
+            above = above.saturating_add(r.1.wrapping_sub(r.0));
+            if above > threshold {
+                return Some(r.0);
+            }
+        }
+        None
+    }
+
+    /// The first unSACKed range `[s, e)` with `from <= s < limit`, cut at `limit`.
+    fn next_hole(&self, from: u32, limit: u32) -> Option<(u32, u32)> {
+        let mut s = from;
+        for r in self.ranges() {
+            if seq_le(r.1, s) {
+                continue;
+            }
+            if seq_le(r.0, s) {
+                s = r.1; // inside a SACKed range: skip it
+                continue;
+            }
+            // r starts above s: [s, r.0) is a hole.
+            let e = if seq_lt(limit, r.0) { limit } else { r.0 };
+            return seq_lt(s, e).then_some((s, e));
+        }
+        seq_lt(s, limit).then_some((s, limit))
+    }
 }
 
 /// Shared context of one call into the engine.
@@ -566,6 +801,8 @@ impl TcpEngine {
             );
             flow.mss = our_max_mss(ctx.mtu, key.guest_ip);
             flow.our_wscale = OUR_WINDOW_SCALE;
+            // Offered; kept only if the guest's SYN-ACK offers it too.
+            flow.sack_ok = true;
             flow.deadline = Some(ctx.now + flow.rto);
             let window = window_for(sockets, index, &flow);
             send_syn(ctx, &flow, window);
@@ -827,6 +1064,23 @@ impl TcpEngine {
         };
         let ack = seg.ack();
         let new_wnd = u32::from(seg.window()) << f.guest_wscale;
+        let mut sacked_new = false;
+        if f.sack_ok && f.state == State::Established {
+            for &(left, right) in seg.sack_blocks().as_slice() {
+                if !seq_lt(left, right) || seq_lt(f.snd_max, right) {
+                    // Reversed, empty, or beyond what was sent: the guest is confused or lying.
+                    ctx.counters.drop(DropReason::TcpBadSackBlock);
+                } else if seq_lt(f.snd_una, right) {
+                    // (Blocks at or below snd_una are old news or D-SACK: ignored.)
+                    let left = if seq_lt(left, f.snd_una) {
+                        f.snd_una
+                    } else {
+                        left
+                    };
+                    sacked_new |= f.scoreboard.add(left, right);
+                }
+            }
+        }
         if f.in_flight() == 0 && f.guest_wnd == 0 && ack == f.snd_una {
             // We are probing a zero window and the guest answered: it is alive. Only probes
             // that go unanswered in a row count towards `max_retries` (RFC 1122 4.2.2.17: the
@@ -852,6 +1106,24 @@ impl TcpEngine {
             f.snd_una = ack;
             if seq_lt(f.snd_nxt, ack) {
                 f.snd_nxt = ack;
+            }
+            f.scoreboard.acked(ack);
+            f.probes = 0;
+            // Keep the recovery marks inside the window (compared in sequence space, a mark
+            // left 2 GiB behind would look ahead).
+            for mark in [&mut f.rxt_nxt, &mut f.rxt_fence, &mut f.lost_below] {
+                if seq_lt(*mark, ack) {
+                    *mark = ack;
+                }
+            }
+            if f.scoreboard.is_empty()
+                && f.recover.is_some_and(|recover| seq_lt(ack, recover))
+                && f.snd_nxt == f.snd_max
+            {
+                // A partial ACK, once everything was sent again, with nothing SACKed above it
+                // (or no SACK at all): the segment at the new snd_una is lost too (RFC 6582
+                // §3.2 step 3). It goes out by the hole path.
+                f.lost_below = ack.wrapping_add(u32::from(f.mss));
             }
             if f.recover.is_some_and(|recover| seq_lt(recover, ack)) {
                 // An ACK beyond all that was sent before the last rewind: the loss it answered
@@ -885,8 +1157,50 @@ impl TcpEngine {
             // over and over (RFC 6582 §3.2: no fast retransmit until an ACK covers more than
             // `recover`).
             if f.dup_acks == 3 && f.recover.is_none() {
-                rewind(f);
+                if f.sack_ok && !f.scoreboard.is_empty() && f.snd_nxt == f.snd_max {
+                    // SACK recovery: the segment at snd_una is lost; which others are is the
+                    // scoreboard's to say (RFC 6675 §5). Holes are resent by `push`.
+                    f.recover = Some(f.snd_max);
+                    f.lost_below = f.snd_una.wrapping_add(u32::from(f.mss));
+                    f.rxt_nxt = f.snd_una;
+                } else {
+                    rewind(f);
+                }
             }
+        }
+        if f.scoreboard
+            .ranges()
+            .first()
+            .is_some_and(|r| r.0 == f.snd_una)
+        {
+            // The guest acknowledges only up to data it SACKed: it threw that away (reneging,
+            // RFC 2018 §8). Forget the scoreboard: the segment at snd_una is lost, the rest
+            // fresh SACK blocks will tell. (`rxt_nxt` stays: resends in flight are not sent
+            // again until the fence below says they were lost.)
+            f.scoreboard.clear();
+            f.lost_below = f.snd_una.wrapping_add(u32::from(f.mss));
+            f.recover.get_or_insert(f.snd_max);
+        }
+        if sacked_new {
+            f.probes = 0;
+            if f.recover.is_none() && seq_lt(f.snd_una, f.lost_edge()) {
+                // Enough SACKed above a hole to call it lost (RFC 6675 IsLost) before the third
+                // duplicate ACK.
+                f.recover = Some(f.snd_max);
+                f.rxt_nxt = f.snd_una;
+            }
+            if f.scoreboard
+                .high()
+                .is_some_and(|high| seq_lt(f.rxt_fence, high))
+                && seq_lt(f.snd_una, f.rxt_nxt)
+            {
+                // Data sent after the last hole was resent has arrived, yet holes below
+                // `rxt_nxt` are still missing: those resends were lost. Resend them again.
+                f.rxt_nxt = f.snd_una;
+            }
+        }
+        if f.sack_ok && f.state == State::Established {
+            f.arm_probe(ctx.now);
         }
         // RFC 9293 §3.10.7.4: take the window only from an ACK within what we sent
         // (SND.UNA =< SEG.ACK =< SND.NXT) that is not older than the one it was last taken from
@@ -975,8 +1289,12 @@ impl TcpEngine {
         self.owe_ack(index);
     }
 
-    /// Send host data the guest's window allows, then our FIN once the host side ended.
+    /// Send host data the guest's window allows, then our FIN once the host side ended. With
+    /// SACK, lost holes go first.
     fn push(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
+        if self.retransmit_holes(ctx, sockets, index).is_none() {
+            return;
+        }
         let Some(f) = self.slots[index as usize].as_mut() else {
             return;
         };
@@ -987,8 +1305,6 @@ impl TcpEngine {
             return;
         };
         let mss = usize::from(f.mss);
-        let overhead = frames::tcp_overhead(f.key.guest_ip);
-        let stride = overhead + mss;
         let mut window_field = None;
         // The stream's end was reached at `snd_nxt` in this pass (only then may our FIN follow).
         let mut at_end = false;
@@ -1023,78 +1339,33 @@ impl TcpEngine {
                 break;
             }
             let want = room.min(mss * MAX_SEGMENTS_PER_PEEK);
-            let nseg = want.div_ceil(mss);
-            let arena = ctx.tx.reserve(nseg * stride);
-            let got = {
-                let mut iov: [IoSliceMut<'_>; MAX_SEGMENTS_PER_PEEK] =
-                    std::array::from_fn(|_| IoSliceMut::new(&mut []));
-                let mut rest: &mut [u8] = arena;
-                let mut left = want;
-                for slot in iov.iter_mut().take(nseg) {
-                    let (frame, tail) = rest.split_at_mut(stride);
-                    rest = tail;
-                    let take = left.min(mss);
-                    left -= take;
-                    *slot = IoSliceMut::new(&mut frame[overhead..overhead + take]);
-                }
-                sockets.tcp_peek(Self::sock(index), f.data_offset(), &mut iov[..nseg])
-            };
+            let (seq, offset) = (f.snd_nxt, f.data_offset());
+            let got = send_data(
+                ctx,
+                sockets,
+                index,
+                f,
+                dest,
+                seq,
+                offset,
+                want,
+                &mut window_field,
+            );
             let n = match got {
                 Ok(0) => {
-                    ctx.tx.finish(0);
                     at_end = true;
                     break;
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ctx.tx.finish(0);
                     f.host_drained = f.snd_nxt == f.snd_max;
                     break;
                 }
                 Err(_) => {
-                    ctx.tx.finish(0);
                     self.host_error(ctx, sockets, index);
                     return;
                 }
             };
-            let window = *window_field.get_or_insert_with(|| window_for(sockets, index, f));
-            let arena = ctx.tx.reserve_again();
-            let full = n / mss;
-            let segs = n.div_ceil(mss);
-            let mut used = 0;
-            for k in 0..segs {
-                let len = if k < full { mss } else { n - full * mss };
-                let frame = &mut arena[k * stride..k * stride + overhead + len];
-                let h = TcpHeader {
-                    src_port: f.key.remote_port,
-                    dst_port: f.key.guest_port,
-                    seq: f.snd_nxt.wrapping_add((k * mss) as u32),
-                    ack: f.rcv_nxt,
-                    flags: if k + 1 == segs {
-                        tcp::ACK | tcp::PSH
-                    } else {
-                        tcp::ACK
-                    },
-                    window: (window >> f.our_wscale).min(65535) as u16,
-                    syn_options: None,
-                };
-                f.ident = f.ident.wrapping_add(1);
-                frames::write_tcp(
-                    frame,
-                    f.guest_mac,
-                    ctx.gateway_mac,
-                    f.key.remote_ip,
-                    f.key.guest_ip,
-                    &h,
-                    f.ident,
-                );
-                used = k * stride + overhead + len;
-            }
-            for k in 0..segs {
-                let len = if k < full { mss } else { n - full * mss };
-                ctx.tx.commit_at(dest, k * stride, overhead + len);
-            }
-            ctx.tx.finish(used);
             if f.rtt_probe.is_none() && f.snd_nxt == f.snd_max {
                 f.rtt_probe = Some((f.snd_nxt, ctx.now));
             }
@@ -1102,13 +1373,11 @@ impl TcpEngine {
             if seq_lt(f.snd_max, f.snd_nxt) {
                 f.snd_max = f.snd_nxt;
             }
-            f.last_window_sent = window;
             f.ack_owed = false;
-            f.rcv_unacked = 0;
-            f.last_activity = ctx.now;
             if f.deadline.is_none() {
                 f.deadline = Some(ctx.now + f.rto);
             }
+            f.arm_probe(ctx.now);
             if !f.in_timer_list {
                 f.in_timer_list = true;
                 self.timer_list.push(index);
@@ -1141,11 +1410,154 @@ impl TcpEngine {
             if f.deadline.is_none() {
                 f.deadline = Some(ctx.now + f.rto);
             }
+            f.arm_probe(ctx.now);
             if !f.in_timer_list {
                 f.in_timer_list = true;
                 self.timer_list.push(index);
             }
         }
+    }
+
+    /// SACK recovery (RFC 6675 NextSeg rule 1): resend each hole below the lost edge that was
+    /// not resent since the last loss detection, in order, as far as the TX budget allows.
+    /// Without SACK the scoreboard stays empty and the only hole is NewReno's one segment after
+    /// a partial ACK.
+    /// Holes are inside what the guest's window already took, so they need no room. Returns
+    /// `None` when the flow was freed (host error), else how many bytes were resent.
+    fn retransmit_holes(
+        &mut self,
+        ctx: &mut TcpCtx<'_>,
+        sockets: &mut dyn HostSockets,
+        index: u32,
+    ) -> Option<usize> {
+        let f = self.slots[index as usize].as_mut()?;
+        // Only while no go-back-N resend is under way (that resends the holes anyway).
+        if f.state != State::Established || f.fin_acked || f.snd_nxt != f.snd_max {
+            return Some(0);
+        }
+        let mut resent = 0;
+        let mut window_field = None;
+        loop {
+            let edge = f.lost_edge();
+            let from = if seq_lt(f.rxt_nxt, f.snd_una) {
+                f.snd_una
+            } else {
+                f.rxt_nxt
+            };
+            let Some((start, end)) = f.scoreboard.next_hole(from, edge) else {
+                break;
+            };
+            if ctx.tx.over_budget() {
+                if !f.in_push_list {
+                    f.in_push_list = true;
+                    self.push_list.push(index);
+                }
+                break;
+            }
+            let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+                break;
+            };
+            let want =
+                (end.wrapping_sub(start) as usize).min(usize::from(f.mss) * MAX_SEGMENTS_PER_PEEK);
+            let offset = start.wrapping_sub(f.snd_una) as usize;
+            let got = send_data(
+                ctx,
+                sockets,
+                index,
+                f,
+                dest,
+                start,
+                offset,
+                want,
+                &mut window_field,
+            );
+            let n = match got {
+                Ok(0) => break, // (the data is in the socket: not expected)
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.host_error(ctx, sockets, index);
+                    return None;
+                }
+            };
+            resent += n;
+            f.ack_owed = false;
+            f.rxt_nxt = start.wrapping_add(n as u32);
+            f.rxt_fence = f.snd_max;
+            // Karn: no RTT sample from a segment sent twice.
+            if f.rtt_probe
+                .is_some_and(|(seq, _)| seq_le(start, seq) && seq_lt(seq, f.rxt_nxt))
+            {
+                f.rtt_probe = None;
+            }
+            f.arm_probe(ctx.now);
+            if n < want {
+                break;
+            }
+        }
+        Some(resent)
+    }
+
+    /// The probe timer fired: data is in flight and for twice the smoothed RTT nothing was
+    /// sent or acknowledged. If the guest SACKed anything, every hole below its highest SACK was
+    /// sent before that data and is taken as lost (RACK, RFC 8985, by order instead of time):
+    /// resend them. Else, or if there was none, resend the last segment (tail loss probe): the
+    /// guest's answer, with its SACK blocks, shows what is missing.
+    fn probe(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
+        if f.in_flight() == 0 || f.snd_nxt != f.snd_max || f.fin_acked {
+            return;
+        }
+        f.probes += 1;
+        if let Some(high) = f.scoreboard.high() {
+            if seq_lt(f.lost_below, high) {
+                f.lost_below = high;
+            }
+            f.rxt_nxt = f.snd_una;
+            f.recover.get_or_insert(f.snd_max);
+        }
+        let Some(resent) = self.retransmit_holes(ctx, sockets, index) else {
+            return;
+        };
+        let Some(f) = self.slots[index as usize].as_mut() else {
+            return;
+        };
+        if resent == 0 {
+            let Some(dest) = frames::dest_for(ctx.switch, ctx.counters, &f.guest_mac) else {
+                return;
+            };
+            let end = f.data_end();
+            let len = end.wrapping_sub(f.snd_una).min(u32::from(f.mss));
+            if len > 0 {
+                let start = end.wrapping_sub(len);
+                let offset = start.wrapping_sub(f.snd_una) as usize;
+                let mut window_field = None;
+                let got = send_data(
+                    ctx,
+                    sockets,
+                    index,
+                    f,
+                    dest,
+                    start,
+                    offset,
+                    len as usize,
+                    &mut window_field,
+                );
+                match got {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return self.host_error(ctx, sockets, index),
+                }
+                f.rtt_probe = None;
+            }
+            if f.fin_sent {
+                let window = window_for(sockets, index, f);
+                send_control(ctx, f, end, tcp::FIN | tcp::ACK, window);
+            }
+        }
+        f.arm_probe(ctx.now);
     }
 
     fn maybe_close(&mut self, ctx: &mut TcpCtx<'_>, sockets: &mut dyn HostSockets, index: u32) {
@@ -1187,7 +1599,7 @@ impl TcpEngine {
                 f.in_timer_list = true;
                 self.timer_list.push(index);
             }
-            if let Some(d) = f.deadline {
+            if let Some(d) = f.timer() {
                 self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
             }
         }
@@ -1286,7 +1698,7 @@ impl TcpEngine {
             let Some(f) = self.slots[index as usize].as_mut() else {
                 continue;
             };
-            let Some(deadline) = f.deadline else {
+            let Some(deadline) = f.timer() else {
                 f.in_timer_list = false;
                 continue;
             };
@@ -1296,6 +1708,13 @@ impl TcpEngine {
                 continue;
             }
             match f.state {
+                State::Established
+                    if f.probe_at.is_some_and(|p| p <= ctx.now)
+                        && f.deadline.is_none_or(|d| d > ctx.now) =>
+                {
+                    f.probe_at = None;
+                    self.probe(ctx, sockets, index);
+                }
                 State::Connecting => {
                     ctx.counters.drop(DropReason::TcpConnectTimeout);
                     send_unreachable(ctx, f, Unreachable::Host);
@@ -1342,6 +1761,8 @@ impl TcpEngine {
                     f.rtt_probe = None;
                     if f.in_flight() > 0 {
                         rewind(f);
+                        // After a timeout only the timer probes, until the guest answers.
+                        f.probes = MAX_PROBES;
                         f.deadline = None;
                         self.push(ctx, sockets, index);
                     } else {
@@ -1363,7 +1784,7 @@ impl TcpEngine {
             let Some(f) = self.slots[index as usize].as_mut() else {
                 continue;
             };
-            if let Some(d) = f.deadline {
+            if let Some(d) = f.timer() {
                 next = Some(next.map_or(d, |n| n.min(d)));
                 keep.push(index);
             } else {
@@ -1372,7 +1793,7 @@ impl TcpEngine {
         }
         // Flows armed during this call were appended to self.timer_list.
         for &index in &self.timer_list {
-            if let Some(d) = self.slots[index as usize].as_ref().and_then(|f| f.deadline) {
+            if let Some(d) = self.slots[index as usize].as_ref().and_then(|f| f.timer()) {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
         }
@@ -1436,6 +1857,11 @@ fn rewind(f: &mut TcpFlow) {
     // ACKs this resend provokes do not start another one.
     f.recover = Some(f.snd_max);
     f.snd_nxt = f.snd_una;
+    // The guest may have dropped what it SACKed (reneging, RFC 2018 §8): forget it all.
+    f.scoreboard.clear();
+    f.rxt_nxt = f.snd_una;
+    f.lost_below = f.snd_una;
+    f.probe_at = None;
     if f.fin_sent && !f.fin_acked {
         f.fin_sent = false;
     }
@@ -1524,9 +1950,11 @@ fn send_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow, window: u32) {
         flags,
         // The window in a SYN is never scaled.
         window: window.min(65535) as u16,
+        sack: Default::default(),
         syn_options: Some(SynOptions {
             mss: Some(f.mss),
             window_scale: (f.our_wscale > 0).then_some(f.our_wscale),
+            sack_permitted: f.sack_ok,
         }),
     };
     push_tcp(ctx, dest, f.guest_mac, f.key, &h);
@@ -1543,6 +1971,7 @@ fn send_control(ctx: &mut TcpCtx<'_>, f: &TcpFlow, seq: u32, flags: u8, window: 
         ack: f.rcv_nxt,
         flags,
         window: (window >> f.our_wscale).min(65535) as u16,
+        sack: Default::default(),
         syn_options: None,
     };
     push_tcp(ctx, dest, f.guest_mac, f.key, &h);
@@ -1560,6 +1989,7 @@ fn send_rst_to_syn(ctx: &mut TcpCtx<'_>, f: &TcpFlow) {
         ack: f.guest_isn.wrapping_add(1),
         flags: tcp::RST | tcp::ACK,
         window: 0,
+        sack: Default::default(),
         syn_options: None,
     };
     push_tcp(ctx, dest, f.guest_mac, f.key, &h);
@@ -1589,6 +2019,7 @@ fn send_rst_for(ctx: &mut TcpCtx<'_>, guest_mac: Mac, key: FlowKey, seg: &TcpSeg
         ack,
         flags,
         window: 0,
+        sack: Default::default(),
         syn_options: None,
     };
     push_tcp(ctx, dest, guest_mac, key, &h);
@@ -1643,6 +2074,93 @@ fn send_unreachable(ctx: &mut TcpCtx<'_>, f: &TcpFlow, why: Unreachable) {
     );
 }
 
+/// Peek up to `want` bytes at `offset` into the socket's receive queue (sequence `seq`) and send
+/// them to the guest as MSS-sized segments, straight from the TX arena. Ok(0): end of stream.
+#[allow(clippy::too_many_arguments)]
+fn send_data(
+    ctx: &mut TcpCtx<'_>,
+    sockets: &mut dyn HostSockets,
+    index: u32,
+    f: &mut TcpFlow,
+    dest: crate::tx::TxDest,
+    seq: u32,
+    offset: usize,
+    want: usize,
+    window_field: &mut Option<u32>,
+) -> io::Result<usize> {
+    let mss = usize::from(f.mss);
+    let overhead = frames::tcp_overhead(f.key.guest_ip);
+    let stride = overhead + mss;
+    let nseg = want.div_ceil(mss).min(MAX_SEGMENTS_PER_PEEK);
+    let want = want.min(nseg * mss);
+    let arena = ctx.tx.reserve(nseg * stride);
+    let got = {
+        let mut iov: [IoSliceMut<'_>; MAX_SEGMENTS_PER_PEEK] =
+            std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        let mut rest: &mut [u8] = arena;
+        let mut left = want;
+        for slot in iov.iter_mut().take(nseg) {
+            let (frame, tail) = rest.split_at_mut(stride);
+            rest = tail;
+            let take = left.min(mss);
+            left -= take;
+            *slot = IoSliceMut::new(&mut frame[overhead..overhead + take]);
+        }
+        sockets.tcp_peek(TcpEngine::sock(index), offset, &mut iov[..nseg])
+    };
+    let n = match got {
+        Ok(n) if n > 0 => n,
+        other => {
+            ctx.tx.finish(0);
+            return other;
+        }
+    };
+    let window = *window_field.get_or_insert_with(|| window_for(sockets, index, f));
+    let arena = ctx.tx.reserve_again();
+    let full = n / mss;
+    let segs = n.div_ceil(mss);
+    let mut used = 0;
+    for k in 0..segs {
+        let len = if k < full { mss } else { n - full * mss };
+        let frame = &mut arena[k * stride..k * stride + overhead + len];
+        let h = TcpHeader {
+            src_port: f.key.remote_port,
+            dst_port: f.key.guest_port,
+            seq: seq.wrapping_add((k * mss) as u32),
+            ack: f.rcv_nxt,
+            flags: if k + 1 == segs {
+                tcp::ACK | tcp::PSH
+            } else {
+                tcp::ACK
+            },
+            window: (window >> f.our_wscale).min(65535) as u16,
+            sack: SackBlocks::EMPTY,
+            syn_options: None,
+        };
+        f.ident = f.ident.wrapping_add(1);
+        frames::write_tcp(
+            frame,
+            f.guest_mac,
+            ctx.gateway_mac,
+            f.key.remote_ip,
+            f.key.guest_ip,
+            &h,
+            f.ident,
+        );
+        used = k * stride + overhead + len;
+    }
+    for k in 0..segs {
+        let len = if k < full { mss } else { n - full * mss };
+        ctx.tx.commit_at(dest, k * stride, overhead + len);
+    }
+    ctx.tx.finish(used);
+    f.last_window_sent = window;
+    // Every data segment carries our current ACK.
+    f.rcv_unacked = 0;
+    f.last_activity = ctx.now;
+    Ok(n)
+}
+
 fn push_tcp(
     ctx: &mut TcpCtx<'_>,
     dest: crate::tx::TxDest,
@@ -1656,4 +2174,73 @@ fn push_tcp(
         frames::write_tcp(frame, guest_mac, gw, key.remote_ip, key.guest_ip, h, 0);
         len
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(ranges: &[(u32, u32)]) -> Scoreboard {
+        let mut b = Scoreboard::default();
+        for &(s, e) in ranges {
+            b.add(s, e);
+        }
+        b
+    }
+
+    #[test]
+    fn scoreboard_merges_overlapping_and_touching_ranges() {
+        let base = u32::MAX - 100; // across the wrap
+        let at = |o: u32| base.wrapping_add(o);
+        let mut b = board(&[(at(300), at(400)), (at(100), at(200))]);
+        assert_eq!(b.ranges(), &[(at(100), at(200)), (at(300), at(400))]);
+        assert!(!b.add(at(120), at(180)), "nothing new");
+        assert!(b.add(at(200), at(250)), "touching: merged");
+        assert_eq!(b.ranges(), &[(at(100), at(250)), (at(300), at(400))]);
+        assert!(b.add(at(50), at(350)), "spanning both");
+        assert_eq!(b.ranges(), &[(at(50), at(400))]);
+        b.add(at(500), at(600));
+        b.acked(at(60));
+        assert_eq!(b.ranges(), &[(at(60), at(400)), (at(500), at(600))]);
+        b.acked(at(450));
+        assert_eq!(b.ranges(), &[(at(500), at(600))]);
+        assert_eq!(b.high(), Some(at(600)));
+        b.acked(at(600));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn scoreboard_stays_bounded_forgetting_the_highest_range() {
+        let mut b = Scoreboard::default();
+        for k in 0..100u32 {
+            b.add(k * 20 + 10, k * 20 + 15);
+            assert!(b.len <= SCOREBOARD_RANGES);
+        }
+        assert_eq!(b.len, SCOREBOARD_RANGES);
+        let top = (SCOREBOARD_RANGES as u32 - 1) * 20 + 15;
+        assert_eq!(b.high(), Some(top));
+        // A range below the top still gets in, the top one goes.
+        assert!(b.add(0, 5));
+        assert_eq!(b.ranges()[0], (0, 5));
+        assert_eq!(b.high(), Some(top - 20));
+        assert!(b.ranges().windows(2).all(|w| seq_lt(w[0].1, w[1].0)));
+    }
+
+    #[test]
+    fn holes_and_the_lost_edge() {
+        let b = board(&[(100, 200), (300, 350), (400, 500)]);
+        assert_eq!(b.next_hole(0, 1000), Some((0, 100)));
+        assert_eq!(b.next_hole(100, 1000), Some((200, 300)));
+        assert_eq!(b.next_hole(250, 1000), Some((250, 300)));
+        assert_eq!(b.next_hole(300, 1000), Some((350, 400)));
+        assert_eq!(b.next_hole(450, 1000), Some((500, 1000)));
+        assert_eq!(b.next_hole(0, 50), Some((0, 50)));
+        assert_eq!(b.next_hole(200, 200), None);
+        assert_eq!(b.next_hole(100, 150), None);
+        // More than 120 bytes SACKed above: below 300 (150 above 300's start, 100 above 400's).
+        assert_eq!(b.lost_edge(120), Some(300));
+        assert_eq!(b.lost_edge(99), Some(400));
+        assert_eq!(b.lost_edge(249), Some(100));
+        assert_eq!(b.lost_edge(250), None);
+    }
 }
