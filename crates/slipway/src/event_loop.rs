@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 
 /// Frames read from one link per batch before other work gets a turn.
 pub const READ_BUDGET: usize = 256;
+/// `--busy-poll` spins only while the gaps between events are shorter than this many spins: a
+/// request/response exchange keeps it spinning, sparse traffic never starts it, so the CPU spent
+/// spinning stays a fraction of the time the loop would otherwise sleep.
+const SPIN_GAPS: u32 = 4;
 /// How soon queued output of a link is retried when the socket gives no writable signal.
 const OUTPUT_RETRY: Duration = Duration::from_millis(1);
 const WAKER: Token = Token(0);
@@ -89,6 +93,8 @@ pub struct Driver {
     next_resume_check: Duration,
     /// When deferred discards of acknowledged host data are next flushed.
     next_discard_flush: Duration,
+    /// How long to keep polling after the last event before sleeping (`--busy-poll`).
+    busy_poll: Duration,
 }
 
 /// How often suspended forwards look for their guest.
@@ -140,6 +146,7 @@ impl Driver {
             suspended: Vec::new(),
             next_resume_check: Duration::ZERO,
             next_discard_flush: Duration::ZERO,
+            busy_poll: Duration::ZERO,
         })
     }
 
@@ -367,6 +374,30 @@ impl Driver {
 
     /// Close forwards' listeners while their guest is disconnected, and open them again when it
     /// is back (instead of keeping them open and refusing clients after a wait).
+    /// Keep polling for `d` after the last event before sleeping (zero: never spin).
+    pub fn set_busy_poll(&mut self, d: Duration) {
+        self.busy_poll = d;
+    }
+
+    /// Poll without sleeping until an event arrives or `until` passes (or a stop is asked);
+    /// true when events arrived.
+    fn spin(&mut self, events: &mut Events, until: Duration) -> io::Result<bool> {
+        loop {
+            match self.poll.poll(events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if !events.is_empty() {
+                return Ok(true);
+            }
+            if self.now() >= until || self.stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     pub fn set_unpublish_while_away(&mut self, on: bool) {
         self.unpublish_while_away = on;
     }
@@ -584,6 +615,9 @@ impl Driver {
     /// Run until the stop flag is set.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // How long the last wait lasted before events came (for --busy-poll); MAX after a wait
+        // that ended without any.
+        let mut last_gap = Duration::MAX;
         while !self.stop.load(Ordering::Relaxed) {
             let now = self.now();
             let busy =
@@ -606,12 +640,27 @@ impl Driver {
             } else {
                 deadline.saturating_sub(now).min(Duration::from_millis(500))
             };
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            // --busy-poll: while events come close together (the last wait was shorter than
+            // SPIN_GAPS spins), spin up to busy_poll before sleeping; never past a deadline.
+            let spun = !self.busy_poll.is_zero()
+                && !timeout.is_zero()
+                && last_gap < self.busy_poll * SPIN_GAPS
+                && self.spin(&mut events, now + self.busy_poll.min(timeout))?;
+            if !spun {
+                let left = timeout.saturating_sub(self.now().saturating_sub(now));
+                match self.poll.poll(&mut events, Some(left)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
             }
+            let waited = now;
             let now = self.now();
+            last_gap = if events.is_empty() {
+                Duration::MAX
+            } else {
+                now.saturating_sub(waited)
+            };
             for ev in events.iter() {
                 let t = ev.token();
                 if t == WAKER {
