@@ -65,6 +65,9 @@ struct LinkSlot {
     link: Box<dyn GuestLink>,
     /// The read budget ran out: read again before sleeping.
     more_to_read: bool,
+    /// The fd reported a hang-up: read until the link says `Closed`, since a short read that
+    /// ends `read_frames` early would otherwise leave the end of stream unseen (no new edge).
+    hung_up: bool,
 }
 
 pub struct Driver {
@@ -436,6 +439,7 @@ impl Driver {
         self.links[i] = Some(LinkSlot {
             link,
             more_to_read: true,
+            hung_up: false,
         });
         Ok(port)
     }
@@ -478,7 +482,7 @@ impl Driver {
             }
             net.on_guest_frame(now, port, frame, sockets);
         });
-        slot.more_to_read = frames >= READ_BUDGET;
+        slot.more_to_read = frames >= READ_BUDGET || slot.hung_up;
         match result {
             Ok(LinkStatus::Open) => {}
             Ok(LinkStatus::Closed) => self.remove_link(port, "guest disconnected"),
@@ -633,6 +637,15 @@ impl Driver {
                                 self.remove_link(port, "write failed");
                                 continue;
                             }
+                        }
+                    }
+                    if ev.is_read_closed() || ev.is_error() {
+                        if let Some(slot) = self
+                            .links
+                            .get_mut(usize::from(port))
+                            .and_then(|s| s.as_mut())
+                        {
+                            slot.hung_up = true;
                         }
                     }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
