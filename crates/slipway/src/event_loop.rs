@@ -68,6 +68,10 @@ struct LinkSlot {
     /// The fd reported a hang-up: read until the link says `Closed`, since a short read that
     /// ends `read_frames` early would otherwise leave the end of stream unseen (no new edge).
     hung_up: bool,
+    /// Registered for WRITABLE as well as READABLE: only while output is queued. A stream
+    /// socket signals writability each time the guest's side reads what we wrote, which would
+    /// otherwise wake the loop once per batch of frames sent, for nothing.
+    writable_interest: bool,
 }
 
 pub struct Driver {
@@ -425,11 +429,9 @@ impl Driver {
             .port_up()
             .ok_or_else(|| io::Error::other("the switch has no free port"))?;
         let token = Token(LINK_BASE + usize::from(port));
-        self.poll.registry().register(
-            link.source(),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        self.poll
+            .registry()
+            .register(link.source(), token, Interest::READABLE)?;
         tracing::info!("guest link up: {} (port {port})", link.describe());
         let i = usize::from(port);
         if self.links.len() <= i {
@@ -440,6 +442,7 @@ impl Driver {
             link,
             more_to_read: true,
             hung_up: false,
+            writable_interest: false,
         });
         Ok(port)
     }
@@ -507,6 +510,35 @@ impl Driver {
         for link in links {
             if let Err(e) = self.add_link(link) {
                 tracing::warn!("cannot attach guest: {e}");
+            }
+        }
+    }
+
+    /// Ask for WRITABLE events on exactly the links with queued output. Re-registering reports
+    /// a link that is writable already at once, so no wake-up is lost.
+    fn update_link_interest(&mut self) {
+        for (i, slot) in self.links.iter_mut().enumerate() {
+            let Some(slot) = slot.as_mut() else {
+                continue;
+            };
+            let want = slot.link.has_pending_output();
+            if want == slot.writable_interest {
+                continue;
+            }
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(LINK_BASE + i);
+            match self
+                .poll
+                .registry()
+                .reregister(slot.link.source(), token, interest)
+            {
+                Ok(()) => slot.writable_interest = want,
+                // Still retried on the OUTPUT_RETRY tick while output is queued.
+                Err(e) => tracing::debug!("re-registering guest link on port {i} failed: {e}"),
             }
         }
     }
@@ -688,6 +720,7 @@ impl Driver {
                 self.net.on_timers(now, &mut self.sockets);
             }
             self.flush();
+            self.update_link_interest();
             if !self.ping_hint_logged && self.net.ping_refused_by_host() {
                 self.ping_hint_logged = true;
                 tracing::warn!(
