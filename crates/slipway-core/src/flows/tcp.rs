@@ -172,6 +172,11 @@ struct TcpFlow {
     /// The host peer closed its side (the event loop saw a read hang-up): peek until end of
     /// stream instead of stopping at a short read.
     host_rdhup: bool,
+    /// A peek at `snd_nxt` may find bytes: set by a readable event and by a rewind, cleared
+    /// when a peek finds the socket's queue empty. A guest segment only pushes while it is
+    /// set, so a guest that only sends costs no failed peek per segment; new host data raises
+    /// a readable edge that sets it again.
+    host_readable: bool,
     ident: u16,
     opened: Duration,
     bytes_from_guest: u64,
@@ -223,6 +228,8 @@ impl TcpFlow {
             write_blocked: false,
             last_activity: now,
             host_rdhup: false,
+            // Readable events before the handshake completes are not acted on: look once.
+            host_readable: true,
             ident: 0,
             opened: now,
             bytes_from_guest: 0,
@@ -665,6 +672,9 @@ impl TcpEngine {
                     }
                 }
                 if readable {
+                    if let Some(f) = self.slots[index as usize].as_mut() {
+                        f.host_readable = true;
+                    }
                     self.push(ctx, sockets, index);
                 }
             }
@@ -676,6 +686,7 @@ impl TcpEngine {
     pub fn on_socket_hangup(&mut self, index: u32) {
         if let Some(f) = self.slots.get_mut(index as usize).and_then(|s| s.as_mut()) {
             f.host_rdhup = true;
+            f.host_readable = true;
         }
     }
 
@@ -737,7 +748,14 @@ impl TcpEngine {
             self.process_ack(ctx, sockets, index, seg);
         }
         self.process_data(ctx, sockets, index, seg);
-        self.push(ctx, sockets, index);
+        // The ACK may have opened the window or rewound the stream; with nothing readable in the
+        // socket there is nothing to send (and the readable edge of new data will push).
+        if self.slots[index as usize]
+            .as_ref()
+            .is_some_and(|f| f.host_readable)
+        {
+            self.push(ctx, sockets, index);
+        }
         self.maybe_close(ctx, sockets, index);
     }
 
@@ -962,6 +980,7 @@ impl TcpEngine {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     ctx.tx.finish(0);
+                    f.host_readable = false;
                     break;
                 }
                 Err(_) => {
@@ -1029,6 +1048,7 @@ impl TcpEngine {
             // once more so the end of stream that came with the data is seen now. (A resend
             // that reached a known end loops once more to send the FIN.)
             if n < want && !f.host_rdhup && f.fin_seq.is_none() {
+                f.host_readable = false;
                 break;
             }
         }
@@ -1324,6 +1344,8 @@ fn rewind(f: &mut TcpFlow) {
     // ACKs this resend provokes do not start another one.
     f.recover = Some(f.snd_max);
     f.snd_nxt = f.snd_una;
+    // What was sent since `snd_una` is still in the socket's receive queue.
+    f.host_readable = true;
     if f.fin_sent && !f.fin_acked {
         f.fin_sent = false;
     }
