@@ -79,6 +79,8 @@ pub const DATAGRAM_RX_BUFFER: usize = MAX_FRAME + 1;
 pub const OUTPUT_QUEUE_LIMIT: usize = 4 * 1024 * 1024;
 /// Frames per `sendmsg` on a stream: two iovecs each (prefix, frame), 1024 = `UIO_MAXIOV`.
 const FRAMES_PER_SENDMSG: usize = 512;
+/// Batches up to this many frames are sent with arrays sized for them (cheaper to set up).
+const SMALL_SENDMSG: usize = 16;
 /// Frames per `sendmmsg` on a datagram or seqpacket socket.
 const FRAMES_PER_SENDMMSG: usize = 64;
 /// Backlog of the listening sockets.
@@ -581,16 +583,31 @@ impl StreamFramer {
                 return Ok(());
             }
         }
+        // The batch arrays live on the stack and are initialised on every call: a few ACKs
+        // (the usual batch of a guest→host transfer) must not pay for zeroing 512 frames' worth.
+        if frames.len() <= SMALL_SENDMSG {
+            self.send_batches::<SMALL_SENDMSG>(io, frames)
+        } else {
+            self.send_batches::<FRAMES_PER_SENDMSG>(io, frames)
+        }
+    }
+
+    /// `send_frames` once the queue is empty: `sendmsg` calls of up to `N` frames each.
+    fn send_batches<const N: usize>(
+        &mut self,
+        io: &mut dyn StreamIo,
+        frames: &[&[u8]],
+    ) -> Result<(), LinkError> {
         let header_size = self.prefix.size();
         let mut rest = frames;
         while !rest.is_empty() {
-            // One batch: up to FRAMES_PER_SENDMSG valid frames, prefix and frame interleaved.
-            let mut headers = [[0u8; 4]; FRAMES_PER_SENDMSG];
-            let mut chosen: [&[u8]; FRAMES_PER_SENDMSG] = [&[]; FRAMES_PER_SENDMSG];
+            // One batch: up to N valid frames, prefix and frame interleaved.
+            let mut headers = [[0u8; 4]; N];
+            let mut chosen: [&[u8]; N] = [&[]; N];
             let mut n = 0;
             let mut taken = 0;
             for frame in rest {
-                if n == FRAMES_PER_SENDMSG {
+                if n == N {
                     break;
                 }
                 taken += 1;
@@ -606,13 +623,15 @@ impl StreamFramer {
             if n == 0 {
                 continue;
             }
-            let mut iov = [IoSlice::new(&[]); 2 * FRAMES_PER_SENDMSG];
+            let mut iov = [[IoSlice::new(&[]); 2]; N];
             for k in 0..n {
-                iov[2 * k] = IoSlice::new(&headers[k][..header_size]);
-                iov[2 * k + 1] = IoSlice::new(chosen[k]);
+                iov[k] = [
+                    IoSlice::new(&headers[k][..header_size]),
+                    IoSlice::new(chosen[k]),
+                ];
             }
             let written = loop {
-                match io.write_some(&iov[..2 * n]) {
+                match io.write_some(iov[..n].as_flattened()) {
                     Ok(w) => break w,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
@@ -1355,6 +1374,32 @@ mod tests {
             .read_frames(&mut io, 64, &mut |f| got.push(f.to_vec()))
             .unwrap();
         assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn large_batches_cut_anywhere_queue_the_exact_remainder() {
+        // More frames than the small batch arrays hold, and more than one sendmsg's worth.
+        for count in [SMALL_SENDMSG + 1, FRAMES_PER_SENDMSG + 3] {
+            let owned: Vec<Vec<u8>> = (0..count)
+                .map(|i| testutil::frame(i as u16, 14 + i % 50))
+                .collect();
+            let frames: Vec<&[u8]> = owned.iter().map(|f| f.as_slice()).collect();
+            let want = framed_be32(&frames);
+            for cut in [0, 1, 4, 17, want.len() / 2, want.len() - 1, want.len()] {
+                let mut framer = StreamFramer::new(LengthPrefix::Be32);
+                let mut io = Trickle {
+                    written: Vec::new(),
+                    room: cut,
+                    calls: 0,
+                };
+                framer.send_frames(&mut io, &frames).unwrap();
+                assert_eq!(framer.counters.frames_out, count as u64);
+                io.room = usize::MAX / 2;
+                framer.flush(&mut io).unwrap();
+                assert!(!framer.has_pending_output());
+                assert_eq!(io.written, want, "{count} frames, cut {cut}");
+            }
+        }
     }
 
     #[test]
