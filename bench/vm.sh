@@ -16,6 +16,11 @@
 # QUICK=1, SLIPWAY (binary; default $CARGO_TARGET_DIR/release/slipway, built when missing),
 # RESULTS_DIR (default bench/results), KEEP_LOGS=1 (keep the guests' serial logs and the backends'
 # logs there), SLIPWAY_E2E_KVM (as in tests/e2e: 1 or auto to use KVM; default TCG).
+# PROFILE=perf or PROFILE=strace: during each boot's first test (guest→host unless --tests says
+# otherwise), attach `perf record $PERF_ARGS` (default `-g`) or `strace -c -f` to the backend for
+# PROFILE_SECONDS (default: DURATION - 1, at least 1) and keep the result in RESULTS_DIR as
+# profile-BACKEND-rROUND.perf.data / .strace.txt. strace slows the backend: its run's throughput
+# and CPU figures are not comparable; perf's overhead is small but not zero.
 #
 # The guest is the e2e one (tests/e2e/build-guest.sh: Debian kernel, busybox, iperf3), booted as
 # tests/e2e/lib.sh's e2e_boot_guest does (1 vCPU, 256 MiB, script passed through fw_cfg).
@@ -38,6 +43,8 @@ DURATION=${DURATION:-5}
 VM_TESTS=${VM_TESTS:-up,down}
 VM_MTU=${VM_MTU:-65520}
 QUICK=${QUICK:-}
+PROFILE=${PROFILE:-}
+PERF_ARGS=${PERF_ARGS:--g}
 BACKENDS_ARG=${BACKENDS:-slipway,passt}
 KEEP_LOGS=${KEEP_LOGS:-}
 out=${RESULTS_DIR:-$here/results}
@@ -64,6 +71,11 @@ for b in "${BACKENDS[@]}"; do
     case $b in slipway|passt) ;; *) echo "unknown backend: $b (slipway, passt)" >&2; exit 2 ;; esac
 done
 IFS=, read -r -a TESTS <<<"$VM_TESTS"
+case $PROFILE in
+    ''|perf|strace) ;;
+    *) echo "unknown PROFILE=$PROFILE (perf, strace)" >&2; exit 2 ;;
+esac
+PROFILE_SECONDS=${PROFILE_SECONDS:-$((DURATION > 2 ? DURATION - 1 : 1))}
 for t in "${TESTS[@]}"; do
     case $t in up|down|up4|down4) ;; *) echo "unknown test: $t (up, down, up4, down4)" >&2; exit 2 ;; esac
 done
@@ -223,12 +235,27 @@ EOF
     } >"$2"
 }
 
+# ---- profiling (PROFILE=perf|strace) ------------------------------------------------------------
+start_profile() { # start_profile BACKEND ROUND PID: attach to the backend for PROFILE_SECONDS
+    local f="$out/profile-$1-r$2"
+    mkdir -p "$out"
+    case $PROFILE in
+        perf)
+            # shellcheck disable=SC2086 # PERF_ARGS is a list of options
+            bg "$f.perf.log" perf record $PERF_ARGS -o "$f.perf.data" -p "$3" -- sleep "$PROFILE_SECONDS" ;;
+        strace)
+            bg "$f.strace.log" timeout -s INT "$PROFILE_SECONDS" strace -c -f -o "$f.strace.txt" -p "$3" ;;
+    esac
+    echo "  profiling $1 (pid $3) with $PROFILE for $PROFILE_SECONDS s into $f.*" >&2
+}
+
 # ---- one guest boot -----------------------------------------------------------------------------
 # boot_guest BACKEND ROUND: start the backend in H, boot QEMU (in H) on its socket, sample the
 # backend's and QEMU's CPU time at each BENCH-START/END marker, then parse the runs.
 boot_guest() {
     local b=$1 r=$2 sock bpid qpid spid log="$work/guest-$1-r$2.log" script="$work/guest-$1.sh"
     local netdev t start lease_s="" total_s rc=0 qrc seen guest_timeout=$((60 + ${#TESTS[@]} * (DURATION + 20)))
+    local ppid=""
     local -A bcpu0=() bcpu1=() qcpu0=() qcpu1=() wall0=() wall1=()
     guest_script "${TARGET[$b]}" "$script"
     bg "$work/iperf-server-$b-r$r.log" ip netns exec "$NS_H" iperf3 -s -B 127.0.0.1 -p 5201
@@ -277,6 +304,10 @@ boot_guest() {
         for t in "${TESTS[@]}"; do
             if [ -z "${bcpu0[$t]:-}" ] && grep -qx "BENCH-START $t" <<<"$seen"; then
                 bcpu0[$t]=$(cpu_ticks "$bpid") qcpu0[$t]=$(cpu_ticks "$qpid") wall0[$t]=$(date +%s%N)
+                if [ -n "$PROFILE" ] && [ -z "$ppid" ]; then
+                    start_profile "$b" "$r" "$bpid"
+                    ppid=$lastpid
+                fi
             fi
             if [ -z "${bcpu1[$t]:-}" ] && grep -qx "BENCH-END $t" <<<"$seen"; then
                 bcpu1[$t]=$(cpu_ticks "$bpid") qcpu1[$t]=$(cpu_ticks "$qpid") wall1[$t]=$(date +%s%N)
@@ -293,6 +324,7 @@ boot_guest() {
     wait "$qpid" 2>/dev/null || qrc=$?
     [ "$rc" = 124 ] || rc=$qrc
     total_s=$(( ($(date +%s%N) - start) / 10000000 ))
+    [ -n "$ppid" ] && { wait "$ppid" 2>/dev/null || true; }
     stop "$bpid"
     stop "$spid"
     sed -i 's/\r$//' "$log"

@@ -31,6 +31,8 @@ struct SimTcp {
     eof: bool,
     shut_wr: bool,
     closed: Option<bool>,
+    /// `tcp_peek` calls (each is a `recvmsg` on a real socket).
+    peeks: usize,
 }
 
 #[derive(Default)]
@@ -106,6 +108,7 @@ impl HostSockets for Sim {
     ) -> io::Result<usize> {
         self.peeks += 1;
         let s = self.tcp.get_mut(&id.index).unwrap();
+        s.peeks += 1;
         if offset >= s.queue.len() {
             return if s.eof {
                 Ok(0)
@@ -508,6 +511,37 @@ fn data_both_ways_and_orderly_close() {
     assert!(h.sim.only().shut_wr);
     assert_eq!(h.sim.only().closed, Some(false));
     assert_eq!(h.net.tcp().flow_count(), 0);
+}
+
+#[test]
+fn guest_data_does_not_peek_an_empty_socket_for_each_segment() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    let after_handshake = h.sim.only().peeks;
+    for i in 0..100u32 {
+        // Full segments: each is ACKed at once (no delayed ACK).
+        h.data(&[i as u8; 1460]);
+        let acks = h.take();
+        assert_eq!(acks.len(), 1);
+    }
+    assert_eq!(h.sim.only().written.len(), 146_000);
+    assert_eq!(
+        h.sim.only().peeks,
+        after_handshake,
+        "the socket was found empty; only a readable event makes it worth a peek again"
+    );
+    // Host data: the readable edge pushes it, and the guest's ACKs may push again.
+    h.sim.only().queue.extend([7u8; 3000]);
+    h.socket_event(true, false);
+    assert_eq!(h.receive_all(), [7u8; 3000]);
+    h.ack();
+    assert!(h.sim.only().queue.is_empty());
+    h.data(b"more");
+    h.take();
+    h.sim.only().queue.extend([8u8; 10]);
+    h.data(b"and a segment that finds data queued without an event: sent on the next edge");
+    h.socket_event(true, false);
+    assert_eq!(h.receive_all(), [8u8; 10]);
 }
 
 #[test]

@@ -69,6 +69,13 @@ struct LinkSlot {
     link: Box<dyn GuestLink>,
     /// The read budget ran out: read again before sleeping.
     more_to_read: bool,
+    /// The fd reported a hang-up: read until the link says `Closed`, since a short read that
+    /// ends `read_frames` early would otherwise leave the end of stream unseen (no new edge).
+    hung_up: bool,
+    /// Registered for WRITABLE as well as READABLE: only while output is queued. A stream
+    /// socket signals writability each time the guest's side reads what we wrote, which would
+    /// otherwise wake the loop once per batch of frames sent, for nothing.
+    writable_interest: bool,
 }
 
 pub struct Driver {
@@ -456,11 +463,9 @@ impl Driver {
             .port_up()
             .ok_or_else(|| io::Error::other("the switch has no free port"))?;
         let token = Token(LINK_BASE + usize::from(port));
-        self.poll.registry().register(
-            link.source(),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        self.poll
+            .registry()
+            .register(link.source(), token, Interest::READABLE)?;
         tracing::info!("guest link up: {} (port {port})", link.describe());
         let i = usize::from(port);
         if self.links.len() <= i {
@@ -470,6 +475,8 @@ impl Driver {
         self.links[i] = Some(LinkSlot {
             link,
             more_to_read: true,
+            hung_up: false,
+            writable_interest: false,
         });
         Ok(port)
     }
@@ -512,7 +519,7 @@ impl Driver {
             }
             net.on_guest_frame(now, port, frame, sockets);
         });
-        slot.more_to_read = frames >= READ_BUDGET;
+        slot.more_to_read = frames >= READ_BUDGET || slot.hung_up;
         match result {
             Ok(LinkStatus::Open) => {}
             Ok(LinkStatus::Closed) => self.remove_link(port, "guest disconnected"),
@@ -537,6 +544,35 @@ impl Driver {
         for link in links {
             if let Err(e) = self.add_link(link) {
                 tracing::warn!("cannot attach guest: {e}");
+            }
+        }
+    }
+
+    /// Ask for WRITABLE events on exactly the links with queued output. Re-registering reports
+    /// a link that is writable already at once, so no wake-up is lost.
+    fn update_link_interest(&mut self) {
+        for (i, slot) in self.links.iter_mut().enumerate() {
+            let Some(slot) = slot.as_mut() else {
+                continue;
+            };
+            let want = slot.link.has_pending_output();
+            if want == slot.writable_interest {
+                continue;
+            }
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(LINK_BASE + i);
+            match self
+                .poll
+                .registry()
+                .reregister(slot.link.source(), token, interest)
+            {
+                Ok(()) => slot.writable_interest = want,
+                // Still retried on the OUTPUT_RETRY tick while output is queued.
+                Err(e) => tracing::debug!("re-registering guest link on port {i} failed: {e}"),
             }
         }
     }
@@ -688,6 +724,15 @@ impl Driver {
                             }
                         }
                     }
+                    if ev.is_read_closed() || ev.is_error() {
+                        if let Some(slot) = self
+                            .links
+                            .get_mut(usize::from(port))
+                            .and_then(|s| s.as_mut())
+                        {
+                            slot.hung_up = true;
+                        }
+                    }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         self.read_link(port);
                     }
@@ -732,6 +777,7 @@ impl Driver {
                 self.next_discard_flush = now + DISCARD_FLUSH_INTERVAL;
                 self.sockets.flush_deferred_discards();
             }
+            self.update_link_interest();
             if !self.ping_hint_logged && self.net.ping_refused_by_host() {
                 self.ping_hint_logged = true;
                 tracing::warn!(

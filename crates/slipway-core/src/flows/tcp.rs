@@ -1046,6 +1046,8 @@ impl TcpEngine {
             self.process_ack(ctx, sockets, index, seg);
         }
         self.process_data(ctx, sockets, index, seg);
+        // The ACK may have opened the window, SACKed or rewound the stream (a socket found
+        // empty at `snd_max` is not peeked again: `host_drained`).
         self.push(ctx, sockets, index);
         self.maybe_close(ctx, sockets, index);
     }
