@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of slipway (also as slipway-s4: behind slirp4netns's command line),
+# Side-by-side benchmark of slipway (also as slipway-poll: with --busy-poll 50, and as slipway-s4:
+# behind slirp4netns's command line),
 # slirp4netns, pasta and a veth pair (the kernel limit), each
 # attaching one network namespace to a sandbox "host" namespace. See bench/README.md.
 #
@@ -33,7 +34,7 @@ DURATION=${DURATION:-5}
 RR_N=${RR_N:-20000}
 CR_SECONDS=${CR_SECONDS:-3}
 QUICK=${QUICK:-}
-BACKENDS_ARG=${BACKENDS:-slipway,slipway-s4,slirp4netns,pasta,veth}
+BACKENDS_ARG=${BACKENDS:-slipway,slipway-poll,slipway-s4,slirp4netns,pasta,veth}
 KEEP_LOGS=${KEEP_LOGS:-}
 out=${RESULTS_DIR:-$here/results}
 
@@ -57,7 +58,7 @@ if [ -n "$QUICK" ]; then
 fi
 IFS=, read -r -a BACKENDS <<<"$BACKENDS_ARG"
 for b in "${BACKENDS[@]}"; do
-    case $b in slipway|slipway-s4|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
+    case $b in slipway|slipway-poll|slipway-s4|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
 done
 
 if [ "$(id -u)" != 0 ]; then
@@ -100,20 +101,20 @@ NS_H="$P-H"
 NS_X="$P-X"
 # slipway-s4: slipway through a symlink named slirp4netns, with slirp4netns's exact flags (what a
 # rootlesskit or podman user who swaps the binary gets).
-declare -A NS=([slipway]="$P-g-slipway" [slipway-s4]="$P-g-s4" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
+declare -A NS=([slipway]="$P-g-slipway" [slipway-poll]="$P-g-poll" [slipway-s4]="$P-g-s4" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
 # Where each guest reaches the host's 127.0.0.1 (veth: the server binds the veth address instead).
-declare -A TARGET=([slipway]=192.168.127.254 [slipway-s4]=10.0.2.2 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
-declare -A SERVER=([slipway]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
+declare -A TARGET=([slipway]=192.168.127.254 [slipway-poll]=192.168.127.254 [slipway-s4]=10.0.2.2 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
+declare -A SERVER=([slipway]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
 # Port forwards, host -> guest: the address and ports a client in H connects to, forwarded to the
 # guest's iperf3 server (port 5201) and echo server (port 7000), both bound to the guest's 0.0.0.0.
 # Each backend forwards its own H ports (they all live in H). veth has no forward: its client
 # connects straight to the guest's veth address, the kernel reference.
-declare -A FWD_HOST=([slipway]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
-declare -A FWD_IPERF=([slipway]=15201 [slipway-s4]=15204 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
-declare -A FWD_ECHO=([slipway]=17001 [slipway-s4]=17004 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
+declare -A FWD_HOST=([slipway]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_IPERF=([slipway]=15201 [slipway-poll]=15205 [slipway-s4]=15204 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
+declare -A FWD_ECHO=([slipway]=17001 [slipway-poll]=17005 [slipway-s4]=17004 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
 # The guest address each forward ends at (slirp4netns: the --configure default; pasta: the guest
 # copies H's 192.0.2.1, but a loopback client is spliced to the namespace's own loopback).
-declare -A FWD_GUEST=([slipway]=192.168.127.2 [slipway-s4]=10.0.2.100 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_GUEST=([slipway]=192.168.127.2 [slipway-poll]=192.168.127.2 [slipway-s4]=10.0.2.100 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
 declare -A FWD_BAD=()
 declare -A BPID=()
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
@@ -222,6 +223,13 @@ for b in "${BACKENDS[@]}"; do
             bg "$work/slipway.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY" serve --netns "$g" \
                 --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
                 -p "127.0.0.1:${FWD_IPERF[slipway]}:5201" -p "127.0.0.1:${FWD_ECHO[slipway]}:7000"
+            BPID[$b]=$lastpid ;;
+        slipway-poll)
+            # The same with --busy-poll 50: what busy polling (off by default) buys and costs.
+            bg "$work/slipway-poll.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY" serve \
+                --netns "$g" --busy-poll 50 \
+                --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
+                -p "127.0.0.1:${FWD_IPERF[$b]}:5201" -p "127.0.0.1:${FWD_ECHO[$b]}:7000"
             BPID[$b]=$lastpid ;;
         slipway-s4)
             mkdir -p "$work/s4" && ln -sf "$SLIPWAY" "$work/s4/slirp4netns"

@@ -8,6 +8,12 @@
 //! (a link with more frames, flows with more data than the TX budget) runs again before the
 //! loop sleeps. DNS replies arrive from the DNS thread over a channel with a wake-up.
 //!
+//! Busy polling (`--busy-poll USEC`, off by default): while the waits between events stay short
+//! (below [`SPIN_GAPS`] spins, as in a request/response exchange), the loop polls without
+//! sleeping for up to that long before it blocks, so an answer that comes back within it costs no
+//! wake-up. A wait that ended without events, or a long one, stops the spinning: an idle network
+//! and sparse traffic never spin.
+//!
 //! Limits: [`READ_BUDGET`] frames per link per batch; the core's TX budget per flush.
 
 use crate::control::{

@@ -221,7 +221,9 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
         driver.set_unix_target(port, path);
     }
     driver.set_unpublish_while_away(args.unpublish_while_away);
-    driver.set_busy_poll(std::time::Duration::from_micros(u64::from(args.busy_poll)));
+    driver.set_busy_poll(std::time::Duration::from_micros(u64::from(
+        args.busy_poll_us(),
+    )));
     // Publish before attaching guests: a port that cannot be bound stops start-up cleanly.
     for rule in forwards {
         driver.add_forward(rule)?;
