@@ -820,7 +820,8 @@ mod tests {
                     assert_eq!(c.dropped(DropReason::TcpConnectFailed), 2);
                     assert_eq!(built, 2, "an RST and an ICMP unreachable");
                 }
-                "tcp_session" => assert!(built >= 5, "SYN-ACK, ACKs, data and FIN, got {built}"),
+                // (The ACK of the guest's small request rides on the host's answer: delayed ACK.)
+                "tcp_session" => assert!(built >= 4, "SYN-ACK, data, FIN and ACKs, got {built}"),
                 "tcp_sack_session" => {
                     assert_eq!((c.tcp_flows_opened, c.tcp_flows_closed), (1, 1));
                     assert_eq!(c.dropped(DropReason::TcpBadSackBlock), 1);
@@ -859,7 +860,8 @@ mod tests {
                         h.host.tcp_discarded, 100,
                         "the guest acknowledged the host's data"
                     );
-                    assert!(built >= 5, "SYN-ACK, ACKs, data and FIN, got {built}");
+                    // (The ACK of the small request rides on the host's data: delayed ACK.)
+                    assert!(built >= 4, "SYN-ACK, data, FIN and ACKs, got {built}");
                 }
                 "ipv6_udp" => {
                     assert_eq!((c.udp_flows_opened, c.udp_flows_expired), (1, 1));
