@@ -15,6 +15,7 @@ pub mod flows;
 pub mod forward;
 pub mod frames;
 pub mod gateway;
+pub mod hash;
 pub mod network;
 pub mod services;
 pub mod switch;

@@ -32,6 +32,7 @@ use crate::forward::{self, ForwardProto, PortForward};
 use crate::frames::{self, Unreachable};
 use crate::gateway;
 use crate::gateway::ndp::{self, Solicited};
+use crate::hash::FastMap;
 use crate::services::dhcp4::Dhcp4Server;
 use crate::services::dhcp6::{Dhcp6Config, Dhcp6Server};
 use crate::switch::{LearnError, Switch};
@@ -41,7 +42,6 @@ use slipway_wire::{
     icmp, icmpv6, ipv4, ipv6, udp, ArpPacket, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet,
     TcpSegment, UdpDatagram,
 };
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -121,7 +121,7 @@ pub struct Network {
     tcp: TcpEngine,
     udp: UdpEngine,
     ping: PingEngine,
-    neighbors: HashMap<IpAddr, Mac>,
+    neighbors: FastMap<IpAddr, Mac>,
     dns_queries: Vec<DnsQuery>,
     next_sweep: Duration,
     /// When the next unsolicited router advertisement goes out (IPv6 on).
@@ -168,7 +168,7 @@ impl Network {
             tcp: TcpEngine::new(tcp_limits, seed),
             udp: UdpEngine::new(udp_limits),
             ping: PingEngine::default(),
-            neighbors: HashMap::new(),
+            neighbors: FastMap::default(),
             dns_queries: Vec::new(),
             next_sweep: SWEEP_INTERVAL,
             next_ra: cfg.ipv6.as_ref().map(|_| Duration::ZERO),

@@ -10,7 +10,7 @@
 //! and further new MACs are not learned, counted by the caller); [`MAX_PORTS`] ports.
 
 use crate::config::Mac;
-use std::collections::HashMap;
+use crate::hash::{fast_map_with_capacity, FastMap};
 
 pub const MAX_MACS: usize = 4096;
 pub const MAX_PORTS: usize = 1024;
@@ -28,7 +28,7 @@ pub struct Forwarding {
 
 #[derive(Default)]
 pub struct Switch {
-    macs: HashMap<Mac, u16>,
+    macs: FastMap<Mac, u16>,
     ports: Vec<bool>,
     gateway_mac: Mac,
 }
@@ -43,7 +43,7 @@ pub enum LearnError {
 impl Switch {
     pub fn new(gateway_mac: Mac) -> Self {
         Self {
-            macs: HashMap::with_capacity(64),
+            macs: fast_map_with_capacity(64),
             ports: Vec::new(),
             gateway_mac,
         }

@@ -17,8 +17,8 @@ use crate::config::Mac;
 use crate::counters::DropReason;
 use crate::frames;
 use crate::frames::Unreachable;
+use crate::hash::FastMap;
 use slipway_wire::{icmp, icmpv6};
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub use super::DatagramCtx as PingCtx;
 pub struct PingEngine {
     slots: Vec<Option<PingFlow>>,
     free: Vec<u32>,
-    by_key: HashMap<PingKey, u32>,
+    by_key: FastMap<PingKey, u32>,
     /// Set once the host refused a ping socket (so the driver logs the fix once).
     pub refused_by_host: bool,
 }

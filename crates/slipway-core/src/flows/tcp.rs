@@ -80,11 +80,12 @@ use super::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use crate::config::Mac;
 use crate::counters::{Counters, DropReason};
 use crate::frames::{self, Unreachable};
+use crate::hash::FastMap;
 use crate::switch::Switch;
 use crate::tx::TxQueue;
 use slipway_wire::tcp::{self, SackBlocks, SynOptions, TcpHeader, TcpSegment};
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -568,7 +569,7 @@ pub struct TcpEngine {
     limits: TcpLimits,
     slots: Vec<Option<TcpFlow>>,
     free: Vec<u32>,
-    by_key: HashMap<FlowKey, u32>,
+    by_key: FastMap<FlowKey, u32>,
     pending_connects: usize,
     timer_list: Vec<u32>,
     ack_list: Vec<u32>,
@@ -599,7 +600,7 @@ impl TcpEngine {
             limits,
             slots: Vec::new(),
             free: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: FastMap::default(),
             pending_connects: 0,
             timer_list: Vec::new(),
             ack_list: Vec::new(),

@@ -22,8 +22,8 @@ use super::{FlowKind, HostSockets, SocketRef};
 use crate::config::Mac;
 use crate::counters::{Counters, DropReason};
 use crate::frames::{self, Unreachable};
+use crate::hash::FastMap;
 use slipway_wire::udp;
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -94,7 +94,7 @@ pub struct UdpEngine {
     limits: UdpLimits,
     slots: Vec<Option<UdpFlow>>,
     free: Vec<u32>,
-    by_key: HashMap<UdpKey, u32>,
+    by_key: FastMap<UdpKey, u32>,
     pending_reads: Vec<u32>,
     /// UDP forwards whose listener read stopped at the TX budget: (listener, guest MAC, guest).
     pending_forward_reads: Vec<(SocketRef, Mac, (IpAddr, u16))>,
@@ -106,7 +106,7 @@ impl UdpEngine {
             limits,
             slots: Vec::new(),
             free: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: FastMap::default(),
             pending_reads: Vec::new(),
             pending_forward_reads: Vec::new(),
         }
