@@ -25,6 +25,8 @@ use crate::link::{GuestLink, LinkListener, LinkStatus, QemuLink, StdioLink};
 use crate::pcap::PcapWriter;
 use crate::sockets::ForwardBindError;
 use crate::sockets::{socket_ref, HostSocketTable, DISCARD_FLUSH_INTERVAL};
+use crate::timer::LoopTimer;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slipway_core::network::ForwardError;
 use slipway_core::tx::TxDest;
@@ -48,6 +50,9 @@ const SPIN_GAPS: u32 = 4;
 /// How soon queued output of a link is retried when the socket gives no writable signal.
 const OUTPUT_RETRY: Duration = Duration::from_millis(1);
 const WAKER: Token = Token(0);
+const TIMER: Token = Token(1);
+/// The longest the loop sleeps; deadlines closer than this wake it through [`LoopTimer`].
+const MAX_SLEEP: Duration = Duration::from_millis(500);
 const LISTENER_BASE: usize = 16;
 const LINK_BASE: usize = 1 << 16;
 
@@ -108,6 +113,8 @@ pub struct Driver {
     next_discard_flush: Duration,
     /// How long to keep polling after the last event before sleeping (`--busy-poll`).
     busy_poll: Duration,
+    /// Wakes the loop for its deadlines; `None`: deadlines become `epoll_wait` timeouts.
+    timer: Option<LoopTimer>,
 }
 
 /// How often suspended forwards look for their guest.
@@ -136,6 +143,17 @@ impl Driver {
         // batch in which they were accepted.
         let dns_streams: Rc<RefCell<Vec<UnixStream>>> = Rc::default();
         let queue = dns_streams.clone();
+        let timer = match LoopTimer::new().and_then(|t| {
+            poll.registry()
+                .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
+                .map(|()| t)
+        }) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::debug!("no timerfd ({e}); deadlines become poll timeouts");
+                None
+            }
+        };
         let sockets = HostSocketTable::new(
             poll.registry().try_clone()?,
             Some(Box::new(move |s| queue.borrow_mut().push(s))),
@@ -160,6 +178,7 @@ impl Driver {
             next_resume_check: Duration::ZERO,
             next_discard_flush: Duration::ZERO,
             busy_poll: Duration::ZERO,
+            timer,
         })
     }
 
@@ -505,8 +524,7 @@ impl Driver {
         }
     }
 
-    fn read_link(&mut self, port: u16) {
-        let now = self.now();
+    fn read_link(&mut self, now: Duration, port: u16) {
         let Some(slot) = self
             .links
             .get_mut(usize::from(port))
@@ -584,40 +602,54 @@ impl Driver {
     }
 
     /// Send every queued frame to its link(s), then let the core continue work that waited for room.
-    fn flush(&mut self) {
+    /// `now` is the batch's time: a flush moves frames already built, so one clock read per
+    /// batch is close enough for the send times the core records.
+    fn flush(&mut self, now: Duration) {
         for _round in 0..64 {
             if self.net.tx().is_empty() {
                 break;
             }
-            let frames: Vec<(TxDest, &[u8])> = self.net.tx().frames().collect();
             if let Some(p) = self.pcap.as_mut() {
-                for (_, f) in &frames {
+                for (_, f) in self.net.tx().frames() {
                     p.record(f);
                 }
             }
-            let mut start = 0;
-            while start < frames.len() {
-                let dest = frames[start].0;
-                let mut end = start + 1;
-                while end < frames.len() && frames[end].0 == dest {
-                    end += 1;
+            // Each run of frames to one destination goes to the link(s) in one call. A short run
+            // is gathered on the stack, so a round trip's flush allocates nothing; a long one
+            // (bulk traffic) moves to a vector.
+            let mut short: [&[u8]; SHORT_RUN] = [&[]; SHORT_RUN];
+            let mut long: Vec<&[u8]> = Vec::new();
+            let mut len = 0;
+            let mut dest = None;
+            for (d, f) in self.net.tx().frames() {
+                if dest.is_some_and(|prev| prev != d) {
+                    let run = if long.is_empty() {
+                        &short[..len]
+                    } else {
+                        &long[..]
+                    };
+                    send_to_dest(&mut self.links, dest, run);
+                    long.clear();
+                    len = 0;
                 }
-                let batch: Vec<&[u8]> = frames[start..end].iter().map(|(_, f)| *f).collect();
-                match dest {
-                    TxDest::Port(p) => send_to(&mut self.links, p, &batch),
-                    TxDest::Flood { except } => {
-                        for p in 0..self.links.len() as u16 {
-                            if Some(p) != except {
-                                send_to(&mut self.links, p, &batch);
-                            }
-                        }
+                dest = Some(d);
+                if len < SHORT_RUN {
+                    short[len] = f;
+                } else {
+                    if long.is_empty() {
+                        long.extend_from_slice(&short);
                     }
+                    long.push(f);
                 }
-                start = end;
+                len += 1;
             }
-            drop(frames);
+            let run = if long.is_empty() {
+                &short[..len]
+            } else {
+                &long[..]
+            };
+            send_to_dest(&mut self.links, dest, run);
             self.net.clear_tx();
-            let now = self.now();
             self.net.after_flush(now, &mut self.sockets);
         }
         if let Some(p) = self.pcap.as_mut() {
@@ -640,8 +672,7 @@ impl Driver {
                 &reply.payload,
             );
         }
-        let queries: Vec<_> = self.net.take_dns_queries().collect();
-        for q in queries {
+        for q in self.net.take_dns_queries() {
             let client = DnsClient {
                 guest_mac: q.guest_mac,
                 guest_ip: q.guest_ip,
@@ -675,21 +706,43 @@ impl Driver {
             if self.sockets.has_deferred_discards() {
                 deadline = deadline.min(self.next_discard_flush);
             }
-            let timeout = if busy {
-                Duration::ZERO
-            } else if backlog {
-                OUTPUT_RETRY
-            } else {
-                deadline.saturating_sub(now).min(Duration::from_millis(500))
-            };
+            if !self.suspended.is_empty() {
+                deadline = deadline.min(self.next_resume_check);
+            }
+            let until_deadline = deadline.saturating_sub(now);
+            let mut timeout = until_deadline.min(MAX_SLEEP);
+            if busy || timeout.is_zero() {
+                timeout = Duration::ZERO;
+            } else if until_deadline < MAX_SLEEP {
+                if let Some(timer) = self.timer.as_mut() {
+                    match timer.fire_by(now, deadline) {
+                        Ok(()) => timeout = MAX_SLEEP,
+                        Err(e) => {
+                            tracing::warn!("the loop's timerfd failed ({e}); using poll timeouts");
+                            self.timer = None;
+                        }
+                    }
+                }
+            }
+            if backlog {
+                timeout = timeout.min(OUTPUT_RETRY);
+            }
             // --busy-poll: while events come close together (the last wait was shorter than
             // SPIN_GAPS spins), spin up to busy_poll before sleeping; never past a deadline.
-            let spun = !self.busy_poll.is_zero()
+            let spin = !self.busy_poll.is_zero()
                 && !timeout.is_zero()
-                && last_gap < self.busy_poll * SPIN_GAPS
-                && self.spin(&mut events, now + self.busy_poll.min(timeout))?;
+                && last_gap < self.busy_poll * SPIN_GAPS;
+            let spun = spin
+                && self.spin(
+                    &mut events,
+                    now + self.busy_poll.min(timeout).min(until_deadline),
+                )?;
             if !spun {
-                let left = timeout.saturating_sub(self.now().saturating_sub(now));
+                let left = if spin {
+                    timeout.saturating_sub(self.now().saturating_sub(now))
+                } else {
+                    timeout
+                };
                 match self.poll.poll(&mut events, Some(left)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -707,6 +760,10 @@ impl Driver {
                 let t = ev.token();
                 if t == WAKER {
                     continue;
+                } else if t == TIMER {
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.fired();
+                    }
                 } else if let Some(id) = socket_ref(t) {
                     if ev.is_read_closed() || ev.is_error() {
                         self.net.on_socket_hangup(id);
@@ -740,7 +797,7 @@ impl Driver {
                         }
                     }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        self.read_link(port);
+                        self.read_link(now, port);
                     }
                 } else if t.0 >= LISTENER_BASE {
                     self.accept(t.0 - LISTENER_BASE);
@@ -764,11 +821,12 @@ impl Driver {
                     .as_ref()
                     .is_some_and(|s| s.more_to_read)
                 {
-                    self.read_link(port);
+                    self.read_link(now, port);
                 }
             }
+            // The batch keeps the time read after the wait. A deadline that passes while it
+            // works is seen by the next turn's fresh clock read.
             self.handle_controls();
-            let now = self.now();
             if !self.suspended.is_empty() && now >= self.next_resume_check {
                 self.next_resume_check = now + RESUME_CHECK;
                 self.resume_forwards();
@@ -778,7 +836,7 @@ impl Driver {
             if self.net.next_deadline() <= now {
                 self.net.on_timers(now, &mut self.sockets);
             }
-            self.flush();
+            self.flush(now);
             if now >= self.next_discard_flush {
                 self.next_discard_flush = now + DISCARD_FLUSH_INTERVAL;
                 self.sockets.flush_deferred_discards();
@@ -823,6 +881,24 @@ impl Driver {
         );
         for (reason, n) in c.drops() {
             tracing::info!("dropped {reason}: {n}");
+        }
+    }
+}
+
+/// Runs of up to this many frames are gathered on the stack for `send_frames`.
+const SHORT_RUN: usize = 16;
+
+fn send_to_dest(links: &mut [Option<LinkSlot>], dest: Option<TxDest>, frames: &[&[u8]]) {
+    match dest {
+        _ if frames.is_empty() => {}
+        None => {}
+        Some(TxDest::Port(p)) => send_to(links, p, frames),
+        Some(TxDest::Flood { except }) => {
+            for p in 0..links.len() as u16 {
+                if Some(p) != except {
+                    send_to(links, p, frames);
+                }
+            }
         }
     }
 }

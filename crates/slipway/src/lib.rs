@@ -21,3 +21,4 @@ pub mod pcap;
 pub mod run;
 pub mod sandbox;
 pub mod sockets;
+pub mod timer;
