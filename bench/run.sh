@@ -8,11 +8,14 @@
 #   bench/run.sh --rounds 5            more rounds
 #   QUICK=1 bench/run.sh  (or --quick) 1 round, 2 s per run: a smoke test
 #   bench/run.sh --backends slipway,veth
+#   bench/run.sh --tests rr,cr         only some tests (up down up4 down4 rr cr fwd_down fwd_up fwd_cr)
+#   SLIPWAY_BASE=/other/slipway bench/run.sh --backends slipway,slipway-base,slirp4netns
+#                                      A/B: slipway-base is the slipway row run with another binary
 #   bench/run.sh --vm [ARGS]           the VM comparison instead: QEMU guests on slipway and passt
 #                                      (bench/vm.sh, which takes the same --rounds/--quick/...)
 #
 # Environment: ROUNDS, DURATION (s per iperf3 run), RR_N (round trips per latency run),
-# CR_SECONDS (s per connection-rate run), QUICK=1, SLIPWAY (binary path; default
+# CR_SECONDS (s per connection-rate run), TESTS (like --tests), QUICK=1, SLIPWAY (binary path; default
 # $CARGO_TARGET_DIR/release/slipway, built with cargo build --release when missing),
 # RESULTS_DIR (default bench/results), KEEP_LOGS=1 (always keep the backends' logs there).
 #
@@ -35,6 +38,8 @@ RR_N=${RR_N:-20000}
 CR_SECONDS=${CR_SECONDS:-3}
 QUICK=${QUICK:-}
 BACKENDS_ARG=${BACKENDS:-slipway,slipway-poll,slipway-s4,slirp4netns,pasta,veth}
+ALL_TESTS="up down up4 down4 rr cr fwd_down fwd_up fwd_cr"
+TESTS_ARG=${TESTS:-${ALL_TESTS// /,}}
 KEEP_LOGS=${KEEP_LOGS:-}
 out=${RESULTS_DIR:-$here/results}
 
@@ -48,6 +53,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --quick) QUICK=1; shift ;;
         --backends) BACKENDS_ARG=$2; shift 2 ;;
+        --tests) TESTS_ARG=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -58,8 +64,16 @@ if [ -n "$QUICK" ]; then
 fi
 IFS=, read -r -a BACKENDS <<<"$BACKENDS_ARG"
 for b in "${BACKENDS[@]}"; do
-    case $b in slipway|slipway-poll|slipway-s4|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
+    case $b in slipway|slipway-base|slipway-poll|slipway-s4|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
 done
+IFS=, read -r -a TESTS_RUN <<<"$TESTS_ARG"
+for t in "${TESTS_RUN[@]}"; do
+    [[ " $ALL_TESTS " == *" $t "* ]] || { echo "unknown test: $t (one of: $ALL_TESTS)" >&2; exit 2; }
+done
+if [[ " ${BACKENDS[*]} " == *" slipway-base "* ]] && [ ! -x "${SLIPWAY_BASE:-}" ]; then
+    echo "backend slipway-base needs SLIPWAY_BASE=/path/to/another/slipway binary" >&2
+    exit 2
+fi
 
 if [ "$(id -u)" != 0 ]; then
     echo "bench/run.sh needs root (network namespaces, TAP devices); run it with sudo" >&2
@@ -101,20 +115,20 @@ NS_H="$P-H"
 NS_X="$P-X"
 # slipway-s4: slipway through a symlink named slirp4netns, with slirp4netns's exact flags (what a
 # rootlesskit or podman user who swaps the binary gets).
-declare -A NS=([slipway]="$P-g-slipway" [slipway-poll]="$P-g-poll" [slipway-s4]="$P-g-s4" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
+declare -A NS=([slipway]="$P-g-slipway" [slipway-base]="$P-g-base" [slipway-poll]="$P-g-poll" [slipway-s4]="$P-g-s4" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
 # Where each guest reaches the host's 127.0.0.1 (veth: the server binds the veth address instead).
-declare -A TARGET=([slipway]=192.168.127.254 [slipway-poll]=192.168.127.254 [slipway-s4]=10.0.2.2 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
-declare -A SERVER=([slipway]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
+declare -A TARGET=([slipway]=192.168.127.254 [slipway-base]=192.168.127.254 [slipway-poll]=192.168.127.254 [slipway-s4]=10.0.2.2 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
+declare -A SERVER=([slipway]=127.0.0.1 [slipway-base]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
 # Port forwards, host -> guest: the address and ports a client in H connects to, forwarded to the
 # guest's iperf3 server (port 5201) and echo server (port 7000), both bound to the guest's 0.0.0.0.
 # Each backend forwards its own H ports (they all live in H). veth has no forward: its client
 # connects straight to the guest's veth address, the kernel reference.
-declare -A FWD_HOST=([slipway]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
-declare -A FWD_IPERF=([slipway]=15201 [slipway-poll]=15205 [slipway-s4]=15204 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
-declare -A FWD_ECHO=([slipway]=17001 [slipway-poll]=17005 [slipway-s4]=17004 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
+declare -A FWD_HOST=([slipway]=127.0.0.1 [slipway-base]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_IPERF=([slipway]=15201 [slipway-base]=15206 [slipway-poll]=15205 [slipway-s4]=15204 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
+declare -A FWD_ECHO=([slipway]=17001 [slipway-base]=17006 [slipway-poll]=17005 [slipway-s4]=17004 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
 # The guest address each forward ends at (slirp4netns: the --configure default; pasta: the guest
 # copies H's 192.0.2.1, but a loopback client is spliced to the namespace's own loopback).
-declare -A FWD_GUEST=([slipway]=192.168.127.2 [slipway-poll]=192.168.127.2 [slipway-s4]=10.0.2.100 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_GUEST=([slipway]=192.168.127.2 [slipway-base]=192.168.127.2 [slipway-poll]=192.168.127.2 [slipway-s4]=10.0.2.100 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
 declare -A FWD_BAD=()
 declare -A BPID=()
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
@@ -223,6 +237,12 @@ for b in "${BACKENDS[@]}"; do
             bg "$work/slipway.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY" serve --netns "$g" \
                 --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
                 -p "127.0.0.1:${FWD_IPERF[slipway]}:5201" -p "127.0.0.1:${FWD_ECHO[slipway]}:7000"
+            BPID[$b]=$lastpid ;;
+        slipway-base)
+            # The slipway row's command line with another binary (A/B of a change, one run).
+            bg "$work/slipway-base.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY_BASE" serve \
+                --netns "$g" --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
+                -p "127.0.0.1:${FWD_IPERF[$b]}:5201" -p "127.0.0.1:${FWD_ECHO[$b]}:7000"
             BPID[$b]=$lastpid ;;
         slipway-poll)
             # The same with --busy-poll 50: what busy polling (off by default) buys and costs.
@@ -370,7 +390,7 @@ for r in $(seq "$ROUNDS"); do
     order=()
     for i in $(seq 0 $((n - 1))); do order+=("${BACKENDS[$(((i + r - 1) % n))]}"); done
     echo "round $r/$ROUNDS (order: ${order[*]})" >&2
-    for t in up down up4 down4 rr cr fwd_down fwd_up fwd_cr; do
+    for t in "${TESTS_RUN[@]}"; do
         for b in "${order[@]}"; do
             if [ -n "${BPID[$b]}" ] && ! alive "${BPID[$b]}"; then
                 echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",\"error\":\"backend process exited\"}" >>"$results"
@@ -421,6 +441,9 @@ notes+=("Latency and connection rate use a compiled client and a single-threaded
 mkdir -p "$out"
 info="$work/info.json"
 slipway_ver="$("$SLIPWAY" --version 2>/dev/null || echo '?') (git $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'))"
+if [ -n "${SLIPWAY_BASE:-}" ] && [[ " ${BACKENDS[*]} " == *" slipway-base "* ]]; then
+    notes+=("slipway-base is the slipway row's command line run with another binary, $SLIPWAY_BASE ($("$SLIPWAY_BASE" --version 2>/dev/null || echo '?')): an A/B comparison of a change inside one run.")
+fi
 I_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 I_KERNEL=$(uname -r)
 I_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
