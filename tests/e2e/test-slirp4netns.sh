@@ -507,6 +507,12 @@ if gone "$rk_pid"; then
     wait "$rk_pid" || rk_rc=$?
 else
     rk_rc="still running 15 s after /rk-stop"
+    # What rootlesskit is waiting for: it and every process below it, with state and wait channel.
+    echo "--- processes under rootlesskit $rk_pid, 15 s after /rk-stop ---"
+    ps -o pid=,ppid=,stat=,wchan:24=,etime=,args= -p "$rk_pid" || true
+    descendants "$rk_pid" | while read -r p _; do
+        ps -o pid=,ppid=,stat=,wchan:24=,etime=,args= -p "$p" || true
+    done
 fi
 if [ "$rk_rc" = 0 ] && grep -q '^E2E-RK-DONE' "$rk_log"; then
     e2e_ok rootlesskit_child_done
