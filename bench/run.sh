@@ -11,6 +11,7 @@
 #   bench/run.sh --tests rr,cr         only some tests (up down up4 down4 rr cr fwd_down fwd_up fwd_cr)
 #   SLIPWAY_BASE=/other/slipway bench/run.sh --backends slipway,slipway-base,slirp4netns
 #                                      A/B: slipway-base is the slipway row run with another binary
+#                                      (and SLIPWAY_BASE_ARGS, e.g. "--busy-poll 50", added to it)
 #   bench/run.sh --vm [ARGS]           the VM comparison instead: QEMU guests on slipway and passt
 #                                      (bench/vm.sh, which takes the same --rounds/--quick/...)
 #
@@ -245,8 +246,9 @@ for b in "${BACKENDS[@]}"; do
             BPID[$b]=$lastpid ;;
         slipway-base)
             # The slipway row's command line with another binary (A/B of a change, one run).
+            # shellcheck disable=SC2086 # SLIPWAY_BASE_ARGS: extra flags, split on spaces
             bg "$work/slipway-base.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY_BASE" serve \
-                --netns "$g" --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
+                ${SLIPWAY_BASE_ARGS:-} --netns "$g" --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
                 -p "127.0.0.1:${FWD_IPERF[$b]}:5201" -p "127.0.0.1:${FWD_ECHO[$b]}:7000"
             BPID[$b]=$lastpid ;;
         slipway-poll)
@@ -447,7 +449,7 @@ mkdir -p "$out"
 info="$work/info.json"
 slipway_ver="$("$SLIPWAY" --version 2>/dev/null || echo '?') (git $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'))"
 if [ -n "${SLIPWAY_BASE:-}" ] && [[ " ${BACKENDS[*]} " == *" slipway-base "* ]]; then
-    notes+=("slipway-base is the slipway row's command line run with another binary, $SLIPWAY_BASE ($("$SLIPWAY_BASE" --version 2>/dev/null || echo '?')): an A/B comparison of a change inside one run.")
+    notes+=("slipway-base is the slipway row's command line run with another binary, $SLIPWAY_BASE ($("$SLIPWAY_BASE" --version 2>/dev/null || echo '?'))${SLIPWAY_BASE_ARGS:+ with $SLIPWAY_BASE_ARGS}: an A/B comparison of a change inside one run.")
 fi
 I_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 I_KERNEL=$(uname -r)

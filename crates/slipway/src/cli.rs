@@ -262,9 +262,9 @@ pub struct ServeArgs {
     pub connect_be32: bool,
 }
 
-/// `--busy-poll`'s default: off. Spinning shortens request/response exchanges but costs CPU per
-/// byte in bulk transfers (measured in bench/results), which users of the tools slipway replaces
-/// do not expect.
+/// `--busy-poll`'s default: off. Spinning shortens request/response exchanges but keeps a CPU
+/// busy while they flow (bulk transfers do not spin), which users of the tools slipway replaces
+/// do not expect of an idle-looking network.
 pub const DEFAULT_BUSY_POLL_US: u32 = 0;
 
 /// A mistake on the command line, said so that a person can fix it.

@@ -47,6 +47,9 @@ pub const READ_BUDGET: usize = 256;
 /// request/response exchange keeps it spinning, sparse traffic never starts it, so the CPU spent
 /// spinning stays a fraction of the time the loop would otherwise sleep.
 const SPIN_GAPS: u32 = 4;
+/// --busy-poll spins only after a batch that moved at most this many bytes of frames: request /
+/// response traffic, not a bulk transfer (whose 64 KiB frames would make it spin on every wait).
+const SPIN_MAX_BYTES: usize = 16 * 1024;
 /// How soon queued output of a link is retried when the socket gives no writable signal.
 const OUTPUT_RETRY: Duration = Duration::from_millis(1);
 const WAKER: Token = Token(0);
@@ -113,6 +116,8 @@ pub struct Driver {
     next_discard_flush: Duration,
     /// How long to keep polling after the last event before sleeping (`--busy-poll`).
     busy_poll: Duration,
+    /// Bytes of frames read from guests and sent to them in the current batch (for --busy-poll).
+    batch_bytes: usize,
     /// Wakes the loop for its deadlines; `None`: deadlines become `epoll_wait` timeouts.
     timer: Option<LoopTimer>,
 }
@@ -178,6 +183,7 @@ impl Driver {
             next_resume_check: Duration::ZERO,
             next_discard_flush: Duration::ZERO,
             busy_poll: Duration::ZERO,
+            batch_bytes: 0,
             timer,
         })
     }
@@ -536,14 +542,17 @@ impl Driver {
         let sockets = &mut self.sockets;
         let pcap = &mut self.pcap;
         let mut frames = 0usize;
+        let mut bytes = 0usize;
         let result = slot.link.read_frames(READ_BUDGET, &mut |frame| {
             frames += 1;
+            bytes += frame.len();
             if let Some(p) = pcap.as_mut() {
                 p.record(frame);
             }
             net.on_guest_frame(now, port, frame, sockets);
         });
         slot.more_to_read = frames >= READ_BUDGET || slot.hung_up;
+        self.batch_bytes += bytes;
         match result {
             Ok(LinkStatus::Open) => {}
             Ok(LinkStatus::Closed) => self.remove_link(port, "guest disconnected"),
@@ -622,6 +631,7 @@ impl Driver {
             let mut len = 0;
             let mut dest = None;
             for (d, f) in self.net.tx().frames() {
+                self.batch_bytes += f.len();
                 if dest.is_some_and(|prev| prev != d) {
                     let run = if long.is_empty() {
                         &short[..len]
@@ -728,10 +738,12 @@ impl Driver {
                 timeout = timeout.min(OUTPUT_RETRY);
             }
             // --busy-poll: while events come close together (the last wait was shorter than
-            // SPIN_GAPS spins), spin up to busy_poll before sleeping; never past a deadline.
+            // SPIN_GAPS spins) and the last batch was small (not bulk), spin up to busy_poll
+            // before sleeping; never past a deadline.
             let spin = !self.busy_poll.is_zero()
                 && !timeout.is_zero()
-                && last_gap < self.busy_poll * SPIN_GAPS;
+                && last_gap < self.busy_poll * SPIN_GAPS
+                && self.batch_bytes <= SPIN_MAX_BYTES;
             let spun = spin
                 && self.spin(
                     &mut events,
@@ -751,6 +763,7 @@ impl Driver {
             }
             let waited = now;
             let now = self.now();
+            self.batch_bytes = 0;
             last_gap = if events.is_empty() {
                 Duration::MAX
             } else {
