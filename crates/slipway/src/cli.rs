@@ -244,7 +244,7 @@ pub struct ServeArgs {
     pub pcap: Option<PathBuf>,
     /// While events come close together (request/response traffic), poll for up to USEC
     /// microseconds before sleeping: an answer that arrives within it costs no wake-up, at the
-    /// price of CPU time (bulk transfers spin too). Sparse traffic and idle networks never spin.
+    /// price of CPU time. Sparse traffic, idle networks and bulk transfers never spin.
     /// Off (0) by default; 50 suits loopback servers; at most 1000.
     #[arg(long, value_name = "USEC", value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub busy_poll: Option<u32>,
