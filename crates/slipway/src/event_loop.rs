@@ -719,36 +719,27 @@ impl Driver {
             if !self.suspended.is_empty() {
                 deadline = deadline.min(self.next_resume_check);
             }
-            let until_deadline = deadline.saturating_sub(now);
-            let mut timeout = until_deadline.min(MAX_SLEEP);
-            if busy || timeout.is_zero() {
-                timeout = Duration::ZERO;
-            } else if until_deadline < MAX_SLEEP {
-                if let Some(timer) = self.timer.as_mut() {
-                    match timer.fire_by(now, deadline) {
-                        Ok(()) => timeout = MAX_SLEEP,
-                        Err(e) => {
-                            tracing::warn!("the loop's timerfd failed ({e}); using poll timeouts");
-                            self.timer = None;
-                        }
-                    }
+            let mut wait = WaitState {
+                now,
+                deadline,
+                busy,
+                backlog,
+                timer: self.timer.is_some(),
+                busy_poll: self.busy_poll,
+                last_gap,
+                batch_bytes: self.batch_bytes,
+            };
+            let mut plan = plan_wait(&wait);
+            if plan.set_timer {
+                if let Some(Err(e)) = self.timer.as_mut().map(|t| t.fire_by(now, deadline)) {
+                    tracing::warn!("the loop's timerfd failed ({e}); using poll timeouts");
+                    self.timer = None;
+                    wait.timer = false;
+                    plan = plan_wait(&wait);
                 }
             }
-            if backlog {
-                timeout = timeout.min(OUTPUT_RETRY);
-            }
-            // --busy-poll: while events come close together (the last wait was shorter than
-            // SPIN_GAPS spins) and the last batch was small (not bulk), spin up to busy_poll
-            // before sleeping; never past a deadline.
-            let spin = !self.busy_poll.is_zero()
-                && !timeout.is_zero()
-                && last_gap < self.busy_poll * SPIN_GAPS
-                && self.batch_bytes <= SPIN_MAX_BYTES;
-            let spun = spin
-                && self.spin(
-                    &mut events,
-                    now + self.busy_poll.min(timeout).min(until_deadline),
-                )?;
+            let (timeout, spin) = (plan.timeout, !plan.spin_for.is_zero());
+            let spun = spin && self.spin(&mut events, now + plan.spin_for)?;
             if !spun {
                 let left = if spin {
                     timeout.saturating_sub(self.now().saturating_sub(now))
@@ -898,6 +889,68 @@ impl Driver {
     }
 }
 
+/// What the loop knows before it waits (see [`plan_wait`]).
+struct WaitState {
+    now: Duration,
+    /// The earliest deadline (core timers, deferred discards, suspended forwards).
+    deadline: Duration,
+    /// Work is left over: do not sleep.
+    busy: bool,
+    /// A link has queued output that no writable event will announce.
+    backlog: bool,
+    /// The loop's timerfd exists.
+    timer: bool,
+    busy_poll: Duration,
+    /// How long the last wait lasted before events came; MAX after one that ended without.
+    last_gap: Duration,
+    /// Bytes of frames the last batch moved.
+    batch_bytes: usize,
+}
+
+#[derive(Debug, PartialEq)]
+struct WaitPlan {
+    /// The `epoll_wait` timeout.
+    timeout: Duration,
+    /// Set the timerfd for the deadline (the timeout is then the long safety one).
+    set_timer: bool,
+    /// Spin this long before sleeping (`--busy-poll`); zero: do not spin.
+    spin_for: Duration,
+}
+
+/// How the loop waits: a deadline closer than [`MAX_SLEEP`] goes on the timerfd when there is
+/// one, else it becomes the timeout; queued link output caps the timeout at [`OUTPUT_RETRY`].
+/// `--busy-poll` spins while events come close together (the last wait was shorter than
+/// SPIN_GAPS spins) and the last batch was small (request/response, not bulk), never past the
+/// deadline or the timeout.
+fn plan_wait(w: &WaitState) -> WaitPlan {
+    let until_deadline = w.deadline.saturating_sub(w.now);
+    let mut timeout = until_deadline.min(MAX_SLEEP);
+    let mut set_timer = false;
+    if w.busy || timeout.is_zero() {
+        timeout = Duration::ZERO;
+    } else if until_deadline < MAX_SLEEP && w.timer {
+        set_timer = true;
+        timeout = MAX_SLEEP;
+    }
+    if w.backlog {
+        timeout = timeout.min(OUTPUT_RETRY);
+    }
+    let spin = !w.busy_poll.is_zero()
+        && !timeout.is_zero()
+        && w.last_gap < w.busy_poll * SPIN_GAPS
+        && w.batch_bytes <= SPIN_MAX_BYTES;
+    let spin_for = if spin {
+        w.busy_poll.min(timeout).min(until_deadline)
+    } else {
+        Duration::ZERO
+    };
+    WaitPlan {
+        timeout,
+        set_timer,
+        spin_for,
+    }
+}
+
 /// Runs of up to this many frames are gathered on the stack for `send_frames`.
 const SHORT_RUN: usize = 16;
 
@@ -921,5 +974,113 @@ fn send_to(links: &mut [Option<LinkSlot>], port: u16, frames: &[&[u8]]) {
         if let Err(e) = slot.link.send_frames(frames) {
             tracing::debug!("sending to port {port} failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    /// Idle loop with a timerfd, a delayed ACK due in 2 ms, no busy polling.
+    fn idle() -> WaitState {
+        WaitState {
+            now: ms(1000),
+            deadline: ms(1002),
+            busy: false,
+            backlog: false,
+            timer: true,
+            busy_poll: Duration::ZERO,
+            last_gap: Duration::MAX,
+            batch_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_near_deadline_goes_on_the_timer_not_into_the_timeout() {
+        let p = plan_wait(&idle());
+        assert!(p.set_timer);
+        assert_eq!(p.timeout, MAX_SLEEP);
+        assert_eq!(p.spin_for, Duration::ZERO);
+    }
+
+    #[test]
+    fn without_a_timer_the_deadline_is_the_timeout() {
+        let p = plan_wait(&WaitState {
+            timer: false,
+            ..idle()
+        });
+        assert!(!p.set_timer);
+        assert_eq!(p.timeout, ms(2));
+    }
+
+    #[test]
+    fn a_far_deadline_sleeps_the_safety_timeout_and_a_due_one_does_not_sleep() {
+        let far = plan_wait(&WaitState {
+            deadline: ms(1000) + ms(60_000),
+            ..idle()
+        });
+        assert_eq!((far.timeout, far.set_timer), (MAX_SLEEP, false));
+        let due = plan_wait(&WaitState {
+            deadline: ms(999),
+            ..idle()
+        });
+        assert_eq!((due.timeout, due.set_timer), (Duration::ZERO, false));
+        let busy = plan_wait(&WaitState {
+            busy: true,
+            ..idle()
+        });
+        assert_eq!((busy.timeout, busy.set_timer), (Duration::ZERO, false));
+    }
+
+    #[test]
+    fn queued_link_output_is_retried_on_the_short_tick() {
+        let p = plan_wait(&WaitState {
+            backlog: true,
+            ..idle()
+        });
+        assert!(p.set_timer);
+        assert_eq!(p.timeout, OUTPUT_RETRY);
+    }
+
+    #[test]
+    fn busy_poll_spins_after_small_batches_only() {
+        let rr = WaitState {
+            busy_poll: us(50),
+            last_gap: us(30),
+            batch_bytes: 80,
+            ..idle()
+        };
+        assert_eq!(plan_wait(&rr).spin_for, us(50));
+        // A bulk batch (64 KiB frames), a long gap, or no --busy-poll: no spin.
+        for w in [
+            WaitState {
+                batch_bytes: 65_536,
+                ..rr
+            },
+            WaitState {
+                last_gap: ms(5),
+                ..rr
+            },
+            WaitState {
+                busy_poll: Duration::ZERO,
+                ..rr
+            },
+        ] {
+            assert_eq!(plan_wait(&w).spin_for, Duration::ZERO);
+        }
+        // Never past the deadline.
+        let near = WaitState {
+            deadline: ms(1000) + us(20),
+            ..rr
+        };
+        assert_eq!(plan_wait(&near).spin_for, us(20));
     }
 }
