@@ -86,9 +86,57 @@ pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u64
     sum(&b, 0)
 }
 
+/// The value a sender that offloads its checksum leaves in the field: the folded pseudo-header
+/// sum, not complemented (what Linux stores for `CHECKSUM_PARTIAL`). Summing the whole segment
+/// with this in place and complementing gives the full checksum; see [`complete_partial`].
+#[inline]
+pub fn partial_field(pseudo_acc: u64) -> u16 {
+    !finish(pseudo_acc)
+}
+
+/// Complete a checksum left partial by an offloading sender: the one's-complement sum of
+/// `packet[start..]` (whose field at `start + offset` holds the pseudo-header sum) goes, complemented,
+/// into that field. False (nothing written) when the field does not lie inside `packet`.
+pub fn complete_partial(packet: &mut [u8], start: usize, offset: usize) -> bool {
+    let at = start.saturating_add(offset);
+    if start >= packet.len() || at.saturating_add(2) > packet.len() {
+        return false;
+    }
+    let c = finish(sum(&packet[start..], 0));
+    packet[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completing_a_partial_checksum_gives_the_full_one() {
+        let src = Ipv4Addr::new(192, 168, 127, 1);
+        let dst = Ipv4Addr::new(192, 168, 127, 2);
+        for len in [20usize, 21, 1460, 65000] {
+            let mut seg: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            seg[16] = 0;
+            seg[17] = 0;
+            let acc = pseudo_v4(src, dst, 6, len as u16);
+            let full = finish(sum(&seg, acc));
+            seg[16..18].copy_from_slice(&partial_field(acc).to_be_bytes());
+            let mut frame = vec![0xaa; 34];
+            frame.extend_from_slice(&seg);
+            assert!(complete_partial(&mut frame, 34, 16));
+            assert_eq!(
+                u16::from_be_bytes([frame[50], frame[51]]),
+                full,
+                "len {len}"
+            );
+            assert_eq!(finish(sum(&frame[34..], acc)), 0);
+        }
+        let mut short = [0u8; 10];
+        assert!(!complete_partial(&mut short, 4, 5));
+        assert!(!complete_partial(&mut short, 10, 0));
+        assert!(!complete_partial(&mut short, usize::MAX, usize::MAX));
+    }
 
     /// Straightforward RFC 1071 reference: big-endian 16-bit words, end-around carry.
     fn reference(data: &[u8]) -> u16 {

@@ -206,6 +206,14 @@ pub fn write_header_v4(seg: &mut [u8], h: &TcpHeader, src: Ipv4Addr, dst: Ipv4Ad
 
 /// [`write_header_v4`] for either family.
 pub fn write_header(seg: &mut [u8], h: &TcpHeader, src: IpAddr, dst: IpAddr) {
+    write_header_fields(seg, h);
+    let acc = checksum::pseudo(src, dst, crate::ipv4::PROTO_TCP, seg.len());
+    let c = checksum::finish(checksum::sum(seg, acc));
+    put16(seg, CHECKSUM_OFFSET, c);
+}
+
+/// Every header field and option, with a zero checksum.
+fn write_header_fields(seg: &mut [u8], h: &TcpHeader) {
     let hl = h.header_len();
     put16(seg, 0, h.src_port);
     put16(seg, 2, h.dst_port);
@@ -237,14 +245,46 @@ pub fn write_header(seg: &mut [u8], h: &TcpHeader, src: IpAddr, dst: IpAddr) {
             put32(seg, at + 8 + 8 * k, right);
         }
     }
+}
+
+/// Offset of the checksum field in the TCP header.
+pub const CHECKSUM_OFFSET: usize = 16;
+
+/// [`write_header`] for a link that offloads checksums: the field gets only the pseudo-header
+/// sum ([`checksum::partial_field`]), and the receiving kernel — or
+/// [`checksum::complete_partial`] — finishes it. Saves summing the payload here.
+pub fn write_header_partial(seg: &mut [u8], h: &TcpHeader, src: IpAddr, dst: IpAddr) {
+    write_header_fields(seg, h);
     let acc = checksum::pseudo(src, dst, crate::ipv4::PROTO_TCP, seg.len());
-    let c = checksum::finish(checksum::sum(seg, acc));
-    put16(seg, 16, c);
+    put16(seg, CHECKSUM_OFFSET, checksum::partial_field(acc));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_checksum_completes_to_the_full_one() {
+        let (s, d): (IpAddr, IpAddr) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let h = TcpHeader {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 7,
+            ack: 9,
+            flags: ACK | PSH,
+            window: 1000,
+            sack: SackBlocks::EMPTY,
+            syn_options: None,
+        };
+        let mut full = vec![0x5au8; HEADER_LEN + 999];
+        let mut partial = full.clone();
+        write_header(&mut full, &h, s, d);
+        write_header_partial(&mut partial, &h, s, d);
+        assert!(!TcpSegment::new_checked(&partial[..]).unwrap().verify(s, d));
+        assert!(checksum::complete_partial(&mut partial, 0, CHECKSUM_OFFSET));
+        assert_eq!(partial, full);
+        assert!(TcpSegment::new_checked(&partial[..]).unwrap().verify(s, d));
+    }
 
     #[test]
     fn build_then_parse_syn() {

@@ -4,6 +4,9 @@ use crate::checksum;
 use crate::{be16, put16, WireError};
 use std::net::{IpAddr, Ipv4Addr};
 
+/// Offset of the checksum field in the UDP header.
+pub const CHECKSUM_OFFSET: usize = 6;
+
 pub const HEADER_LEN: usize = 8;
 
 #[derive(Clone, Copy)]
