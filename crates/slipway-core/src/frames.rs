@@ -114,6 +114,22 @@ pub fn write_tcp(
     h: &tcp::TcpHeader,
     ident: u16,
 ) {
+    write_tcp_checksum(frame, dst_mac, src_mac, src, dst, h, ident, false);
+}
+
+/// [`write_tcp`], leaving the TCP checksum partial (for the link to finish) when `partial`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn write_tcp_checksum(
+    frame: &mut [u8],
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    h: &tcp::TcpHeader,
+    ident: u16,
+    partial: bool,
+) {
     let l4 = eth_ip_len(src);
     let l4_len = frame.len() - l4;
     write_eth_ip(
@@ -126,7 +142,11 @@ pub fn write_tcp(
         l4_len,
         ident,
     );
-    tcp::write_header(&mut frame[l4..], h, src, dst);
+    if partial {
+        tcp::write_header_partial(&mut frame[l4..], h, src, dst);
+    } else {
+        tcp::write_header(&mut frame[l4..], h, src, dst);
+    }
 }
 
 /// [`write_tcp`] for IPv4 addresses.

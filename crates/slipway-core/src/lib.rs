@@ -17,6 +17,7 @@ pub mod frames;
 pub mod gateway;
 pub mod hash;
 pub mod network;
+pub mod offload;
 pub mod services;
 pub mod switch;
 pub mod tx;

@@ -33,6 +33,7 @@ use crate::frames::{self, Unreachable};
 use crate::gateway;
 use crate::gateway::ndp::{self, Solicited};
 use crate::hash::FastMap;
+use crate::offload::RxChecksum;
 use crate::services::dhcp4::Dhcp4Server;
 use crate::services::dhcp6::{Dhcp6Config, Dhcp6Server};
 use crate::switch::{LearnError, Switch};
@@ -108,6 +109,8 @@ struct IpInfo<'a> {
     /// The whole packet and its header length (quoted in ICMP errors).
     packet: &'a [u8],
     header_len: usize,
+    /// The link vouches for the TCP/UDP checksum (offload): skip verifying it.
+    l4_checksum_trusted: bool,
 }
 
 pub struct Network {
@@ -428,6 +431,13 @@ impl Network {
 
     pub fn port_down(&mut self, port: u16) {
         self.switch.port_down(port);
+        self.tx.set_offload(port, false);
+    }
+
+    /// Whether the link on `port` finishes TCP checksums itself ([`crate::offload`]): data
+    /// segments to it then leave the payload unsummed. Off for a new port.
+    pub fn set_checksum_offload(&mut self, port: u16, on: bool) {
+        self.tx.set_offload(port, on);
     }
 
     /// Frames for guests built since the last [`clear_tx`](Self::clear_tx).
@@ -491,6 +501,19 @@ impl Network {
         frame: &[u8],
         sockets: &mut dyn HostSockets,
     ) {
+        self.on_guest_frame_with(now, port, frame, RxChecksum::Unverified, sockets);
+    }
+
+    /// [`on_guest_frame`](Self::on_guest_frame) with what the link knows about the frame's
+    /// TCP/UDP checksum ([`crate::offload`]).
+    pub fn on_guest_frame_with(
+        &mut self,
+        now: Duration,
+        port: u16,
+        frame: &[u8],
+        csum: RxChecksum,
+        sockets: &mut dyn HostSockets,
+    ) {
         self.counters.frames_from_guests += 1;
         self.counters.bytes_from_guests += frame.len() as u64;
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
@@ -508,12 +531,22 @@ impl Network {
                 return;
             }
         };
+        // A copy to another guest gets its partial checksum finished: that guest's link may
+        // not offload, and a frame from another machine is owed a whole checksum.
+        let copy = |tx: &mut TxQueue, dest: TxDest| {
+            tx.push_with(dest, frame.len(), |b| {
+                b.copy_from_slice(frame);
+                if let RxChecksum::Partial(p) = csum {
+                    p.complete(b);
+                }
+                frame.len()
+            })
+        };
         if let Some(p) = fwd.to_port {
-            self.tx.push_copy(TxDest::Port(p), frame);
+            copy(&mut self.tx, TxDest::Port(p));
         }
         if fwd.flood {
-            self.tx
-                .push_copy(TxDest::Flood { except: Some(port) }, frame);
+            copy(&mut self.tx, TxDest::Flood { except: Some(port) });
         }
         if !fwd.to_gateway {
             return;
@@ -521,10 +554,10 @@ impl Network {
         match eth.ethertype() {
             ethernet::ETHERTYPE_ARP => self.on_arp(eth.src(), eth.payload()),
             ethernet::ETHERTYPE_IPV4 => {
-                self.on_ipv4(now, eth.src(), eth.dst(), eth.payload(), sockets)
+                self.on_ipv4(now, eth.src(), eth.dst(), eth.payload(), csum, sockets)
             }
             ethernet::ETHERTYPE_IPV6 => {
-                self.on_ipv6(now, eth.src(), eth.dst(), eth.payload(), sockets)
+                self.on_ipv6(now, eth.src(), eth.dst(), eth.payload(), csum, sockets)
             }
             _ => self.counters.drop(DropReason::UnknownEthertype),
         }
@@ -571,6 +604,7 @@ impl Network {
         src_mac: Mac,
         dst_mac: Mac,
         payload: &[u8],
+        csum: RxChecksum,
         sockets: &mut dyn HostSockets,
     ) {
         let ip = match Ipv4Packet::new_checked(payload) {
@@ -617,12 +651,14 @@ impl Network {
             self.counters.drop(DropReason::Ipv4NotForGateway);
             return;
         }
+        let l4_start = ethernet::HEADER_LEN + ip.header_len();
         let info = IpInfo {
             src: src.into(),
             dst: dst.into(),
             payload: ip.payload(),
             packet: ip.packet(),
             header_len: ip.header_len(),
+            l4_checksum_trusted: csum.trusted(ip.protocol(), l4_start),
         };
         match ip.protocol() {
             ipv4::PROTO_TCP => self.on_tcp(now, src_mac, &info, sockets),
@@ -638,6 +674,7 @@ impl Network {
         src_mac: Mac,
         dst_mac: Mac,
         payload: &[u8],
+        csum: RxChecksum,
         sockets: &mut dyn HostSockets,
     ) {
         let Some(v6) = self.cfg.ipv6.clone() else {
@@ -689,7 +726,9 @@ impl Network {
         if ip.next_header() == ipv6::NEXT_UDP && dst == DHCP6_SERVERS {
             if let Ok(u) = UdpDatagram::new_checked(ip.payload()) {
                 if u.dst_port() == DHCP6_SERVER_PORT {
-                    self.on_dhcp6(now, src_mac, &ip, &u);
+                    let trusted =
+                        csum.trusted(ipv6::NEXT_UDP, ethernet::HEADER_LEN + ip.header_len());
+                    self.on_dhcp6(now, src_mac, &ip, &u, trusted);
                     return;
                 }
             }
@@ -710,12 +749,14 @@ impl Network {
             self.counters.drop(DropReason::Ipv6NotForGateway);
             return;
         }
+        let l4_start = ethernet::HEADER_LEN + ip.header_len();
         let info = IpInfo {
             src: src.into(),
             dst: dst.into(),
             payload: ip.payload(),
             packet: ip.packet(),
             header_len: ip.header_len(),
+            l4_checksum_trusted: csum.trusted(ip.next_header(), l4_start),
         };
         match ip.next_header() {
             ipv6::NEXT_TCP => self.on_tcp(now, src_mac, &info, sockets),
@@ -831,9 +872,16 @@ impl Network {
 
     /// A DHCPv6 message to All_DHCP_Relay_Agents_and_Servers, port 547: the reply goes from the
     /// gateway's link-local address, port 547, to the client's address, port 546.
-    fn on_dhcp6(&mut self, now: Duration, src_mac: Mac, ip: &Ipv6Packet<'_>, u: &UdpDatagram<'_>) {
+    fn on_dhcp6(
+        &mut self,
+        now: Duration,
+        src_mac: Mac,
+        ip: &Ipv6Packet<'_>,
+        u: &UdpDatagram<'_>,
+        checksum_trusted: bool,
+    ) {
         let src = ip.src();
-        if !u.verify(src.into(), ip.dst().into()) {
+        if !checksum_trusted && !u.verify(src.into(), ip.dst().into()) {
             self.counters.drop(DropReason::UdpBadChecksum);
             return;
         }
@@ -997,7 +1045,7 @@ impl Network {
             self.counters.drop(DropReason::TcpMalformed);
             return;
         };
-        if !seg.verify(ip.src, ip.dst) {
+        if !ip.l4_checksum_trusted && !seg.verify(ip.src, ip.dst) {
             self.counters.drop(DropReason::TcpBadChecksum);
             return;
         }
@@ -1046,7 +1094,7 @@ impl Network {
             self.counters.drop(DropReason::UdpMalformed);
             return;
         };
-        if !u.verify(ip.src, ip.dst) {
+        if !ip.l4_checksum_trusted && !u.verify(ip.src, ip.dst) {
             self.counters.drop(DropReason::UdpBadChecksum);
             return;
         }

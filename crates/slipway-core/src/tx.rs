@@ -8,6 +8,8 @@
 //! Limits: [`TX_BUDGET`] bytes per batch; engines that have more to send stop producing
 //! (`over_budget`) and resume after the flush.
 
+use crate::offload::PartialCsum;
+
 /// Where a frame goes on the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxDest {
@@ -22,6 +24,8 @@ pub struct TxFrame {
     pub dest: TxDest,
     start: u32,
     len: u32,
+    /// The TCP checksum left for the link to finish (only to ports that accept it).
+    csum: Option<PartialCsum>,
 }
 
 /// Bytes of frames produced per batch before engines pause.
@@ -36,6 +40,8 @@ pub struct TxQueue {
     used: usize,
     frames: Vec<TxFrame>,
     reserved_at: usize,
+    /// Ports whose links finish checksums themselves (indexed by port).
+    offload: Vec<bool>,
 }
 
 impl TxQueue {
@@ -45,6 +51,25 @@ impl TxQueue {
             used: 0,
             frames: Vec::with_capacity(1024),
             reserved_at: 0,
+            offload: Vec::new(),
+        }
+    }
+
+    /// Whether frames to `port` may carry a partial checksum ([`crate::offload`]).
+    pub fn set_offload(&mut self, port: u16, on: bool) {
+        let i = usize::from(port);
+        if self.offload.len() <= i {
+            self.offload.resize(i + 1, false);
+        }
+        self.offload[i] = on;
+    }
+
+    /// Whether a frame to `dest` may carry a partial checksum: one port that accepts them.
+    #[inline]
+    pub fn offloads(&self, dest: TxDest) -> bool {
+        match dest {
+            TxDest::Port(p) => self.offload.get(usize::from(p)).copied().unwrap_or(false),
+            TxDest::Flood { .. } => false,
         }
     }
 
@@ -68,12 +93,26 @@ impl TxQueue {
 
     /// Record a frame of `len` bytes starting `offset` bytes into the last reservation.
     pub fn commit_at(&mut self, dest: TxDest, offset: usize, len: usize) {
+        self.commit_with(dest, offset, len, None);
+    }
+
+    /// [`commit_at`](Self::commit_at) for a frame whose checksum `csum` the link finishes; only
+    /// for a `dest` that [`offloads`](Self::offloads).
+    pub fn commit_with(
+        &mut self,
+        dest: TxDest,
+        offset: usize,
+        len: usize,
+        csum: Option<PartialCsum>,
+    ) {
         let start = self.reserved_at + offset;
         debug_assert!(start + len <= self.used);
+        debug_assert!(csum.is_none() || self.offloads(dest));
         self.frames.push(TxFrame {
             dest,
             start: start as u32,
             len: len as u32,
+            csum,
         });
     }
 
@@ -123,6 +162,19 @@ impl TxQueue {
             (
                 f.dest,
                 &self.arena[f.start as usize..(f.start + f.len) as usize],
+            )
+        })
+    }
+
+    /// [`frames`](Self::frames) with each frame's partial checksum, if it has one.
+    pub fn frames_with_csum(
+        &self,
+    ) -> impl Iterator<Item = (TxDest, &[u8], Option<PartialCsum>)> + '_ {
+        self.frames.iter().map(|f| {
+            (
+                f.dest,
+                &self.arena[f.start as usize..(f.start + f.len) as usize],
+                f.csum,
             )
         })
     }

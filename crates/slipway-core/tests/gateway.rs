@@ -2,9 +2,11 @@
 //! echo, DHCP, DNS hand-off and truncation, guest-to-guest switching, refusals.
 
 use slipway_core::flows::{ConnectProgress, HostSockets, SocketRef, TcpTarget};
+use slipway_core::offload::{PartialCsum, RxChecksum};
 use slipway_core::{Network, NetworkConfig};
 use slipway_wire::{
-    arp, ethernet, icmp, ipv4, udp, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet, UdpDatagram,
+    arp, checksum, ethernet, icmp, ipv4, udp, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet,
+    UdpDatagram,
 };
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -259,6 +261,39 @@ fn guests_reach_each_other_through_the_switch() {
     net.on_guest_frame(Duration::ZERO, pa, &to_b, &mut NoSockets);
     let out = outputs(&mut net);
     assert_eq!(out, vec![(slipway_core::tx::TxDest::Port(pb), to_b)]);
+}
+
+#[test]
+fn a_partial_checksum_is_finished_on_the_copy_to_another_guest() {
+    let mut net = Network::new(NetworkConfig::default(), 1);
+    let pa = net.port_up().unwrap();
+    let pb = net.port_up().unwrap();
+    net.set_checksum_offload(pa, true);
+    let b_ip = Ipv4Addr::new(192, 168, 127, 3);
+    // B must be known to the switch for a unicast copy.
+    let hello = udp_frame(
+        B_MAC,
+        ethernet::BROADCAST,
+        (b_ip, 1),
+        (Ipv4Addr::BROADCAST, 9),
+        b"",
+    );
+    net.on_guest_frame(Duration::ZERO, pb, &hello, &mut NoSockets);
+    outputs(&mut net);
+    let whole = udp_frame(A_MAC, B_MAC, (A_IP, 1), (b_ip, 9), b"offloaded");
+    let mut partial = whole.clone();
+    let acc = checksum::pseudo_v4(A_IP, b_ip, ipv4::PROTO_UDP, (8 + 9) as u16);
+    partial[40..42].copy_from_slice(&checksum::partial_field(acc).to_be_bytes());
+    assert_ne!(partial, whole);
+    let csum = RxChecksum::Partial(PartialCsum {
+        start: 34,
+        offset: 6,
+    });
+    net.on_guest_frame_with(Duration::ZERO, pa, &partial, csum, &mut NoSockets);
+    assert_eq!(
+        outputs(&mut net),
+        vec![(slipway_core::tx::TxDest::Port(pb), whole)]
+    );
 }
 
 #[test]

@@ -7,9 +7,10 @@ use slipway_core::counters::DropReason;
 use slipway_core::flows::tcp::{DELAYED_ACK, FORWARD_SYN_RETRIES};
 use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
 use slipway_core::forward::parse_publish;
+use slipway_core::offload::{PartialCsum, RxChecksum};
 use slipway_core::{Network, NetworkConfig};
 use slipway_wire::tcp::{self, SackBlocks, SynOptions, TcpHeader, TcpSegment};
-use slipway_wire::{ethernet, ipv4, EthernetFrame, Ipv4Packet};
+use slipway_wire::{checksum, ethernet, ipv4, EthernetFrame, Ipv4Packet};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -217,6 +218,10 @@ struct Harness {
     arp: usize,
     /// SACK blocks the guest puts in its next segments.
     sack: SackBlocks,
+    /// The guest's link offloads checksums: its segments arrive partial, ours may leave so.
+    offload: bool,
+    /// Segments to the guest that carried a partial checksum.
+    partial_out: usize,
 }
 
 impl Harness {
@@ -244,7 +249,16 @@ impl Harness {
             remote_ip: ALIAS,
             arp: 0,
             sack: SackBlocks::EMPTY,
+            offload: false,
+            partial_out: 0,
         }
+    }
+
+    /// The port's link offloads checksums both ways (a TAP device with a vnet header).
+    fn offloading(mut self) -> Self {
+        self.offload = true;
+        self.net.set_checksum_offload(self.port, true);
+        self
     }
 
     fn send(&mut self, flags: u8, seq: u32, payload: &[u8], syn_opts: Option<SynOptions>) {
@@ -278,8 +292,19 @@ impl Harness {
             &h,
             1,
         );
+        let csum = if self.offload {
+            // What the guest's kernel hands its "hardware": the pseudo-header sum only.
+            let acc = checksum::pseudo_v4(GUEST_IP, self.remote_ip, ipv4::PROTO_TCP, l4 as u16);
+            f[50..52].copy_from_slice(&checksum::partial_field(acc).to_be_bytes());
+            RxChecksum::Partial(PartialCsum {
+                start: 34,
+                offset: 16,
+            })
+        } else {
+            RxChecksum::Unverified
+        };
         self.net
-            .on_guest_frame(self.now, self.port, &f, &mut self.sim);
+            .on_guest_frame_with(self.now, self.port, &f, csum, &mut self.sim);
         self.net.end_of_batch(self.now, &mut self.sim);
     }
 
@@ -297,7 +322,22 @@ impl Harness {
     /// Drain what the network sent to the guest.
     fn take(&mut self) -> Vec<Out> {
         let mut out = Vec::new();
-        for (_, frame) in self.net.tx().frames() {
+        let frames: Vec<(Vec<u8>, Option<PartialCsum>)> = self
+            .net
+            .tx()
+            .frames_with_csum()
+            .map(|(_, f, c)| (f.to_vec(), c))
+            .collect();
+        for (mut frame, csum) in frames {
+            if let Some(c) = csum {
+                assert!(
+                    self.offload,
+                    "a partial checksum to a port that does not offload"
+                );
+                assert!(c.complete(&mut frame));
+                self.partial_out += 1;
+            }
+            let frame = &frame[..];
             let eth = EthernetFrame::new_checked(frame).unwrap();
             if eth.ethertype() == ethernet::ETHERTYPE_ARP {
                 self.arp += 1;
@@ -511,6 +551,69 @@ fn data_both_ways_and_orderly_close() {
     assert!(h.sim.only().shut_wr);
     assert_eq!(h.sim.only().closed, Some(false));
     assert_eq!(h.net.tcp().flow_count(), 0);
+}
+
+#[test]
+fn with_checksum_offload_data_moves_both_ways_with_partial_checksums() {
+    let mut h = Harness::new(65520).offloading();
+    h.establish();
+    // Guest → host: partial checksums are accepted without summing.
+    let request: Vec<u8> = (0..30_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    h.data(&request);
+    assert_eq!(h.sim.only().written, request);
+    assert_eq!(h.net.counters().dropped(DropReason::TcpBadChecksum), 0);
+    // Host → guest: data segments leave partial (completed and verified by `take`), the
+    // handshake's control segments did not.
+    assert_eq!(h.partial_out, 0, "SYN-ACK and ACKs are summed in full");
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    h.sim.only().queue.extend(body.iter().copied());
+    h.socket_event(true, false);
+    let got = h.receive_all();
+    assert_eq!(got, body);
+    assert!(h.partial_out >= 4, "{} partial segments", h.partial_out);
+    // A partial checksum claimed at the wrong place is verified, fails, and is dropped.
+    let seq = h.guest_seq;
+    let mut f = vec![0u8; 34 + 20 + 10];
+    let th = TcpHeader {
+        src_port: h.guest_port,
+        dst_port: h.remote_port,
+        seq,
+        ack: h.guest_ack,
+        flags: tcp::ACK | tcp::PSH,
+        window: 100,
+        sack: SackBlocks::EMPTY,
+        syn_options: None,
+    };
+    slipway_core::frames::write_tcp_v4(
+        &mut f,
+        NetworkConfig::default().gateway_mac,
+        GUEST_MAC,
+        GUEST_IP,
+        ALIAS,
+        &th,
+        1,
+    );
+    f[50] ^= 0xff;
+    let claim = RxChecksum::Partial(PartialCsum {
+        start: 34,
+        offset: 6,
+    });
+    let now = h.now;
+    h.net
+        .on_guest_frame_with(now, h.port, &f, claim, &mut h.sim);
+    assert_eq!(h.net.counters().dropped(DropReason::TcpBadChecksum), 1);
+    assert_eq!(h.sim.only().written.len(), request.len());
+}
+
+#[test]
+fn without_offload_no_frame_carries_a_partial_checksum() {
+    let mut h = Harness::new(65520);
+    h.establish();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    h.sim.only().queue.extend(body.iter().copied());
+    h.socket_event(true, false);
+    assert_eq!(h.receive_all(), body);
+    assert_eq!(h.partial_out, 0);
 }
 
 #[test]

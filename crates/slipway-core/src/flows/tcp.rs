@@ -81,6 +81,7 @@ use crate::config::Mac;
 use crate::counters::{Counters, DropReason};
 use crate::frames::{self, Unreachable};
 use crate::hash::FastMap;
+use crate::offload::PartialCsum;
 use crate::switch::Switch;
 use crate::tx::TxQueue;
 use slipway_wire::tcp::{self, SackBlocks, SynOptions, TcpHeader, TcpSegment};
@@ -2119,6 +2120,7 @@ fn send_data(
         }
     };
     let window = *window_field.get_or_insert_with(|| window_for(sockets, index, f));
+    let partial = ctx.tx.offloads(dest);
     let arena = ctx.tx.reserve_again();
     let full = n / mss;
     let segs = n.div_ceil(mss);
@@ -2141,7 +2143,7 @@ fn send_data(
             syn_options: None,
         };
         f.ident = f.ident.wrapping_add(1);
-        frames::write_tcp(
+        frames::write_tcp_checksum(
             frame,
             f.guest_mac,
             ctx.gateway_mac,
@@ -2149,12 +2151,17 @@ fn send_data(
             f.key.guest_ip,
             &h,
             f.ident,
+            partial,
         );
         used = k * stride + overhead + len;
     }
+    let csum = partial.then(|| PartialCsum {
+        start: frames::eth_ip_len(f.key.guest_ip) as u16,
+        offset: tcp::CHECKSUM_OFFSET as u16,
+    });
     for k in 0..segs {
         let len = if k < full { mss } else { n - full * mss };
-        ctx.tx.commit_at(dest, k * stride, overhead + len);
+        ctx.tx.commit_with(dest, k * stride, overhead + len, csum);
     }
     ctx.tx.finish(used);
     f.last_window_sent = window;
