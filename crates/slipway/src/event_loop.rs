@@ -29,6 +29,7 @@ use crate::timer::LoopTimer;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slipway_core::network::ForwardError;
+use slipway_core::offload::PartialCsum;
 use slipway_core::tx::TxDest;
 use slipway_core::{ForwardProto, Network, PortForward};
 use std::cell::RefCell;
@@ -497,7 +498,10 @@ impl Driver {
         self.poll
             .registry()
             .register(link.source(), token, Interest::READABLE)?;
-        tracing::info!("guest link up: {} (port {port})", link.describe());
+        let offload = link.offloads_checksum();
+        self.net.set_checksum_offload(port, offload);
+        let offload = if offload { ", checksum offload" } else { "" };
+        tracing::info!("guest link up: {} (port {port}{offload})", link.describe());
         let i = usize::from(port);
         if self.links.len() <= i {
             self.links.resize_with(i + 1, || None);
@@ -543,13 +547,13 @@ impl Driver {
         let pcap = &mut self.pcap;
         let mut frames = 0usize;
         let mut bytes = 0usize;
-        let result = slot.link.read_frames(READ_BUDGET, &mut |frame| {
+        let result = slot.link.read_frames(READ_BUDGET, &mut |frame, csum| {
             frames += 1;
             bytes += frame.len();
             if let Some(p) = pcap.as_mut() {
                 p.record(frame);
             }
-            net.on_guest_frame(now, port, frame, sockets);
+            net.on_guest_frame_with(now, port, frame, csum, sockets);
         });
         slot.more_to_read = frames >= READ_BUDGET || slot.hung_up;
         self.batch_bytes += bytes;
@@ -626,39 +630,17 @@ impl Driver {
             // Each run of frames to one destination goes to the link(s) in one call. A short run
             // is gathered on the stack, so a round trip's flush allocates nothing; a long one
             // (bulk traffic) moves to a vector.
-            let mut short: [&[u8]; SHORT_RUN] = [&[]; SHORT_RUN];
-            let mut long: Vec<&[u8]> = Vec::new();
-            let mut len = 0;
+            let mut run = Run::default();
             let mut dest = None;
-            for (d, f) in self.net.tx().frames() {
+            for (d, f, c) in self.net.tx().frames_with_csum() {
                 self.batch_bytes += f.len();
                 if dest.is_some_and(|prev| prev != d) {
-                    let run = if long.is_empty() {
-                        &short[..len]
-                    } else {
-                        &long[..]
-                    };
-                    send_to_dest(&mut self.links, dest, run);
-                    long.clear();
-                    len = 0;
+                    run.send(&mut self.links, dest);
                 }
                 dest = Some(d);
-                if len < SHORT_RUN {
-                    short[len] = f;
-                } else {
-                    if long.is_empty() {
-                        long.extend_from_slice(&short);
-                    }
-                    long.push(f);
-                }
-                len += 1;
+                run.push(f, c);
             }
-            let run = if long.is_empty() {
-                &short[..len]
-            } else {
-                &long[..]
-            };
-            send_to_dest(&mut self.links, dest, run);
+            run.send(&mut self.links, dest);
             self.net.clear_tx();
             self.net.after_flush(now, &mut self.sockets);
         }
@@ -954,24 +936,84 @@ fn plan_wait(w: &WaitState) -> WaitPlan {
 /// Runs of up to this many frames are gathered on the stack for `send_frames`.
 const SHORT_RUN: usize = 16;
 
-fn send_to_dest(links: &mut [Option<LinkSlot>], dest: Option<TxDest>, frames: &[&[u8]]) {
-    match dest {
-        _ if frames.is_empty() => {}
-        None => {}
-        Some(TxDest::Port(p)) => send_to(links, p, frames),
-        Some(TxDest::Flood { except }) => {
-            for p in 0..links.len() as u16 {
-                if Some(p) != except {
-                    send_to(links, p, frames);
-                }
-            }
+/// A run of frames to one destination, with their partial checksums. A short run is gathered
+/// on the stack, so a round trip's flush allocates nothing; a long one (bulk traffic) moves to
+/// vectors.
+struct Run<'a> {
+    short: [&'a [u8]; SHORT_RUN],
+    short_csum: [Option<PartialCsum>; SHORT_RUN],
+    long: Vec<&'a [u8]>,
+    long_csum: Vec<Option<PartialCsum>>,
+    len: usize,
+}
+
+impl Default for Run<'_> {
+    fn default() -> Self {
+        Run {
+            short: [&[]; SHORT_RUN],
+            short_csum: [None; SHORT_RUN],
+            long: Vec::new(),
+            long_csum: Vec::new(),
+            len: 0,
         }
     }
 }
 
-fn send_to(links: &mut [Option<LinkSlot>], port: u16, frames: &[&[u8]]) {
+impl<'a> Run<'a> {
+    fn push(&mut self, frame: &'a [u8], csum: Option<PartialCsum>) {
+        if self.len < SHORT_RUN {
+            self.short[self.len] = frame;
+            self.short_csum[self.len] = csum;
+        } else {
+            if self.long.is_empty() {
+                self.long.extend_from_slice(&self.short);
+                self.long_csum.extend_from_slice(&self.short_csum);
+            }
+            self.long.push(frame);
+            self.long_csum.push(csum);
+        }
+        self.len += 1;
+    }
+
+    /// Hand the run to its destination's link(s) and start a new one.
+    fn send(&mut self, links: &mut [Option<LinkSlot>], dest: Option<TxDest>) {
+        let (frames, csum) = if self.long.is_empty() {
+            (&self.short[..self.len], &self.short_csum[..self.len])
+        } else {
+            (&self.long[..], &self.long_csum[..])
+        };
+        match dest {
+            _ if frames.is_empty() => {}
+            None => {}
+            Some(TxDest::Port(p)) => send_to(links, p, frames, csum),
+            Some(TxDest::Flood { except }) => {
+                // Flooded frames never carry a partial checksum.
+                for p in 0..links.len() as u16 {
+                    if Some(p) != except {
+                        send_to(links, p, frames, &[]);
+                    }
+                }
+            }
+        }
+        self.long.clear();
+        self.long_csum.clear();
+        self.len = 0;
+    }
+}
+
+fn send_to(
+    links: &mut [Option<LinkSlot>],
+    port: u16,
+    frames: &[&[u8]],
+    csum: &[Option<PartialCsum>],
+) {
     if let Some(slot) = links.get_mut(usize::from(port)).and_then(|s| s.as_mut()) {
-        if let Err(e) = slot.link.send_frames(frames) {
+        let sent = if csum.iter().any(|c| c.is_some()) {
+            slot.link.send_frames_with(frames, csum)
+        } else {
+            slot.link.send_frames(frames)
+        };
+        if let Err(e) = sent {
             tracing::debug!("sending to port {port} failed: {e}");
         }
     }

@@ -13,9 +13,10 @@
 //!    in the calling thread, so that a wrong path is reported before anything else happens;
 //! 2. spawn a short-lived thread that `setns(CLONE_NEWNET)`s into the namespace. Only that thread
 //!    changes namespace; it exits when done, so the caller's namespace never changes;
-//! 3. on that thread, open `/dev/net/tun` and `TUNSETIFF` with `IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL`
-//!    (a TUN/TAP device belongs to the namespace of the thread that opened `/dev/net/tun`;
-//!    `IFF_TUN_EXCL` refuses to attach to an existing device of the same name);
+//! 3. on that thread, open `/dev/net/tun` and `TUNSETIFF` with `IFF_TAP | IFF_NO_PI |
+//!    IFF_VNET_HDR | IFF_TUN_EXCL` (a TUN/TAP device belongs to the namespace of the thread that
+//!    opened `/dev/net/tun`; `IFF_TUN_EXCL` refuses to attach to an existing device of the same
+//!    name; the vnet header carries checksum offload, see `link::tap`);
 //! 4. open an `AF_NETLINK`/`NETLINK_ROUTE` socket there too (a netlink socket talks to the
 //!    namespace it was created in) and send, each with `NLM_F_ACK` and its acknowledgement checked:
 //!    `RTM_NEWLINK` for `lo` (up), `RTM_NEWLINK` for the TAP (MTU, MAC, up), `RTM_NEWADDR`
@@ -344,7 +345,8 @@ pub enum NetnsError {
     ThreadPanicked,
 }
 
-/// Opens a TAP device named `setup.name` inside the target namespace (`IFF_TAP | IFF_NO_PI`),
+/// Opens a TAP device named `setup.name` inside the target namespace (`IFF_TAP | IFF_NO_PI |
+/// IFF_VNET_HDR`),
 /// brings `lo` and the TAP up, sets MTU, MAC, address and default route via rtnetlink, and
 /// returns the TAP fd (non-blocking, close-on-exec). The namespace is entered on a short-lived
 /// thread, so the calling thread's namespace never changes. On error nothing is left behind.
@@ -897,7 +899,7 @@ fn tap_ifreq(name: &str, exclusive: bool) -> [u8; IFREQ_LEN] {
     let len = name.len().min(MAX_TAP_NAME_LEN);
     ifreq[..len].copy_from_slice(&name[..len]);
     let excl = if exclusive { libc::IFF_TUN_EXCL } else { 0 };
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | excl) as u16;
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | excl) as u16;
     ifreq[IFREQ_FLAGS_OFFSET..IFREQ_FLAGS_OFFSET + 2].copy_from_slice(&flags.to_ne_bytes());
     ifreq
 }
@@ -1375,6 +1377,8 @@ impl RouteSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::{GuestLink, TapLink};
+    use slipway_core::offload::{PartialCsum, RxChecksum};
 
     fn setup_with(address: Option<(Ipv4Addr, u8)>, gateway: Option<Ipv4Addr>) -> TapSetup {
         TapSetup {
@@ -1528,11 +1532,11 @@ mod tests {
         let ifreq = tap_ifreq("tap0", true);
         let mut expected = [0u8; IFREQ_LEN];
         expected[..4].copy_from_slice(b"tap0");
-        // IFF_TAP 0x0002 | IFF_NO_PI 0x1000 | IFF_TUN_EXCL 0x8000 = 0x9002
-        expected[16..18].copy_from_slice(&0x9002u16.to_ne_bytes());
+        // IFF_TAP 0x0002 | IFF_NO_PI 0x1000 | IFF_VNET_HDR 0x4000 | IFF_TUN_EXCL 0x8000 = 0xd002
+        expected[16..18].copy_from_slice(&0xd002u16.to_ne_bytes());
         assert_eq!(ifreq, expected);
         // Attaching to an existing device: no IFF_TUN_EXCL.
-        expected[16..18].copy_from_slice(&0x1002u16.to_ne_bytes());
+        expected[16..18].copy_from_slice(&0x5002u16.to_ne_bytes());
         assert_eq!(tap_ifreq("tap0", false), expected);
         let long = tap_ifreq("abcdefghijklmno", true);
         assert_eq!(&long[..15], b"abcdefghijklmno");
@@ -1920,29 +1924,33 @@ mod tests {
         std::fs::read_link("/proc/thread-self/ns/net").unwrap()
     }
 
-    /// Waits for one frame on the non-blocking TAP `file` for which `pick` returns true.
-    fn wait_for_frame(file: &mut File, mut pick: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+    /// Waits for one frame on the TAP link for which `pick` returns true; returns it with what
+    /// the vnet header said of its checksum.
+    fn wait_for_frame(
+        link: &mut TapLink,
+        mut pick: impl FnMut(&[u8]) -> bool,
+    ) -> (Vec<u8>, RxChecksum) {
         use std::time::Instant;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = vec![0u8; 65536];
         let mut seen = 0;
         while Instant::now() < deadline {
             let mut poll = libc::pollfd {
-                fd: file.as_raw_fd(),
+                fd: link.raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
             // SAFETY: `poll` is one valid pollfd for the duration of the call.
             unsafe { libc::poll(&mut poll, 1, 200) };
-            match file.read(&mut buf) {
-                Ok(n) => {
-                    seen += 1;
-                    if pick(&buf[..n]) {
-                        return buf[..n].to_vec();
-                    }
+            let mut found = None;
+            link.read_frames(64, &mut |f, csum| {
+                seen += 1;
+                if found.is_none() && pick(f) {
+                    found = Some((f.to_vec(), csum));
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => panic!("reading the TAP: {err}"),
+            })
+            .expect("reading the TAP");
+            if let Some(found) = found {
+                return found;
             }
         }
         panic!("the expected frame did not arrive within 5 s ({seen} other frames seen)");
@@ -2021,10 +2029,12 @@ mod tests {
         assert!(route6.contains("default via fe80::1 dev tap0"), "{route6}");
 
         // Traffic from the namespace to its gateway comes out of our fd: first an ARP request.
+        // The device has a vnet header and takes checksum offload.
+        let mut link = TapLink::new(fd).unwrap();
+        assert!(link.offloads_checksum(), "TUN_F_CSUM accepted");
         let gateway = std::net::SocketAddrV4::new(v4("192.168.127.1"), 9);
         send_udp_inside(&namespace, gateway);
-        let mut tap_file = File::from(fd);
-        let request = wait_for_frame(&mut tap_file, |f| {
+        let (request, _) = wait_for_frame(&mut link, |f| {
             f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1]
         });
         assert_eq!(request[..6], [0xff; 6], "broadcast");
@@ -2043,9 +2053,8 @@ mod tests {
         reply.extend_from_slice(&[192, 168, 127, 1]);
         reply.extend_from_slice(&mac);
         reply.extend_from_slice(&[192, 168, 127, 2]);
-        use std::io::Write;
-        assert_eq!(tap_file.write(&reply).unwrap(), reply.len());
-        let datagram = wait_for_frame(&mut tap_file, |f| {
+        link.send_frames(&[&reply]).unwrap();
+        let (mut datagram, csum) = wait_for_frame(&mut link, |f| {
             f.len() >= 14 + 20 + 8 && f[12..14] == [0x08, 0x00] && f[14 + 9] == 17
         });
         assert_eq!(datagram[..6], gateway_mac, "sent to the resolved gateway");
@@ -2054,9 +2063,63 @@ mod tests {
         let udp = &datagram[14 + ihl..];
         assert_eq!(udp[2..4], [0, 9], "destination port");
         assert_eq!(&udp[8..15], b"slipway");
+        // The kernel left the UDP checksum to us; finished, it is right.
+        let RxChecksum::Partial(p) = csum else {
+            panic!("the namespace's kernel summed its datagram itself: {csum:?}");
+        };
+        assert_eq!((usize::from(p.start), p.offset), (14 + ihl, 6));
+        assert!(p.complete(&mut datagram));
+        let ip = slipway_wire::Ipv4Packet::new_checked(&datagram[14..]).unwrap();
+        let u = slipway_wire::UdpDatagram::new_checked(ip.payload()).unwrap();
+        assert!(
+            u.verify_v4(ip.src(), ip.dst()),
+            "completed checksum verifies"
+        );
+
+        // The other way: a datagram whose checksum we leave partial is accepted. Its field holds
+        // only the pseudo-header sum, so a kernel that did not honour NEEDS_CSUM would drop it.
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let target = namespace.target();
+        let receiver = thread::spawn(move || {
+            let ns = open_namespace_file(&target).unwrap();
+            enter_namespace(&ns, &target.path()).unwrap();
+            let socket = std::net::UdpSocket::bind("192.168.127.2:7777").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            bound_tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            socket.recv(&mut buf).map(|n| buf[..n].to_vec())
+        });
+        bound_rx.recv().unwrap();
+        let payload = b"left partial";
+        let mut frame = vec![0u8; 42 + payload.len()];
+        slipway_core::frames::write_udp_v4_in_place(
+            &mut frame,
+            mac,
+            gateway_mac,
+            (v4("192.168.127.1"), 9),
+            (v4("192.168.127.2"), 7777),
+            payload.len(),
+            Some(payload),
+        );
+        let acc = slipway_wire::checksum::pseudo_v4(
+            v4("192.168.127.1"),
+            v4("192.168.127.2"),
+            17,
+            (8 + payload.len()) as u16,
+        );
+        frame[40..42].copy_from_slice(&slipway_wire::checksum::partial_field(acc).to_be_bytes());
+        let partial = PartialCsum {
+            start: 34,
+            offset: 6,
+        };
+        link.send_frames_with(&[&frame], &[Some(partial)]).unwrap();
+        let got = receiver.join().unwrap().expect("the datagram arrived");
+        assert_eq!(got, payload);
 
         // The device lives as long as the fd.
-        drop(tap_file);
+        drop(link);
         let links = namespace.ip(&["-o", "link", "show"]);
         assert!(!links.contains("tap0"), "{links}");
     }

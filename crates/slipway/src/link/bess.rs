@@ -18,6 +18,7 @@
 //! - Frames 14..=65553 bytes (the receive buffer is `MAX_FRAME + 1`, exposing truncation).
 //! - 64 frames per `sendmmsg`; 4 MiB output queue; listen backlog 128.
 
+use slipway_core::offload::RxChecksum;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -118,7 +119,7 @@ impl GuestLink for BessLink {
     fn read_frames(
         &mut self,
         budget: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frame: &mut dyn FnMut(&[u8], RxChecksum),
     ) -> Result<LinkStatus, LinkError> {
         let mut delivered = 0;
         while delivered < budget {
@@ -127,7 +128,7 @@ impl GuestLink for BessLink {
                 Ok(n) if !(MIN_FRAME..=MAX_FRAME).contains(&n) => self.counters.bad_frames += 1,
                 Ok(n) => {
                     self.counters.count_in(n);
-                    on_frame(&self.rx[..n]);
+                    on_frame(&self.rx[..n], RxChecksum::Unverified);
                     delivered += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

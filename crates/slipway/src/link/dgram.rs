@@ -24,6 +24,7 @@
 //! - Frames 14..=65553 bytes; 64 frames per `sendmmsg`; 4 MiB output queue.
 //! - One peer at a time: the latest named sender.
 
+use slipway_core::offload::RxChecksum;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -94,7 +95,7 @@ impl GuestLink for DgramLink {
     fn read_frames(
         &mut self,
         budget: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frame: &mut dyn FnMut(&[u8], RxChecksum),
     ) -> Result<LinkStatus, LinkError> {
         let mut delivered = 0;
         while delivered < budget {
@@ -110,7 +111,7 @@ impl GuestLink for DgramLink {
                         continue;
                     }
                     self.counters.count_in(n);
-                    on_frame(datagram);
+                    on_frame(datagram, RxChecksum::Unverified);
                     delivered += 1;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

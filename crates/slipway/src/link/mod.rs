@@ -58,6 +58,7 @@ pub use stdio::StdioLink;
 pub use tap::TapLink;
 pub use vpnkit::{MacAllocator, VpnkitLink, VpnkitListener, VPNKIT_PROTOCOL_VERSION};
 
+use slipway_core::offload::{PartialCsum, RxChecksum};
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -95,14 +96,31 @@ pub trait GuestLink {
     /// second case data may remain and the fd will not signal it again: the caller must call
     /// again without waiting for an event. `Ok(Closed)`: the peer
     /// hung up. `Err`: a protocol violation or a failed fd; the caller closes this link alone.
+    /// Each frame comes with what the link knows of its TCP/UDP checksum.
     fn read_frames(
         &mut self,
         budget: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frame: &mut dyn FnMut(&[u8], RxChecksum),
     ) -> Result<LinkStatus, LinkError>;
     /// Send frames in order, many per system call; what the fd won't take now is queued
     /// (bounded by `OUTPUT_QUEUE_LIMIT`; beyond it whole frames are dropped and counted).
     fn send_frames(&mut self, frames: &[&[u8]]) -> Result<(), LinkError>;
+    /// Whether this link finishes partial TCP/UDP checksums itself (a TAP device with a vnet
+    /// header): the core then leaves them partial in frames to it ([`slipway_core::offload`]).
+    fn offloads_checksum(&self) -> bool {
+        false
+    }
+    /// [`send_frames`](Self::send_frames) where `csum[i]` says frame `i`'s checksum is partial.
+    /// Frames carry one only to a link that [offloads](Self::offloads_checksum) them, so the
+    /// others ignore it.
+    fn send_frames_with(
+        &mut self,
+        frames: &[&[u8]],
+        csum: &[Option<PartialCsum>],
+    ) -> Result<(), LinkError> {
+        debug_assert!(csum.iter().all(|c| c.is_none()));
+        self.send_frames(frames)
+    }
     /// Write queued output; call when the fd is writable.
     fn flush(&mut self) -> Result<(), LinkError>;
     /// Queued output remains (keep WRITABLE interest; for `DgramLink` also retry on a tick).
@@ -268,11 +286,17 @@ impl MessageQueue {
 
     /// Queue `frame` if the bound allows; false when it was dropped.
     pub(crate) fn push(&mut self, frame: &[u8]) -> bool {
-        if self.bytes.len() + Self::TAG + frame.len() > OUTPUT_QUEUE_LIMIT {
+        self.push_prefixed(&[], frame)
+    }
+
+    /// Queue one message made of `prefix` then `frame` (e.g. a vnet header and its frame).
+    pub(crate) fn push_prefixed(&mut self, prefix: &[u8], frame: &[u8]) -> bool {
+        let len = prefix.len() + frame.len();
+        if self.bytes.len() + Self::TAG + len > OUTPUT_QUEUE_LIMIT {
             return false;
         }
-        let tag = (frame.len() as u32).to_ne_bytes();
-        self.bytes.push(&[&tag, frame]);
+        let tag = (len as u32).to_ne_bytes();
+        self.bytes.push(&[&tag, prefix, frame]);
         self.messages += 1;
         true
     }
@@ -1204,7 +1228,7 @@ pub(crate) mod testutil {
         budget: usize,
     ) -> (Result<super::LinkStatus, super::LinkError>, Vec<Vec<u8>>) {
         let mut got = Vec::new();
-        let status = link.read_frames(budget, &mut |f| got.push(f.to_vec()));
+        let status = link.read_frames(budget, &mut |f, _| got.push(f.to_vec()));
         (status, got)
     }
 }
@@ -1523,6 +1547,8 @@ mod tests {
 pub mod fuzzing {
     use super::{LengthPrefix, LinkError, LinkStatus, StreamFramer, StreamIo, MIN_FRAME};
     use std::io::{self, IoSlice};
+
+    pub use super::tap::fuzzing::tap_vnet;
 
     /// Serves `data` in reads whose sizes cycle through `read_sizes` (1 byte at least), then
     /// end of stream.

@@ -18,6 +18,7 @@
 //! - Frame length: 14..=65553 (`MIN_FRAME..=MAX_FRAME`); anything else closes that link.
 //! - 256 KiB receive buffer and a 4 MiB output queue per link; listen backlog 128.
 
+use slipway_core::offload::RxChecksum;
 use std::io;
 use std::path::Path;
 
@@ -109,9 +110,11 @@ impl GuestLink for QemuLink {
     fn read_frames(
         &mut self,
         budget: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frame: &mut dyn FnMut(&[u8], RxChecksum),
     ) -> Result<LinkStatus, LinkError> {
-        self.framer.read_frames(&mut self.stream, budget, on_frame)
+        self.framer.read_frames(&mut self.stream, budget, &mut |f| {
+            on_frame(f, RxChecksum::Unverified)
+        })
     }
 
     fn send_frames(&mut self, frames: &[&[u8]]) -> Result<(), LinkError> {

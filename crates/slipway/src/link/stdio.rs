@@ -18,6 +18,7 @@
 //!
 //! - Frames 14..=65535 bytes; 256 KiB receive buffer; 4 MiB output queue.
 
+use slipway_core::offload::RxChecksum;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -174,9 +175,11 @@ impl GuestLink for StdioLink {
     fn read_frames(
         &mut self,
         budget: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frame: &mut dyn FnMut(&[u8], RxChecksum),
     ) -> Result<LinkStatus, LinkError> {
-        self.framer.read_frames(&mut self.io, budget, on_frame)
+        self.framer.read_frames(&mut self.io, budget, &mut |f| {
+            on_frame(f, RxChecksum::Unverified)
+        })
     }
 
     fn send_frames(&mut self, frames: &[&[u8]]) -> Result<(), LinkError> {

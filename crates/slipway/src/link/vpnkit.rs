@@ -28,6 +28,7 @@
 //! - Frames 14..=65535 bytes (the u16 prefix); 256 KiB receive buffer, 4 MiB output queue.
 //! - The handshake has no timeout of its own: a client that stalls holds only its connection.
 
+use slipway_core::offload::RxChecksum;
 use std::cell::RefCell;
 use std::io;
 use std::net::Ipv4Addr;
@@ -291,7 +292,7 @@ impl GuestLink for VpnkitLink {
     fn read_frames(
         &mut self,
         budget: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frame: &mut dyn FnMut(&[u8], RxChecksum),
     ) -> Result<LinkStatus, LinkError> {
         match self.handshake() {
             Ok(None) => {}
@@ -303,7 +304,9 @@ impl GuestLink for VpnkitLink {
                 return Err(e);
             }
         }
-        self.framer.read_frames(&mut self.stream, budget, on_frame)
+        self.framer.read_frames(&mut self.stream, budget, &mut |f| {
+            on_frame(f, RxChecksum::Unverified)
+        })
     }
 
     fn send_frames(&mut self, frames: &[&[u8]]) -> Result<(), LinkError> {
