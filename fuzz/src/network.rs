@@ -20,6 +20,11 @@
 //! After the script the harness ends the batch, drains, and runs the timers through the next
 //! deadlines and then a day later, when no UDP or ping flow may be left open.
 //!
+//! Port 1 offloads checksums (a TAP device with a vnet header): a TCP or UDP checksum the
+//! harness fixed on a frame to it is left partial and claimed as such
+//! ([`RxChecksum::Partial`]), and the gateway's frames to it may carry partial checksums, which
+//! the drain completes before checking.
+//!
 //! Oracles: every frame the gateway built (source MAC = gateway MAC) parses through the checked
 //! views with valid IPv4 or IPv6 headers and TCP/UDP/ICMP/ICMPv6 checksums; the engines keep
 //! the socket contract [`SimHost`] checks; idle UDP and ping flows expire.
@@ -30,6 +35,8 @@ use slipway_core::config::{IpCidr, Mac, NetworkConfig};
 use slipway_core::flows::tcp::TcpLimits;
 use slipway_core::flows::udp::UdpLimits;
 use slipway_core::flows::{FlowKind, SocketRef};
+use slipway_core::offload::{PartialCsum, RxChecksum};
+use slipway_core::tx::TxDest;
 use slipway_core::Network;
 use slipway_wire::{checksum, ethernet, ipv4, ipv6, tcp};
 use slipway_wire::{
@@ -164,6 +171,10 @@ struct Harness {
     mtu: u16,
     conns: HashMap<ConnKey, Conn>,
     /// Frames of the current TX queue already looked at.
+    /// What the link tells the core of the checksum of the frame `prepare` built last: on the
+    /// offloading port (side 1) a fixed TCP/UDP checksum is turned partial, as a guest kernel
+    /// with a TAP vnet header sends it.
+    claim: RxChecksum,
     observed: usize,
     /// Frames built by the gateway that passed [`check_gateway_frame`] (router advertisements,
     /// which the network sends on its own, counted apart).
@@ -215,6 +226,7 @@ impl Harness {
             net.port_up().expect("a port"),
             net.port_up().expect("a port"),
         ];
+        net.set_checksum_offload(ports[1], true);
         Self {
             net,
             host,
@@ -224,6 +236,7 @@ impl Harness {
             mtu,
             conns: HashMap::new(),
             observed: 0,
+            claim: RxChecksum::Unverified,
             gateway_frames: 0,
             router_adverts: 0,
             #[cfg(feature = "dns")]
@@ -239,9 +252,15 @@ impl Harness {
                 let side = usize::from(kind & 1);
                 let frame = self.prepare(bytes, side, kind & 2 != 0, arg);
                 let times = if kind & 4 != 0 { 2 } else { 1 };
+                let claim = self.claim;
                 for _ in 0..times {
-                    self.net
-                        .on_guest_frame(self.now, self.ports[side], &frame, &mut self.host);
+                    self.net.on_guest_frame_with(
+                        self.now,
+                        self.ports[side],
+                        &frame,
+                        claim,
+                        &mut self.host,
+                    );
                     self.observe();
                 }
                 if arg & 8 != 0 {
@@ -294,6 +313,7 @@ impl Harness {
                 let side = usize::from(arg & 1);
                 self.net.port_down(self.ports[side]);
                 self.ports[side] = self.net.port_up().expect("a port was just freed");
+                self.net.set_checksum_offload(self.ports[side], side == 1);
             }
         }
     }
@@ -311,6 +331,7 @@ impl Harness {
     /// The frame as the script asks for it: MACs set, lengths and checksums fixed, TCP numbers
     /// continued, for IPv4 and IPv6 alike.
     fn prepare(&mut self, bytes: &[u8], side: usize, fix_lengths: bool, arg: u8) -> Vec<u8> {
+        self.claim = RxChecksum::Unverified;
         let mut f = bytes.to_vec();
         if arg & 4 != 0 && f.len() >= ethernet::HEADER_LEN {
             f[0..6].copy_from_slice(&self.gateway_mac);
@@ -321,23 +342,35 @@ impl Harness {
         }
         let ethertype = u16::from_be_bytes([f[12], f[13]]);
         let l3 = &mut f[ethernet::HEADER_LEN..];
-        match ethertype {
+        let fixed = match ethertype {
             ethernet::ETHERTYPE_IPV4 => self.prepare_ipv4(l3, fix_lengths, arg),
             ethernet::ETHERTYPE_IPV6 => self.prepare_ipv6(l3, fix_lengths, arg),
-            _ => {}
+            _ => None,
+        };
+        // On the offloading port, leave a fixed TCP/UDP checksum partial and say so.
+        if let (1, Some((start, field, acc))) = (side, fixed) {
+            if field != 2 {
+                let at = ethernet::HEADER_LEN + start + field;
+                f[at..at + 2].copy_from_slice(&checksum::partial_field(acc).to_be_bytes());
+                self.claim = RxChecksum::Partial(PartialCsum {
+                    start: (ethernet::HEADER_LEN + start) as u16,
+                    offset: field as u16,
+                });
+            }
         }
         f
     }
 
     /// [`prepare`](Self::prepare) for an IPv4 packet (`p`: from its header to the frame's end).
-    fn prepare_ipv4(&mut self, p: &mut [u8], fix_lengths: bool, arg: u8) {
+    /// Returns where it fixed an L4 checksum: (L4 start in `p`, field offset, pseudo-header sum).
+    fn prepare_ipv4(&mut self, p: &mut [u8], fix_lengths: bool, arg: u8) -> Option<Fixed> {
         if p.len() < ipv4::HEADER_LEN {
-            return;
+            return None;
         }
         let ihl = usize::from(p[0] & 0x0f) * 4;
         let ip_len = p.len();
         if ihl < ipv4::HEADER_LEN || ihl > ip_len {
-            return;
+            return None;
         }
         let proto = p[9];
         if fix_lengths && ip_len <= usize::from(u16::MAX) {
@@ -348,7 +381,7 @@ impl Harness {
         }
         let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
         if total < ihl || total > ip_len {
-            return;
+            return None;
         }
         let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
         let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
@@ -368,27 +401,30 @@ impl Harness {
                 _ => None,
             };
             if let Some(acc) = acc {
-                fix_l4_checksum(seg, proto, acc);
+                let field = fix_l4_checksum(seg, proto, acc)?;
+                // A partial checksum runs to the frame's end: claimed only when the packet does.
+                return (total == ip_len).then_some((ihl, field, acc));
             }
         }
+        None
     }
 
     /// [`prepare`](Self::prepare) for an IPv6 packet: the payload length (and UDP length) set
     /// to the frame, the upper layer found past any extension headers, its checksum (TCP, UDP,
     /// ICMPv6) fixed over the IPv6 pseudo-header. Fragments are left as they are.
-    fn prepare_ipv6(&mut self, p: &mut [u8], fix_lengths: bool, arg: u8) {
+    fn prepare_ipv6(&mut self, p: &mut [u8], fix_lengths: bool, arg: u8) -> Option<Fixed> {
         if p.len() < ipv6::HEADER_LEN {
-            return;
+            return None;
         }
         if fix_lengths && p.len() - ipv6::HEADER_LEN <= usize::from(u16::MAX) {
             let len = (p.len() - ipv6::HEADER_LEN) as u16;
             p[4..6].copy_from_slice(&len.to_be_bytes());
         }
         let Ok(ip) = Ipv6Packet::new_checked(p) else {
-            return;
+            return None;
         };
         if ip.is_fragment() {
-            return;
+            return None;
         }
         let (src, dst, next) = (ip.src(), ip.dst(), ip.next_header());
         let (upper, end) = (ip.header_len(), ip.packet().len());
@@ -402,8 +438,10 @@ impl Harness {
         }
         if arg & 1 == 0 && matches!(next, ipv6::NEXT_TCP | ipv6::NEXT_UDP | ipv6::NEXT_ICMPV6) {
             let acc = checksum::pseudo_v6(src, dst, next, seg.len() as u32);
-            fix_l4_checksum(seg, next, acc);
+            let field = fix_l4_checksum(seg, next, acc)?;
+            return (end == p.len()).then_some((upper, field, acc));
         }
+        None
     }
 
     /// Set seq and ack of a guest TCP segment `seg` from `src` to `dst` to continue the
@@ -495,7 +533,24 @@ impl Harness {
     /// Check every frame the gateway built, then empty the queue as the driver's flush does.
     fn drain(&mut self) {
         self.observe();
-        for (_, frame) in self.net.tx().frames() {
+        for (dest, frame, csum) in self.net.tx().frames_with_csum() {
+            let mut whole;
+            let frame = match csum {
+                Some(c) => {
+                    assert_eq!(
+                        dest,
+                        TxDest::Port(self.ports[1]),
+                        "a partial checksum to a port that does not offload"
+                    );
+                    whole = frame.to_vec();
+                    assert!(
+                        c.complete(&mut whole),
+                        "a partial checksum outside its frame"
+                    );
+                    &whole[..]
+                }
+                None => frame,
+            };
             if check_gateway_frame(frame, self.gateway_mac) {
                 if is_router_advert(frame) {
                     self.router_adverts += 1;
@@ -635,12 +690,16 @@ pub fn set_mode(host: &mut SimHost, arg: u8, errno_pick: u8) {
 
 /// Write the checksum of an upper-layer packet (`proto`: TCP, UDP, ICMP or ICMPv6) whose
 /// pseudo-header sum is `acc` (0 for ICMPv4). Too short a packet is left alone.
-fn fix_l4_checksum(seg: &mut [u8], proto: u8, acc: u64) {
+/// Where `prepare` fixed an L4 checksum: L4 start in the IP packet, field offset, pseudo sum.
+type Fixed = (usize, usize, u64);
+
+/// Fix the checksum of `seg`; returns the field's offset (None: too short to have one).
+fn fix_l4_checksum(seg: &mut [u8], proto: u8, acc: u64) -> Option<usize> {
     let at = match proto {
         ipv4::PROTO_TCP if seg.len() >= tcp::HEADER_LEN => 16,
         ipv4::PROTO_UDP if seg.len() >= 8 => 6,
         ipv4::PROTO_ICMP | ipv6::NEXT_ICMPV6 if seg.len() >= 4 => 2,
-        _ => return,
+        _ => return None,
     };
     seg[at..at + 2].fill(0);
     let mut c = checksum::finish(checksum::sum(seg, acc));
@@ -648,6 +707,7 @@ fn fix_l4_checksum(seg: &mut [u8], proto: u8, acc: u64) {
         c = 0xffff;
     }
     seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    Some(at)
 }
 
 /// The addresses and TCP bytes of an IPv4 or IPv6 packet carrying TCP.
