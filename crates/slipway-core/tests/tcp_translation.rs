@@ -1327,6 +1327,38 @@ fn a_request_response_round_trip_costs_one_frame_each_way_and_one_peek() {
     assert_eq!(h.sim.only().written, (0..50).collect::<Vec<u8>>());
 }
 
+/// A deadline whose reason went away must not stay the loop's next wake-up: short connections
+/// and request/response traffic had woken slipway's timer once per exchange for nothing.
+#[test]
+fn deadlines_whose_reason_went_away_do_not_wake_the_loop() {
+    let mut h = Harness::new(1500);
+    h.establish();
+    h.advance(Duration::ZERO); // the first sweep, due at once
+    let idle = h.net.next_deadline();
+    assert!(idle > h.now + Duration::from_millis(100), "{idle:?}");
+    for i in 0..3u8 {
+        h.data(&[i]);
+        assert!(h.take().is_empty(), "the ACK waits for the answer");
+        assert_eq!(
+            h.net.next_deadline(),
+            h.now + DELAYED_ACK,
+            "the delayed ACK is due"
+        );
+        h.sim.only().queue.push_back(i);
+        h.socket_event(true, true);
+        assert_eq!(h.take().len(), 1, "the answer carries the ACK");
+        // The answer is in flight: its retransmission timer, but no delayed ACK any more.
+        assert!(h.net.next_deadline() > h.now + DELAYED_ACK);
+        h.guest_ack = h.guest_ack.wrapping_add(1);
+        h.ack();
+        assert_eq!(
+            h.net.next_deadline(),
+            idle,
+            "round {i}: all acknowledged, nothing is due before the idle sweep"
+        );
+    }
+}
+
 #[test]
 fn a_guest_told_a_small_window_hears_when_the_socket_drains() {
     let mut h = Harness::new(1500);

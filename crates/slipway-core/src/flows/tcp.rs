@@ -127,8 +127,11 @@ impl Default for TcpLimits {
 pub const OUR_WINDOW_SCALE: u8 = 7;
 /// Segments filled by one scatter peek.
 pub const MAX_SEGMENTS_PER_PEEK: usize = 32;
-/// Granularity of the retransmission, connect and window-poll timers.
+/// Granularity of the retransmission, connect and window-poll timers when many flows have one.
 pub const TIMER_TICK: Duration = Duration::from_millis(5);
+/// Up to this many flows with timers, the earliest deadline is recomputed exactly after every
+/// batch ([`TcpEngine::refresh_deadline`]); above, it is kept lazily with [`TIMER_TICK`].
+pub const EXACT_TIMER_SCAN: usize = 64;
 /// How often a flow whose advertised window is closed checks the socket for space.
 pub const WINDOW_POLL: Duration = Duration::from_millis(5);
 /// What one write to a host socket is assumed to cost its send buffer beyond its payload (the
@@ -1835,13 +1838,58 @@ impl TcpEngine {
         expired
     }
 
-    /// Make sure timers armed since the last scan are looked at within [`TIMER_TICK`]. O(1): the
-    /// exact earliest deadline is computed by the scan in [`on_timers`](Self::on_timers), which
-    /// therefore runs at most once per tick while timers are armed (plus when one is due).
+    /// Bring [`next_deadline`](Self::next_deadline) up to date after a batch, so that a deadline
+    /// whose reason went away does not wake the loop. Delayed ACKs that data carried meanwhile
+    /// leave the front of their queue. With at most [`EXACT_TIMER_SCAN`] flows on the timer
+    /// list their timers are scanned for the exact earliest one (an ACK that cancels a loss
+    /// probe then cancels its wake-up too: short connections otherwise woke the loop about once
+    /// each, for nothing). With more, O(1): timers armed since the last scan are looked at
+    /// within [`TIMER_TICK`], the exact earliest deadline being computed by the scan in
+    /// [`on_timers`](Self::on_timers), which then runs at most once per tick (plus when one is
+    /// due).
     pub fn refresh_deadline(&mut self, now: Duration) {
-        if !self.timer_list.is_empty() {
+        self.prune_delayed_acks();
+        if self.timer_list.len() <= EXACT_TIMER_SCAN {
+            let slots = &mut self.slots;
+            let mut next: Option<Duration> = None;
+            self.timer_list.retain(|&index| {
+                let Some(f) = slots[index as usize].as_mut() else {
+                    return false;
+                };
+                match f.timer() {
+                    Some(d) => {
+                        next = Some(next.map_or(d, |n| n.min(d)));
+                        f.in_timer_list = true;
+                        true
+                    }
+                    None => {
+                        f.in_timer_list = false;
+                        false
+                    }
+                }
+            });
+            // A slot freed and reused may be listed twice.
+            if self.timer_list.len() > 1 {
+                self.timer_list.sort_unstable();
+                self.timer_list.dedup();
+            }
+            self.next_deadline = next;
+        } else {
             let tick = now + TIMER_TICK;
             self.next_deadline = Some(self.next_deadline.map_or(tick, |d| d.min(tick)));
+        }
+    }
+
+    /// Drop delayed-ACK entries at the front of the queue whose ACK is no longer owed (data or
+    /// a FIN carried it) or whose flow is gone, so the front is a real deadline.
+    fn prune_delayed_acks(&mut self) {
+        while let Some(&(index, _)) = self.delack.front() {
+            match self.slots[index as usize].as_mut() {
+                Some(f) if f.delack_pending && f.ack_owed => break,
+                Some(f) => f.delack_pending = false,
+                None => {}
+            }
+            self.delack.pop_front();
         }
     }
 }
