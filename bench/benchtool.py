@@ -106,6 +106,7 @@ METRICS = [
     ("rr_p50", "TCP 1-byte request/response p50", "µs", False),
     ("rr_p99", "TCP 1-byte request/response p99", "µs", False),
     ("cr", "TCP connections (connect, 1-byte exchange, close)", "conn/s", True),
+    ("cr_pin", "TCP connections, pinned to one CPU", "conn/s", True),
     ("fwd_down", "TCP forward host→guest, 1 stream", "Gbit/s", True),
     ("fwd_up", "TCP forward guest→host, 1 stream", "Gbit/s", True),
     ("fwd_cr", "TCP forward connections (connect, 1-byte exchange, close)", "conn/s", True),
@@ -161,7 +162,7 @@ def collect(path):
                 if "p50_us" in rec:
                     values.setdefault(("rr_p50", b), []).append(rec["p50_us"])
                     values.setdefault(("rr_p99", b), []).append(rec["p99_us"])
-            elif t in ("cr", "fwd_cr"):
+            elif t in ("cr", "cr_pin", "fwd_cr"):
                 if "conn_per_s" in rec:
                     values.setdefault((t, b), []).append(rec["conn_per_s"])
                 if rec.get("errors"):

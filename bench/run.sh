@@ -8,7 +8,7 @@
 #   bench/run.sh --rounds 5            more rounds
 #   QUICK=1 bench/run.sh  (or --quick) 1 round, 2 s per run: a smoke test
 #   bench/run.sh --backends slipway,veth
-#   bench/run.sh --tests rr,cr         only some tests (up down up4 down4 rr cr fwd_down fwd_up fwd_cr)
+#   bench/run.sh --tests rr,cr         only some tests (up down up4 down4 rr cr cr_pin fwd_down fwd_up fwd_cr)
 #   SLIPWAY_BASE=/other/slipway bench/run.sh --backends slipway,slipway-base,slirp4netns
 #                                      A/B: slipway-base is the slipway row run with another binary
 #                                      (and SLIPWAY_BASE_ARGS, e.g. "--busy-poll 50", added to it)
@@ -39,7 +39,7 @@ RR_N=${RR_N:-20000}
 CR_SECONDS=${CR_SECONDS:-3}
 QUICK=${QUICK:-}
 BACKENDS_ARG=${BACKENDS:-slipway,slipway-poll,slipway-s4,slirp4netns,pasta,veth}
-ALL_TESTS="up down up4 down4 rr cr fwd_down fwd_up fwd_cr"
+ALL_TESTS="up down up4 down4 rr cr cr_pin fwd_down fwd_up fwd_cr"
 TESTS_ARG=${TESTS:-${ALL_TESTS// /,}}
 KEEP_LOGS=${KEEP_LOGS:-}
 out=${RESULTS_DIR:-$here/results}
@@ -373,13 +373,16 @@ pin() { # pin CPUS PID...: every thread of each process (empty PIDs are skipped)
         [ -n "$pid" ] && taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
     done
 }
-run_peer() { # run_peer BACKEND ROUND TEST(rr|cr|fwd_cr)
+run_peer() { # run_peer BACKEND ROUND TEST(rr|cr|cr_pin|fwd_cr)
     local b=$1 r=$2 t=$3 out arg ns=${NS[$1]} addr=${TARGET[$1]} port=7000 kind=$3 cpus=$ALL_CPUS
-    local server=$ECHO_PID
+    local server=$ECHO_PID pinned=
     if [ "$b" = veth ]; then server=${ECHO_VETH_PID:-}; fi
-    if [ "$t" = rr ]; then arg=$RR_N cpus=$PIN_CPU; else arg=$CR_SECONDS; fi
+    if [ "$t" = rr ]; then arg=$RR_N; else arg=$CR_SECONDS; fi
     if [ "$t" = fwd_cr ]; then ns=$NS_H addr=${FWD_HOST[$b]} port=${FWD_ECHO[$b]} kind=cr; fi
-    if [ "$t" = rr ]; then pin "$PIN_CPU" "${BPID[$b]}" "$server"; fi
+    # cr_pin: the connection rate with everything on one CPU, like the latency runs — the CPU
+    # work of a connection through each stack, without the VM's cross-CPU wake-ups.
+    if [ "$t" = cr_pin ]; then kind=cr; fi
+    if [ "$t" = rr ] || [ "$t" = cr_pin ]; then pinned=1 cpus=$PIN_CPU; pin "$PIN_CPU" "${BPID[$b]}" "$server"; fi
     if out=$(timeout 120 ip netns exec "$ns" taskset -c "$cpus" "$BENCHTOOL" "$kind" "$addr" "$port" "$arg" 2>"$work/peer.err") \
         && [ "${out:0:1}" = "{" ]; then
         echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",${out#\{}" >>"$results"
@@ -387,7 +390,7 @@ run_peer() { # run_peer BACKEND ROUND TEST(rr|cr|fwd_cr)
         err=$(tail -1 "$work/peer.err" | tr -d "\"\\\\")
         echo "{\"backend\":\"$b\",\"round\":$r,\"test\":\"$t\",\"error\":\"${err:-timeout}\"}" >>"$results"
     fi
-    if [ "$t" = rr ]; then pin "$ALL_CPUS" "${BPID[$b]}" "$server"; fi
+    if [ -n "$pinned" ]; then pin "$ALL_CPUS" "${BPID[$b]}" "$server"; fi
 }
 
 t_start=$SECONDS
@@ -409,7 +412,7 @@ for r in $(seq "$ROUNDS"); do
                 continue
             fi
             case $t in
-                rr|cr|fwd_cr) run_peer "$b" "$r" "$t" ;;
+                rr|cr|cr_pin|fwd_cr) run_peer "$b" "$r" "$t" ;;
                 fwd_down|fwd_up) run_fwd_iperf "$b" "$r" "$t" ;;
                 *) run_iperf "$b" "$r" "$t" ;;
             esac
@@ -443,7 +446,7 @@ notes+=("Host side: one sandbox namespace H; servers bind 127.0.0.1 there, reach
 notes+=("slipway-s4 is the same slipway binary started through a symlink named slirp4netns with the slirp4netns row's command line (--configure --mtu=65520 --disable-dns --api-socket, forwards added with add_hostfwd): what a rootlesskit or podman user gets by swapping the binary.")
 notes+=("Port forwards (TCP forward rows): the iperf3 server and an echo server run in the guest namespace, the client in H connects to a forwarded port on H's 127.0.0.1: slipway -p 127.0.0.1:P:5201 (to 192.168.127.2), slirp4netns add_hostfwd on its API socket (to 10.0.2.100), pasta -t 127.0.0.1/P:5201 (a loopback client is spliced to the namespace's own loopback with splice(2), pasta's local bypass, not through tap0); veth: the client connects straight to the guest's 192.0.2.18. 'host→guest' is the direction of the data.")
 notes+=("All processes (iperf3 client and server, the backend) share $(nproc) CPUs, so user-mode backends compete with iperf3 for CPU; veth has no such third process.")
-notes+=("Latency and connection rate use a compiled client and a single-threaded epoll echo server (bench/tool, slipway-benchtool; netperf is not in Debian main). The latency runs pin the client, the echo server and every thread of the backend process to CPU $PIN_CPU (taskset), so the p50 is the CPU work of a round trip through each stack rather than the machine's wake-up latency; the connection-rate runs are not pinned.")
+notes+=("Latency and connection rate use a compiled client and a single-threaded epoll echo server (bench/tool, slipway-benchtool; netperf is not in Debian main). The latency runs pin the client, the echo server and every thread of the backend process to CPU $PIN_CPU (taskset), so the p50 is the CPU work of a round trip through each stack rather than the machine's wake-up latency. The connection-rate runs are not pinned, except the 'pinned' row (cr_pin), pinned the same way: its rate is the CPU work of a connection through each stack, the unpinned row adds the machine's cross-CPU wake-ups.")
 
 mkdir -p "$out"
 info="$work/info.json"
