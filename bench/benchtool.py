@@ -96,7 +96,7 @@ def iperf(path, backend, rnd, test, cpu_before, cpu_after, clk_tck, qemu_before=
 # ---------------------------------------------------------------------------------------------
 # Report
 
-BACKENDS = ["slipway", "slipway-base", "slipway-poll", "slipway-s4", "slirp4netns", "pasta", "veth"]
+BACKENDS = ["slipway", "slipway-base", "slipway-nopoll", "slipway-s4", "slirp4netns", "pasta", "veth"]
 # (key, title, unit, higher is better, formatter)
 METRICS = [
     ("up", "TCP guest→host, 1 stream", "Gbit/s", True),

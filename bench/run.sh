@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of slipway (also as slipway-poll: with --busy-poll 50, and as slipway-s4:
+# Side-by-side benchmark of slipway (also as slipway-nopoll: with --busy-poll 0, and as slipway-s4:
 # behind slirp4netns's command line),
 # slirp4netns, pasta and a veth pair (the kernel limit), each
 # attaching one network namespace to a sandbox "host" namespace. See bench/README.md.
@@ -38,7 +38,7 @@ DURATION=${DURATION:-5}
 RR_N=${RR_N:-20000}
 CR_SECONDS=${CR_SECONDS:-3}
 QUICK=${QUICK:-}
-BACKENDS_ARG=${BACKENDS:-slipway,slipway-poll,slipway-s4,slirp4netns,pasta,veth}
+BACKENDS_ARG=${BACKENDS:-slipway,slipway-nopoll,slipway-s4,slirp4netns,pasta,veth}
 ALL_TESTS="up down up4 down4 rr cr cr_pin fwd_down fwd_up fwd_cr"
 TESTS_ARG=${TESTS:-${ALL_TESTS// /,}}
 KEEP_LOGS=${KEEP_LOGS:-}
@@ -65,7 +65,7 @@ if [ -n "$QUICK" ]; then
 fi
 IFS=, read -r -a BACKENDS <<<"$BACKENDS_ARG"
 for b in "${BACKENDS[@]}"; do
-    case $b in slipway|slipway-base|slipway-poll|slipway-s4|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
+    case $b in slipway|slipway-base|slipway-nopoll|slipway-s4|slirp4netns|pasta|veth) ;; *) echo "unknown backend: $b" >&2; exit 2 ;; esac
 done
 IFS=, read -r -a TESTS_RUN <<<"$TESTS_ARG"
 for t in "${TESTS_RUN[@]}"; do
@@ -116,20 +116,20 @@ NS_H="$P-H"
 NS_X="$P-X"
 # slipway-s4: slipway through a symlink named slirp4netns, with slirp4netns's exact flags (what a
 # rootlesskit or podman user who swaps the binary gets).
-declare -A NS=([slipway]="$P-g-slipway" [slipway-base]="$P-g-base" [slipway-poll]="$P-g-poll" [slipway-s4]="$P-g-s4" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
+declare -A NS=([slipway]="$P-g-slipway" [slipway-base]="$P-g-base" [slipway-nopoll]="$P-g-nopoll" [slipway-s4]="$P-g-s4" [slirp4netns]="$P-g-slirp" [pasta]="$P-g-pasta" [veth]="$P-g-veth")
 # Where each guest reaches the host's 127.0.0.1 (veth: the server binds the veth address instead).
-declare -A TARGET=([slipway]=192.168.127.254 [slipway-base]=192.168.127.254 [slipway-poll]=192.168.127.254 [slipway-s4]=10.0.2.2 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
-declare -A SERVER=([slipway]=127.0.0.1 [slipway-base]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
+declare -A TARGET=([slipway]=192.168.127.254 [slipway-base]=192.168.127.254 [slipway-nopoll]=192.168.127.254 [slipway-s4]=10.0.2.2 [slirp4netns]=10.0.2.2 [pasta]=192.0.2.2 [veth]=192.0.2.17)
+declare -A SERVER=([slipway]=127.0.0.1 [slipway-base]=127.0.0.1 [slipway-nopoll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.17)
 # Port forwards, host -> guest: the address and ports a client in H connects to, forwarded to the
 # guest's iperf3 server (port 5201) and echo server (port 7000), both bound to the guest's 0.0.0.0.
 # Each backend forwards its own H ports (they all live in H). veth has no forward: its client
 # connects straight to the guest's veth address, the kernel reference.
-declare -A FWD_HOST=([slipway]=127.0.0.1 [slipway-base]=127.0.0.1 [slipway-poll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
-declare -A FWD_IPERF=([slipway]=15201 [slipway-base]=15206 [slipway-poll]=15205 [slipway-s4]=15204 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
-declare -A FWD_ECHO=([slipway]=17001 [slipway-base]=17006 [slipway-poll]=17005 [slipway-s4]=17004 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
+declare -A FWD_HOST=([slipway]=127.0.0.1 [slipway-base]=127.0.0.1 [slipway-nopoll]=127.0.0.1 [slipway-s4]=127.0.0.1 [slirp4netns]=127.0.0.1 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_IPERF=([slipway]=15201 [slipway-base]=15206 [slipway-nopoll]=15205 [slipway-s4]=15204 [slirp4netns]=15202 [pasta]=15203 [veth]=5201)
+declare -A FWD_ECHO=([slipway]=17001 [slipway-base]=17006 [slipway-nopoll]=17005 [slipway-s4]=17004 [slirp4netns]=17002 [pasta]=17003 [veth]=7000)
 # The guest address each forward ends at (slirp4netns: the --configure default; pasta: the guest
 # copies H's 192.0.2.1, but a loopback client is spliced to the namespace's own loopback).
-declare -A FWD_GUEST=([slipway]=192.168.127.2 [slipway-base]=192.168.127.2 [slipway-poll]=192.168.127.2 [slipway-s4]=10.0.2.100 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
+declare -A FWD_GUEST=([slipway]=192.168.127.2 [slipway-base]=192.168.127.2 [slipway-nopoll]=192.168.127.2 [slipway-s4]=10.0.2.100 [slirp4netns]=10.0.2.100 [pasta]=127.0.0.1 [veth]=192.0.2.18)
 declare -A FWD_BAD=()
 declare -A BPID=()
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
@@ -251,10 +251,10 @@ for b in "${BACKENDS[@]}"; do
                 ${SLIPWAY_BASE_ARGS:-} --netns "$g" --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
                 -p "127.0.0.1:${FWD_IPERF[$b]}:5201" -p "127.0.0.1:${FWD_ECHO[$b]}:7000"
             BPID[$b]=$lastpid ;;
-        slipway-poll)
-            # The same with --busy-poll 50: what busy polling (off by default) buys and costs.
-            bg "$work/slipway-poll.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY" serve \
-                --netns "$g" --busy-poll 50 \
+        slipway-nopoll)
+            # The same with --busy-poll 0: what busy polling (on by default, 50 µs) buys and costs.
+            bg "$work/slipway-nopoll.log" env NO_COLOR=1 ip netns exec "$NS_H" "$SLIPWAY" serve \
+                --netns "$g" --busy-poll 0 \
                 --mtu 65520 --dns-upstream 127.0.0.1 --egress-allow 127.0.0.1/32 \
                 -p "127.0.0.1:${FWD_IPERF[$b]}:5201" -p "127.0.0.1:${FWD_ECHO[$b]}:7000"
             BPID[$b]=$lastpid ;;
