@@ -239,6 +239,12 @@ pub struct ServeArgs {
     /// (expose, unexpose, all): guests may then publish their own ports on the host.
     #[arg(long)]
     pub guest_api: bool,
+    /// Let guests of --guest-api create unix sockets (gvproxy's `"protocol":"unix"` expose) in
+    /// DIR only, by plain name, with mode 0600; a guest can never replace or remove a file that
+    /// is not a socket it made. Without it, guests' unix exposes are refused. (The gvproxy
+    /// drop-in takes it from the environment variable SLIPWAY_GUEST_API_UNIX_DIR.)
+    #[arg(long, value_name = "DIR", requires = "guest_api")]
+    pub guest_api_unix_dir: Option<PathBuf>,
     /// Write every frame crossing the switch to FILE (pcap format).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -410,6 +416,11 @@ impl ServeArgs {
         };
         self.egress_allow.extend(list("SLIPWAY_EGRESS_ALLOW"));
         self.dns_upstream.extend(list("SLIPWAY_DNS_UPSTREAM"));
+        if self.guest_api_unix_dir.is_none() {
+            self.guest_api_unix_dir = std::env::var_os("SLIPWAY_GUEST_API_UNIX_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+        }
     }
 
     /// Validate everything into the network's configuration.

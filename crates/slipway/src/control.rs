@@ -4,6 +4,8 @@
 //!
 //! Limits: [`MAX_QUEUED`] commands waiting; a full queue is answered at once with an error.
 
+use crate::sockets::{bind_unix_forward, ForwardBindError, UnixForwardListener};
+use crate::unix_socket::{SocketFileError, SocketPlace};
 use slipway_core::{ForwardHost, ForwardProto, Mac, PortForward};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,32 @@ pub struct ForwardInfo {
     pub host: ForwardHost,
     pub guest_ip: std::net::IpAddr,
     pub guest_port: u16,
+    /// Who made it.
+    pub origin: ForwardOrigin,
+}
+
+/// Who made a forward: the owner (command line, the API socket) or a guest (through the guest
+/// API, by its address). A guest may remove only the forwards it made itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardOrigin {
+    Owner,
+    Guest(Ipv4Addr),
+}
+
+impl ForwardOrigin {
+    /// Whether a request from `self` may remove a forward made by `made_by`.
+    pub fn may_remove(self, made_by: ForwardOrigin) -> bool {
+        self == ForwardOrigin::Owner || self == made_by
+    }
+}
+
+/// A forward to add. A unix forward comes with its socket bound already: the event loop does
+/// no file-system work ([`ControlHandle::add_forwards`]).
+#[derive(Debug)]
+pub struct NewForward {
+    pub rule: PortForward,
+    pub origin: ForwardOrigin,
+    pub bound: Option<UnixForwardListener>,
 }
 
 /// One live flow.
@@ -54,6 +82,8 @@ pub enum ControlError {
     Conflict(String),
     /// The target is not a guest address of the network.
     NotAGuest(String),
+    /// The caller may not do this (a guest removing a forward it did not make).
+    Forbidden(String),
     NotFound(String),
     Other(String),
 }
@@ -64,6 +94,7 @@ impl ControlError {
         match self {
             ControlError::Conflict(m)
             | ControlError::NotAGuest(m)
+            | ControlError::Forbidden(m)
             | ControlError::NotFound(m)
             | ControlError::Other(m) => m.clone(),
         }
@@ -71,12 +102,18 @@ impl ControlError {
 }
 
 pub enum Command {
-    /// Publish all of `rules`, or none of them.
+    /// Publish all of these, or none of them.
     AddForwards(
-        Vec<PortForward>,
+        Vec<NewForward>,
         oneshot::Sender<Result<Vec<ForwardInfo>, ControlError>>,
     ),
-    RemoveForward(u32, oneshot::Sender<Result<ForwardInfo, ControlError>>),
+    /// Remove a forward, asked by the given origin (which may remove only its own unless it is
+    /// the owner).
+    RemoveForward(
+        u32,
+        ForwardOrigin,
+        oneshot::Sender<Result<ForwardInfo, ControlError>>,
+    ),
     ListForwards(oneshot::Sender<Vec<ForwardInfo>>),
     Leases(oneshot::Sender<Vec<(Ipv4Addr, Mac)>>),
     /// A connection that becomes a guest link (gvproxy's `/connect`); the answer is its port.
@@ -152,6 +189,50 @@ impl ControlHandle {
         answer
             .await
             .map_err(|_| ControlError::Other("the network has stopped".into()))
+    }
+}
+
+impl ControlHandle {
+    /// Publish `forwards` (all or none) for `origin`. The socket of each unix forward is bound
+    /// first, on a thread for blocking work, at the place given with it (or at its path): the
+    /// event loop never waits on the file system.
+    pub async fn add_forwards(
+        &self,
+        forwards: Vec<(PortForward, Option<SocketPlace>)>,
+        origin: ForwardOrigin,
+        mode: u32,
+    ) -> Result<Vec<ForwardInfo>, ControlError> {
+        let prepared = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(forwards.len());
+            for (rule, place) in forwards {
+                let bound = match (&rule.host, place) {
+                    (ForwardHost::Unix(_), _) if rule.proto != ForwardProto::Tcp => {
+                        return Err(ForwardBindError::UnixNotTcp);
+                    }
+                    (ForwardHost::Unix(_), Some(place)) => Some(bind_unix_forward(&place, mode)?),
+                    (ForwardHost::Unix(path), None) => {
+                        Some(bind_unix_forward(&SocketPlace::of_path(path)?, mode)?)
+                    }
+                    (ForwardHost::Inet(_), _) => None,
+                };
+                out.push(NewForward {
+                    rule,
+                    origin,
+                    bound,
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ControlError::Other(format!("binding the forward failed: {e}")))?
+        .map_err(|e| match e {
+            ForwardBindError::UnixSocket(SocketFileError::InUse(_)) => {
+                ControlError::Conflict(e.to_string())
+            }
+            _ => ControlError::Other(e.to_string()),
+        })?;
+        self.call(|reply| Command::AddForwards(prepared, reply))
+            .await?
     }
 }
 

@@ -20,7 +20,7 @@
 
 use crate::control::{
     self, Command, ControlError, ControlHandle, ControlQueue, CounterReport, FlowReport,
-    ForwardInfo, LinkFraming,
+    ForwardInfo, ForwardOrigin, LinkFraming,
 };
 use crate::dns_forwarder::{DnsClient, DnsForwarder, DnsReply};
 use crate::link::{GuestLink, LinkListener, LinkStatus, QemuLink, StdioLink};
@@ -118,6 +118,8 @@ pub struct Driver {
     unpublish_while_away: bool,
     /// Forwards whose listener is closed until their guest returns.
     suspended: Vec<u32>,
+    /// Forwards guests made through the guest API, by id (the rest are the owner's).
+    guest_forwards: std::collections::HashMap<u32, std::net::Ipv4Addr>,
     next_resume_check: Duration,
     /// When deferred discards of acknowledged host data are next flushed.
     next_discard_flush: Duration,
@@ -189,6 +191,7 @@ impl Driver {
             control: None,
             unpublish_while_away: false,
             suspended: Vec::new(),
+            guest_forwards: Default::default(),
             next_resume_check: Duration::ZERO,
             next_discard_flush: Duration::ZERO,
             busy_poll: Duration::ZERO,
@@ -228,6 +231,14 @@ impl Driver {
                 .unwrap_or_else(|| rule.host.clone()),
             guest_ip: guest.0,
             guest_port: guest.1,
+            origin: self.forward_origin(id),
+        }
+    }
+
+    fn forward_origin(&self, id: u32) -> ForwardOrigin {
+        match self.guest_forwards.get(&id) {
+            Some(ip) => ForwardOrigin::Guest(*ip),
+            None => ForwardOrigin::Owner,
         }
     }
 
@@ -247,11 +258,11 @@ impl Driver {
 
     fn handle_control(&mut self, cmd: Command) {
         match cmd {
-            Command::AddForwards(rules, reply) => {
+            Command::AddForwards(forwards, reply) => {
                 let mut added = Vec::new();
                 let mut failure = None;
-                for rule in rules {
-                    match self.add_forward(rule) {
+                for new in forwards {
+                    match self.add_forward_from(new.rule, new.origin, new.bound) {
                         Ok(id) => added.push(id),
                         Err(e) => {
                             failure = Some(control_error(e));
@@ -273,9 +284,15 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
-            Command::RemoveForward(id, reply) => {
+            Command::RemoveForward(id, caller, reply) => {
                 let info = self.forward_infos().into_iter().find(|f| f.id == id);
                 let result = match info {
+                    Some(info) if !caller.may_remove(info.origin) => {
+                        Err(ControlError::Forbidden(format!(
+                            "forward {id} ({}/{}) was not made by this guest; a guest may remove only its own forwards",
+                            info.host, info.kind
+                        )))
+                    }
                     Some(info) => {
                         self.remove_forward(id);
                         tracing::info!("no longer forwarding {}/{}", info.host, info.kind);
@@ -371,12 +388,27 @@ impl Driver {
 
     /// Publish a port: bind the host listener and add the forward to the network. Nothing is
     /// left behind when either step fails. Returns the forward's id.
+    /// The owner's forwards at start-up (a unix socket is bound here, before the loop runs).
     pub fn add_forward(&mut self, rule: PortForward) -> Result<u32, AddForwardError> {
+        self.add_forward_from(rule, ForwardOrigin::Owner, None)
+    }
+
+    /// A forward made by `origin`; a unix forward's socket may come `bound` already.
+    fn add_forward_from(
+        &mut self,
+        rule: PortForward,
+        origin: ForwardOrigin,
+        bound: Option<crate::sockets::UnixForwardListener>,
+    ) -> Result<u32, AddForwardError> {
         let id = self.net.add_forward(rule.clone())?;
-        if let Err(e) = self.sockets.bind_forward(id, &rule) {
+        if let Err(e) = self.sockets.bind_forward(id, &rule, bound) {
             self.net.remove_forward(id);
             return Err(e.into());
         }
+        match origin {
+            ForwardOrigin::Guest(ip) => self.guest_forwards.insert(id, ip),
+            ForwardOrigin::Owner => self.guest_forwards.remove(&id),
+        };
         let guest = self
             .net
             .forwards()
@@ -416,6 +448,7 @@ impl Driver {
     pub fn remove_forward(&mut self, id: u32) -> Option<PortForward> {
         let rule = self.net.remove_forward(id)?;
         self.sockets.close_forward(id);
+        self.guest_forwards.remove(&id);
         self.suspended.retain(|&s| s != id);
         Some(rule)
     }
@@ -482,7 +515,7 @@ impl Driver {
                 still.push(id);
                 continue;
             }
-            match self.sockets.bind_forward(id, rule) {
+            match self.sockets.bind_forward(id, rule, None) {
                 Ok(()) => tracing::info!(
                     "{}/{} open again: {}:{} is back",
                     rule.host,
@@ -855,6 +888,7 @@ impl Driver {
         for f in self.forward_infos() {
             self.remove_forward(f.id);
         }
+        crate::unix_socket::wait_for_removals();
         self.log_counters();
         Ok(())
     }

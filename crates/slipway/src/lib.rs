@@ -22,3 +22,4 @@ pub mod run;
 pub mod sandbox;
 pub mod sockets;
 pub mod timer;
+pub mod unix_socket;

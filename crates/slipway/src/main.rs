@@ -157,6 +157,8 @@ struct Extras {
     stop_when: Vec<Box<dyn FnOnce(Stopper) + Send>>,
     /// Files to remove at exit.
     remove_at_exit: Vec<PathBuf>,
+    /// Socket files to remove at exit (if they are still the ones slipway made).
+    socket_files: Vec<slipway::unix_socket::SocketFile>,
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -179,7 +181,11 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
     let zone = Arc::new(RwLock::new(LocalZone::new(&cfg)));
     // The API socket is claimed first: a second slipway on the same path stops here.
     let api_listener = match &args.api {
-        Some(p) => Some(api::bind(p)?),
+        Some(p) => {
+            let (listener, file) = api::bind(p)?;
+            extras.socket_files.push(file);
+            Some(listener)
+        }
         None => None,
     };
     let net = Network::new(cfg.clone(), random_seed());
@@ -252,6 +258,17 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
                 slipway::control::LinkFraming::Le16
             },
             tunnels: Arc::default(),
+            guest_unix_dir: match &args.guest_api_unix_dir {
+                Some(dir) if cfg.guest_api => Some(Arc::new(
+                    slipway::unix_socket::SocketDir::open(dir).with_context(|| {
+                        format!(
+                            "--guest-api-unix-dir {}: cannot open the directory; create it first",
+                            dir.display()
+                        )
+                    })?,
+                )),
+                _ => None,
+            },
         };
         api::spawn(api_listener, guests, slirp_api, state)
             .context("cannot start the API server")?;
@@ -331,9 +348,7 @@ fn serve_with(args: ServeArgs, mut extras: Extras) -> Result<()> {
         write_ready(fd)?;
     }
     let result = driver.run();
-    if let Some(p) = &args.api {
-        let _ = std::fs::remove_file(p);
-    }
+    extras.socket_files.clear();
     for p in &extras.remove_at_exit {
         let _ = std::fs::remove_file(p);
     }
@@ -378,12 +393,12 @@ fn slirp4netns_mode(args: &[String]) -> Result<()> {
     };
     extras.taps.push((fd, what));
     if let Some(path) = &mode.api_socket {
-        let listener = api::bind(path)?;
+        let (listener, file) = api::bind(path)?;
         let info = api::slirp4netns::SlirpApi {
             default_guest: guest,
         };
         extras.slirp_api = Some((listener, info));
-        extras.remove_at_exit.push(path.clone());
+        extras.socket_files.push(file);
     }
     if mode.sandbox || mode.seccomp {
         let (sandbox, seccomp) = (mode.sandbox, mode.seccomp);

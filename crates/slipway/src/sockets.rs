@@ -24,6 +24,7 @@
 //! Limits: sockets are bounded by the engines' flow limits and the process's fd limit (raised to
 //! its hard maximum at start-up).
 
+use crate::unix_socket::{SocketFile, SocketFileError, SocketPlace};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slipway_core::flows::{ConnectProgress, FlowKind, HostSockets, SocketRef, TcpTarget};
@@ -115,9 +116,9 @@ pub type GuestApiHandler = Box<dyn FnMut(UnixStream, std::net::Ipv4Addr) -> bool
 enum ForwardListener {
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
-    /// A unix stream socket whose clients become TCP connections to the guest; the path is
-    /// removed when the forward ends.
-    Unix(std::os::unix::net::UnixListener, PathBuf),
+    /// A unix stream socket whose clients become TCP connections to the guest; its file is
+    /// removed (off this thread) when the forward ends.
+    Unix(UnixForwardListener),
 }
 
 impl ForwardListener {
@@ -125,13 +126,56 @@ impl ForwardListener {
         match self {
             ForwardListener::Tcp(l) => l.as_raw_fd(),
             ForwardListener::Udp(u) => u.as_raw_fd(),
-            ForwardListener::Unix(l, _) => l.as_raw_fd(),
+            ForwardListener::Unix(u) => u.listener.as_raw_fd(),
         }
     }
 }
 
+/// The listening socket of a unix forward and the file it made. Bound off the event loop
+/// ([`bind_unix_forward`]); when dropped on the loop it goes to
+/// [`crate::unix_socket::remove_later`].
+#[derive(Debug)]
+pub struct UnixForwardListener {
+    listener: std::os::unix::net::UnixListener,
+    file: Option<SocketFile>,
+}
+
+impl UnixForwardListener {
+    pub fn path(&self) -> PathBuf {
+        self.file.as_ref().map(SocketFile::path).unwrap_or_default()
+    }
+}
+
+impl Drop for UnixForwardListener {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            crate::unix_socket::remove_later(file);
+        }
+    }
+}
+
+/// Bind a unix forward's listener at `place` with file mode `mode` (less the umask): a stale
+/// socket there is replaced, a live one or any other kind of file refused. File-system work:
+/// call it off the event loop.
+pub fn bind_unix_forward(
+    place: &SocketPlace,
+    mode: u32,
+) -> Result<UnixForwardListener, ForwardBindError> {
+    let (socket, file) = place.bind(Type::STREAM, mode)?;
+    let io = |e| ForwardBindError::UnixSocket(SocketFileError::io_at(place.path(), e));
+    socket.listen(LISTEN_BACKLOG).map_err(io)?;
+    socket.set_nonblocking(true).map_err(io)?;
+    Ok(UnixForwardListener {
+        listener: OwnedFd::from(socket).into(),
+        file: Some(file),
+    })
+}
+
 /// Ports under which clients of unix socket forwards appear to guests (with the host alias).
 const UNIX_CLIENT_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// The mode of the socket files of unix forwards the owner makes (less the umask, as `bind`).
+pub const UNIX_FORWARD_MODE: u32 = 0o777;
 
 /// Pending connections a TCP forward's listener queues in the kernel.
 const LISTEN_BACKLOG: libc::c_int = 1024;
@@ -151,10 +195,8 @@ pub enum ForwardBindError {
     },
     #[error("{ip} is not an address of this host; listen on 127.0.0.1, ::1, 0.0.0.0, :: or one of the host's own addresses", ip = addr.ip())]
     NotLocal { addr: SocketAddr },
-    #[error("the unix socket {0} is in use by another process; choose another path or stop that process")]
-    UnixInUse(PathBuf),
-    #[error("cannot listen on the unix socket {path}: {source}; check that its directory exists and is writable")]
-    Unix { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    UnixSocket(#[from] SocketFileError),
     #[error("a unix socket forward carries TCP only")]
     UnixNotTcp,
     #[error("cannot listen on {proto} {addr}: {source}")]
@@ -273,10 +315,16 @@ impl HostSocketTable {
 
     /// Bind forward `id`'s host address and register its listener (non-blocking, close-on-exec;
     /// TCP with SO_REUSEADDR, `[::]` dual-stack as the kernel's default has it).
-    pub fn bind_forward(&mut self, id: u32, rule: &PortForward) -> Result<(), ForwardBindError> {
+    /// A unix forward's socket may come `bound` already (see [`bind_unix_forward`]).
+    pub fn bind_forward(
+        &mut self,
+        id: u32,
+        rule: &PortForward,
+        bound: Option<UnixForwardListener>,
+    ) -> Result<(), ForwardBindError> {
         let addr = match &rule.host {
             ForwardHost::Inet(a) => *a,
-            ForwardHost::Unix(path) => return self.bind_unix_forward(id, rule.proto, path),
+            ForwardHost::Unix(path) => return self.open_unix_forward(id, rule.proto, path, bound),
         };
         let err = |e| ForwardBindError::new(rule.proto, addr, e);
         let (ty, proto) = match rule.proto {
@@ -313,30 +361,24 @@ impl HostSocketTable {
         Ok(())
     }
 
-    /// A unix socket at `path` (a stale socket file there is replaced, a live one refused).
-    fn bind_unix_forward(
+    /// A unix forward: `bound` if its socket was bound off the event loop (the API's forwards),
+    /// else bound here (at start-up, and when a suspended forward opens again).
+    fn open_unix_forward(
         &mut self,
         id: u32,
         proto: ForwardProto,
         path: &Path,
+        bound: Option<UnixForwardListener>,
     ) -> Result<(), ForwardBindError> {
         if proto != ForwardProto::Tcp {
             return Err(ForwardBindError::UnixNotTcp);
         }
-        let err = |source| ForwardBindError::Unix {
-            path: path.to_path_buf(),
-            source,
+        let l = match bound {
+            Some(l) => l,
+            None => bind_unix_forward(&SocketPlace::of_path(path)?, UNIX_FORWARD_MODE)?,
         };
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ForwardBindError::UnixInUse(path.to_path_buf()));
-            }
-            std::fs::remove_file(path).map_err(err)?;
-        }
-        let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
-        l.set_nonblocking(true).map_err(err)?;
-        self.add_listener(id, ForwardListener::Unix(l, path.to_path_buf()))
-            .map_err(err)
+        let io = |e| ForwardBindError::UnixSocket(SocketFileError::io_at(path.to_owned(), e));
+        self.add_listener(id, ForwardListener::Unix(l)).map_err(io)
     }
 
     /// Guest connections to the gateway's API port go to `handler` (false: refused, busy).
@@ -354,7 +396,7 @@ impl HostSocketTable {
         match self.listeners.get(id as usize)?.as_ref()? {
             ForwardListener::Tcp(l) => l.local_addr().ok().map(ForwardHost::Inet),
             ForwardListener::Udp(u) => u.local_addr().ok().map(ForwardHost::Inet),
-            ForwardListener::Unix(_, p) => Some(ForwardHost::Unix(p.clone())),
+            ForwardListener::Unix(u) => Some(ForwardHost::Unix(u.path())),
         }
     }
 
@@ -362,9 +404,7 @@ impl HostSocketTable {
     pub fn close_forward(&mut self, id: u32) {
         if let Some(l) = self.listeners.get_mut(id as usize).and_then(|s| s.take()) {
             self.deregister(l.fd());
-            if let ForwardListener::Unix(_, path) = &l {
-                let _ = std::fs::remove_file(path);
-            }
+            // A unix forward's file is removed on another thread (UnixForwardListener's drop).
         }
     }
 
@@ -747,8 +787,8 @@ impl HostSockets for HostSocketTable {
                 self.open_tcp_fd(id, OwnedFd::from(stream), true)?;
                 Ok(client)
             }
-            Some(Some(ForwardListener::Unix(l, _))) => {
-                let (stream, _) = l.accept()?;
+            Some(Some(ForwardListener::Unix(u))) => {
+                let (stream, _) = u.listener.accept()?;
                 stream.set_nonblocking(true)?;
                 self.open_tcp_fd(id, OwnedFd::from(stream), false)?;
                 // A unix client has no address: it appears as a loopback client (the host

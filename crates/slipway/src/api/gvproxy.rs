@@ -6,13 +6,22 @@
 //! counts with the same meaning, plus slipway's own counters under `slipway`. `/tunnel` and
 //! `/connect` leave HTTP and are served before the router sees them ([`super::raw`]); the routes
 //! here only answer them when they arrive as a later request on a kept-alive connection.
-//! `protocol: unix` works as in gvproxy: `local` is a socket path, `remote` is `tcp://IP:PORT`.
+//! `protocol: unix` works as in gvproxy for the owner (the API socket): `local` is a socket path,
+//! `remote` is `tcp://IP:PORT`; an existing file there is replaced only if it is a stale socket.
+//!
+//! Guests (`--guest-api`, at `http://GATEWAY:80`) are not trusted with the host's files: a guest's
+//! `unix` expose is refused unless the owner named a directory for guests' sockets
+//! (`--guest-api-unix-dir DIR`), and then `local` must be a plain name in it (`NAME` or
+//! `DIR/NAME`); the socket is made there with mode 0600 ([`crate::unix_socket`]). A guest may
+//! unexpose only the forwards it exposed itself, never the owner's or another guest's.
 //! DNS zones take names, `Regexp` records (matched against the asked name with its trailing
 //! dot, within the zone) and a `DefaultIP`, kept in the local zone's patterns.
 
 use super::native::{add_to_zone, counters_json};
 use super::{format_mac, ApiState, GuestPeer};
-use crate::control::Command;
+use crate::control::{Command, ControlError, ForwardOrigin};
+use crate::sockets::UNIX_FORWARD_MODE;
+use crate::unix_socket::SocketPlace;
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::extract::State;
@@ -24,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use slipway_core::{ForwardHost, ForwardProto, PortForward};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Every (method, path) served here; the OpenAPI test checks docs/openapi.json against it.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -148,13 +157,13 @@ fn body_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Refusal> {
 pub fn guest_routes() -> Router<ApiState> {
     Router::new()
         .route("/services/forwarder/expose", post(guest_expose))
-        .route("/services/forwarder/unexpose", post(unexpose))
+        .route("/services/forwarder/unexpose", post(guest_unexpose))
         .route("/services/forwarder/all", get(all))
 }
 
 async fn expose(State(s): State<ApiState>, body: Bytes) -> Response {
     let first = s.network.first_guest;
-    expose_for(s, body, first).await
+    expose_for(s, body, first, ForwardOrigin::Owner).await
 }
 
 /// A guest's own expose: an empty host in `remote` means that guest.
@@ -163,11 +172,48 @@ async fn guest_expose(
     ConnectInfo(GuestPeer(caller)): ConnectInfo<GuestPeer>,
     body: Bytes,
 ) -> Response {
-    expose_for(s, body, caller).await
+    expose_for(s, body, caller, ForwardOrigin::Guest(caller)).await
 }
 
-/// Expose `local` → `remote`; `remote` without a host goes to `default_guest`.
-async fn expose_for(s: ApiState, body: Bytes, default_guest: Ipv4Addr) -> Response {
+/// Where a guest's unix socket goes: a plain name in the owner's directory for guests' sockets
+/// (`NAME`, or `DIR/NAME` with the directory exactly as the owner gave it), or a refusal.
+fn guest_socket_place(s: &ApiState, local: &str) -> Result<(PathBuf, SocketPlace), Refusal> {
+    let Some(dir) = &s.guest_unix_dir else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "guests may not create unix sockets on the host; the host's owner can allow them in \
+             one directory with --guest-api-unix-dir DIR (SLIPWAY_GUEST_API_UNIX_DIR in the \
+             gvproxy mode)"
+                .into(),
+        ));
+    };
+    let local = Path::new(local);
+    let name = match local.parent() {
+        Some(p) if p.as_os_str().is_empty() => local.as_os_str(),
+        Some(p) if p == dir.path() => local.file_name().unwrap_or_default(),
+        _ => {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "guests' unix sockets go in {} only: give a plain NAME or {}/NAME",
+                    dir.path().display(),
+                    dir.path().display()
+                ),
+            ))
+        }
+    };
+    let place =
+        SocketPlace::in_dir(dir, name).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok((place.path(), place))
+}
+
+/// Expose `local` → `remote` for `origin`; `remote` without a host goes to `default_guest`.
+async fn expose_for(
+    s: ApiState,
+    body: Bytes,
+    default_guest: Ipv4Addr,
+    origin: ForwardOrigin,
+) -> Response {
     let req: ExposeRequest = match body_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
@@ -176,7 +222,19 @@ async fn expose_for(s: ApiState, body: Bytes, default_guest: Ipv4Addr) -> Respon
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let Some(host) = local_host(proto, &req.local) else {
+    // A guest's unix socket: only in the owner's directory for them.
+    let mut place = None;
+    let mut local = req.local.clone();
+    if proto == Protocol::Unix && origin != ForwardOrigin::Owner {
+        match guest_socket_place(&s, &req.local) {
+            Ok((path, p)) => {
+                local = path.to_string_lossy().into_owned();
+                place = Some(p);
+            }
+            Err(r) => return r.into_response(),
+        }
+    }
+    let Some(host) = local_host(proto, &local) else {
         return text(
             StatusCode::BAD_REQUEST,
             format!(
@@ -214,15 +272,22 @@ async fn expose_for(s: ApiState, body: Bytes, default_guest: Ipv4Addr) -> Respon
         guest_ip: Some(IpAddr::V4(*remote.ip())),
         guest_port: remote.port(),
     };
+    let mode = match origin {
+        ForwardOrigin::Owner => UNIX_FORWARD_MODE,
+        ForwardOrigin::Guest(_) => GUEST_SOCKET_MODE,
+    };
     match s
         .control
-        .call(|reply| Command::AddForwards(vec![rule], reply))
+        .add_forwards(vec![(rule, place)], origin, mode)
         .await
     {
-        Ok(Ok(_)) => StatusCode::OK.into_response(),
-        Ok(Err(e)) | Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
     }
 }
+
+/// The mode of the socket files guests make (in `--guest-api-unix-dir`): the owner's only.
+pub const GUEST_SOCKET_MODE: u32 = 0o600;
 
 /// `POST /services/forwarder/unexpose` body.
 #[derive(Debug, Deserialize)]
@@ -234,6 +299,19 @@ pub struct UnexposeRequest {
 }
 
 async fn unexpose(State(s): State<ApiState>, body: Bytes) -> Response {
+    unexpose_for(s, body, ForwardOrigin::Owner).await
+}
+
+/// A guest's unexpose: of its own forwards only.
+async fn guest_unexpose(
+    State(s): State<ApiState>,
+    ConnectInfo(GuestPeer(caller)): ConnectInfo<GuestPeer>,
+    body: Bytes,
+) -> Response {
+    unexpose_for(s, body, ForwardOrigin::Guest(caller)).await
+}
+
+async fn unexpose_for(s: ApiState, body: Bytes, origin: ForwardOrigin) -> Response {
     let req: UnexposeRequest = match body_json(&body) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
@@ -242,7 +320,14 @@ async fn unexpose(State(s): State<ApiState>, body: Bytes) -> Response {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let host = local_host(proto, &req.local);
+    // A guest names its socket as it exposed it: NAME or DIR/NAME.
+    let local = match (&s.guest_unix_dir, proto, origin) {
+        (Some(dir), Protocol::Unix, ForwardOrigin::Guest(_)) if !req.local.starts_with('/') => {
+            dir.path().join(&req.local).to_string_lossy().into_owned()
+        }
+        _ => req.local.clone(),
+    };
+    let host = local_host(proto, &local);
     let existing = match list(&s).await {
         Ok(all) => all,
         Err(r) => return r,
@@ -256,10 +341,11 @@ async fn unexpose(State(s): State<ApiState>, body: Bytes) -> Response {
     let id = f.id;
     match s
         .control
-        .call(|reply| Command::RemoveForward(id, reply))
+        .call(|reply| Command::RemoveForward(id, origin, reply))
         .await
     {
         Ok(Ok(_)) => StatusCode::OK.into_response(),
+        Ok(Err(ControlError::Forbidden(m))) => text(StatusCode::FORBIDDEN, m),
         Ok(Err(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, "proxy not found"),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
     }
@@ -593,5 +679,43 @@ mod tests {
         assert_eq!(parse_host_port("nonsense", any), None);
         assert_eq!(full_name("a", "zone.internal."), "a.zone.internal");
         assert_eq!(full_name("", "zone.internal."), "zone.internal");
+    }
+
+    fn state(dir: Option<&Path>) -> ApiState {
+        use slipway_core::services::dns::LocalZone;
+        use std::sync::{Arc, RwLock};
+        let (control, _queue) = crate::control::channel(Arc::new(|| {}));
+        let cfg = slipway_core::NetworkConfig::default();
+        ApiState {
+            control,
+            zone: Arc::new(RwLock::new(LocalZone::new(&cfg))),
+            network: super::super::NetworkInfo::of(&cfg),
+            gvproxy_zones: Arc::default(),
+            api_path: None,
+            connect_framing: crate::control::LinkFraming::Le16,
+            tunnels: Arc::default(),
+            guest_unix_dir: dir.map(|d| Arc::new(crate::unix_socket::SocketDir::open(d).unwrap())),
+        }
+    }
+
+    #[test]
+    fn guests_get_unix_sockets_only_by_name_in_the_owners_directory() {
+        // No directory: every unix expose of a guest is refused, saying how to allow it.
+        let (status, text) = guest_socket_place(&state(None), "/tmp/x.sock").unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(text.contains("--guest-api-unix-dir"), "{text}");
+        assert!(guest_socket_place(&state(None), "x.sock").is_err());
+
+        let dir = std::env::temp_dir();
+        let s = state(Some(&dir));
+        let (path, _) = guest_socket_place(&s, "x.sock").unwrap();
+        assert_eq!(path, dir.join("x.sock"));
+        let (path, _) = guest_socket_place(&s, &dir.join("y.sock").to_string_lossy()).unwrap();
+        assert_eq!(path, dir.join("y.sock"));
+        for bad in ["../x", "a/b", "/etc/passwd", ".", ".."] {
+            assert!(guest_socket_place(&s, bad).is_err(), "{bad}");
+        }
+        let traversal = format!("{}/../x", dir.display());
+        assert!(guest_socket_place(&s, &traversal).is_err());
     }
 }

@@ -22,13 +22,13 @@ pub mod raw;
 pub mod slirp4netns;
 
 use crate::control::ControlHandle;
+use crate::unix_socket::{SocketFile, SocketFileError, SocketPlace};
 use axum::Router;
 use slipway_core::services::dns::LocalZone;
 use slipway_core::NetworkConfig;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,6 +49,9 @@ pub struct ApiState {
     /// How `/connect` links are framed.
     pub connect_framing: crate::control::LinkFraming,
     pub tunnels: Arc<raw::Tunnels>,
+    /// The directory where guests may create unix sockets (`--guest-api-unix-dir`); none: they
+    /// may not.
+    pub guest_unix_dir: Option<Arc<crate::unix_socket::SocketDir>>,
 }
 
 /// Zone name → its (record name, address) pairs.
@@ -84,26 +87,25 @@ impl NetworkInfo {
 pub enum ApiBindError {
     #[error("--api {0}: another process is serving this socket (is another slipway running?); choose another path or stop it")]
     InUse(PathBuf),
-    #[error("--api {path}: cannot create the socket: {source}; check that the directory exists and is writable")]
-    Create { path: PathBuf, source: io::Error },
+    #[error("--api: {0}")]
+    Create(#[source] SocketFileError),
 }
 
-/// Create the API socket at `path` (mode 0600).
-pub fn bind(path: &Path) -> Result<UnixListener, ApiBindError> {
-    let create = |source| ApiBindError::Create {
-        path: path.to_path_buf(),
-        source,
-    };
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(ApiBindError::InUse(path.to_path_buf()));
-        }
-        std::fs::remove_file(path).map_err(create)?;
-    }
-    let listener = UnixListener::bind(path).map_err(create)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(create)?;
-    listener.set_nonblocking(true).map_err(create)?;
-    Ok(listener)
+/// Create the API socket at `path`, with mode 0600 from the start. A stale socket there is
+/// replaced; a live one, or anything that is not a socket, is refused. The file is removed when
+/// the returned [`SocketFile`] is dropped (if it is still ours).
+pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), ApiBindError> {
+    let bound = SocketPlace::of_path(path).and_then(|place| {
+        let (socket, file) = place.bind(socket2::Type::STREAM, 0o600)?;
+        let io = |e| SocketFileError::io_at(path.to_path_buf(), e);
+        socket.listen(128).map_err(io)?;
+        socket.set_nonblocking(true).map_err(io)?;
+        Ok((std::os::fd::OwnedFd::from(socket).into(), file))
+    });
+    bound.map_err(|e| match e {
+        SocketFileError::InUse(p) => ApiBindError::InUse(p),
+        e => ApiBindError::Create(e),
+    })
 }
 
 /// Every route of the API.
@@ -325,6 +327,7 @@ mod tests {
             api_path: None,
             connect_framing: crate::control::LinkFraming::Le16,
             tunnels: Arc::default(),
+            guest_unix_dir: None,
         };
         let app = router(state);
         let mut routed: Vec<(String, String)> = native::ROUTES

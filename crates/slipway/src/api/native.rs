@@ -2,7 +2,8 @@
 //! JSON, every error typed: `{"error":{"code":"…","message":"…"}}` (docs/api.md).
 
 use super::{format_mac, ApiState};
-use crate::control::{Command, ControlError, FlowReport, ForwardInfo};
+use crate::control::{Command, ControlError, FlowReport, ForwardInfo, ForwardOrigin};
+use crate::sockets::UNIX_FORWARD_MODE;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -66,6 +67,7 @@ impl From<ControlError> for ApiError {
             ControlError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             ControlError::NotAGuest(m) => Self::new(StatusCode::BAD_REQUEST, "not_a_guest", m),
             ControlError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            ControlError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             ControlError::Other(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
         }
     }
@@ -154,10 +156,11 @@ async fn add_forwards(
     let body: AddForward = json_body(&body)?;
     let rules = slipway_core::forward::parse_publish(&body.spec)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_spec", e.to_string()))?;
+    let rules = rules.into_iter().map(|r| (r, None)).collect();
     let added = s
         .control
-        .call(|reply| Command::AddForwards(rules, reply))
-        .await??;
+        .add_forwards(rules, ForwardOrigin::Owner, UNIX_FORWARD_MODE)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(added.iter().map(ForwardJson::from).collect()),
@@ -177,7 +180,7 @@ async fn remove_forward(
     })?;
     let removed = s
         .control
-        .call(|reply| Command::RemoveForward(id, reply))
+        .call(|reply| Command::RemoveForward(id, ForwardOrigin::Owner, reply))
         .await??;
     Ok(Json(ForwardJson::from(&removed)))
 }

@@ -23,7 +23,7 @@
 //! Limits: the first line within [`HEAD_TIMEOUT`] and at most [`MAX_HEAD`] bytes of head; a
 //! connection that says nothing in that time is closed.
 
-use crate::control::{Command, ControlHandle, LinkFraming};
+use crate::control::{Command, ControlHandle, ForwardOrigin, LinkFraming};
 use slipway_core::{ForwardHost, ForwardProto, PortForward};
 use std::collections::HashMap;
 use std::io;
@@ -221,19 +221,20 @@ pub async fn tunnel(
                 guest_ip: Some(ip.into()),
                 guest_port: port,
             };
+            // The tunnel's socket is as private as the API socket next to it.
             match control
-                .call(|reply| Command::AddForwards(vec![rule], reply))
+                .add_forwards(vec![(rule, None)], ForwardOrigin::Owner, 0o600)
                 .await
             {
-                Ok(Ok(added)) if !added.is_empty() => {
+                Ok(added) if !added.is_empty() => {
                     open.insert((ip, port), (added[0].id, path.clone(), 1));
                     path
                 }
-                Ok(Ok(_)) => {
+                Ok(_) => {
                     drop(open);
                     return http_error(&mut conn, "cannot open the tunnel").await;
                 }
-                Ok(Err(e)) | Err(e) => {
+                Err(e) => {
                     drop(open);
                     let text = format!("cannot dial {ip}:{port}: {}", e.message());
                     return http_error(&mut conn, &text).await;
@@ -261,7 +262,7 @@ pub async fn tunnel(
     };
     if let Some(id) = last {
         let _ = control
-            .call(|reply| Command::RemoveForward(id, reply))
+            .call(|reply| Command::RemoveForward(id, ForwardOrigin::Owner, reply))
             .await;
     }
 }

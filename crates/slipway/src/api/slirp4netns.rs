@@ -25,7 +25,8 @@
 //! (a client that keeps the connection open without half-closing is answered as soon as its
 //! bytes form a complete JSON value).
 
-use crate::control::{Command, ControlHandle, ForwardInfo};
+use crate::control::{Command, ControlHandle, ForwardInfo, ForwardOrigin};
+use crate::sockets::UNIX_FORWARD_MODE;
 use serde_json::{json, Value};
 use slipway_core::{ForwardHost, ForwardProto, PortForward};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -144,14 +145,14 @@ pub async fn handle(bytes: &[u8], api: SlirpApi, control: &ControlHandle) -> Val
     };
     match request {
         Request::Add(rule) => match control
-            .call(|reply| Command::AddForwards(vec![rule], reply))
+            .add_forwards(vec![(rule, None)], ForwardOrigin::Owner, UNIX_FORWARD_MODE)
             .await
         {
-            Ok(Ok(added)) => match added.first() {
+            Ok(added) => match added.first() {
                 Some(f) => json!({ "return": { "id": slirp_id(f.id) } }),
                 None => error("add_hostfwd: nothing was added"),
             },
-            Ok(Err(e)) | Err(e) => error(format!("add_hostfwd: {}", e.message())),
+            Err(e) => error(format!("add_hostfwd: {}", e.message())),
         },
         Request::List => match control.call(Command::ListForwards).await {
             Ok(all) => {
@@ -162,7 +163,7 @@ pub async fn handle(bytes: &[u8], api: SlirpApi, control: &ControlHandle) -> Val
         },
         Request::Remove(0) => error("remove_hostfwd: bad arguments.id"),
         Request::Remove(id) => match control
-            .call(|reply| Command::RemoveForward(id - 1, reply))
+            .call(|reply| Command::RemoveForward(id - 1, ForwardOrigin::Owner, reply))
             .await
         {
             Ok(Ok(_)) => json!({ "return": {} }),
@@ -340,6 +341,7 @@ mod tests {
             host: ForwardHost::Inet("0.0.0.0:8080".parse().unwrap()),
             guest_ip: Ipv4Addr::new(10, 0, 2, 100).into(),
             guest_port: 80,
+            origin: ForwardOrigin::Owner,
         };
         assert_eq!(
             entry(&tcp).unwrap(),

@@ -24,10 +24,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use mio::event::Source;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Socket, Type};
 
 use super::{
-    accept_all, bind_error, DatagramOutput, FdSource, GuestLink, LinkCounters, LinkError,
+    accept_all, bind_socket_file, DatagramOutput, FdSource, GuestLink, LinkCounters, LinkError,
     LinkListener, LinkStatus, SocketFile, DATAGRAM_RX_BUFFER, LISTEN_BACKLOG, MAX_FRAME, MIN_FRAME,
 };
 
@@ -41,23 +41,16 @@ pub struct BessListener {
 impl BessListener {
     pub fn bind(path: impl AsRef<Path>) -> Result<BessListener, LinkError> {
         let path = path.as_ref();
-        SocketFile::prepare(path, Type::SEQPACKET)?;
-        let bind = || -> io::Result<Socket> {
-            let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&SockAddr::unix(path)?)?;
-            socket.listen(LISTEN_BACKLOG)?;
-            Ok(socket)
-        };
-        let socket = bind().map_err(|e| bind_error(path, e))?;
+        let (socket, file) = bind_socket_file(path, Type::SEQPACKET)?;
+        socket.listen(LISTEN_BACKLOG)?;
         Ok(BessListener {
             socket: FdSource(socket),
-            file: SocketFile::record(path),
+            file,
             next_id: 1,
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> std::path::PathBuf {
         self.file.path()
     }
 }
@@ -174,6 +167,7 @@ impl GuestLink for BessLink {
 mod tests {
     use super::*;
     use crate::link::testutil::{collect, frame, TempDir};
+    use socket2::{Domain, SockAddr};
     use std::time::Duration;
 
     fn connect(listener: &mut BessListener) -> (Box<dyn GuestLink>, Socket) {
@@ -265,7 +259,13 @@ mod tests {
         let path = dir.path("bess.sock");
         let listener = BessListener::bind(&path).unwrap();
         let err = BessListener::bind(&path).err().unwrap();
-        assert!(matches!(err, LinkError::PathInUse { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                LinkError::SocketFile(crate::unix_socket::SocketFileError::InUse(_))
+            ),
+            "{err}"
+        );
         drop(listener);
         BessListener::bind(&path).unwrap();
     }

@@ -32,8 +32,8 @@ use mio::event::Source;
 use mio::net::UnixDatagram;
 
 use super::{
-    bind_error, sys, DatagramOutput, GuestLink, LinkCounters, LinkError, LinkStatus, PeerAddr,
-    SocketFile, DATAGRAM_RX_BUFFER, MAX_FRAME, MIN_FRAME,
+    bind_socket_file, sys, DatagramOutput, GuestLink, LinkCounters, LinkError, LinkStatus,
+    PeerAddr, SocketFile, DATAGRAM_RX_BUFFER, MAX_FRAME, MIN_FRAME,
 };
 
 /// The hello vfkit sends before its first frame.
@@ -52,11 +52,11 @@ pub struct DgramLink {
 impl DgramLink {
     pub fn bind(path: impl AsRef<Path>) -> Result<DgramLink, LinkError> {
         let path = path.as_ref();
-        SocketFile::prepare(path, socket2::Type::DGRAM)?;
-        let socket = UnixDatagram::bind(path).map_err(|e| bind_error(path, e))?;
+        let (socket, file) = bind_socket_file(path, socket2::Type::DGRAM)?;
+        let socket = UnixDatagram::from_std(std::os::fd::OwnedFd::from(socket).into());
         Ok(DgramLink {
             socket,
-            file: SocketFile::record(path),
+            file,
             rx: vec![0; DATAGRAM_RX_BUFFER].into_boxed_slice(),
             peer: None,
             out: DatagramOutput::default(),
@@ -64,7 +64,7 @@ impl DgramLink {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> std::path::PathBuf {
         self.file.path()
     }
 

@@ -61,9 +61,9 @@ pub use vpnkit::{MacAllocator, VpnkitLink, VpnkitListener, VPNKIT_PROTOCOL_VERSI
 use slipway_core::offload::{PartialCsum, RxChecksum};
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::unix_socket::{SocketFile, SocketPlace};
 use mio::event::Source;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -198,19 +198,8 @@ pub enum LinkError {
     PeerClosed,
     #[error("guest link i/o failed")]
     Io(#[from] io::Error),
-    #[error(
-        "{} is in use by a running program; stop that program or choose another socket path",
-        .path.display()
-    )]
-    PathInUse { path: PathBuf },
-    #[error("{} exists and is not a socket; remove it or choose another path", .path.display())]
-    NotASocket { path: PathBuf },
-    #[error("cannot listen on {}: check that its directory exists and is writable", .path.display())]
-    Bind {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    SocketFile(#[from] crate::unix_socket::SocketFileError),
     #[error("MTU {mtu} does not fit the vpnkit protocol; choose an MTU in 68..=65485")]
     InvalidMtu { mtu: u16 },
 }
@@ -908,101 +897,16 @@ impl<T: AsRawFd> Source for FdSource<T> {
     }
 }
 
-/// The socket file a listener bound; removed on drop if it is still the same file.
-pub(crate) struct SocketFile {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-}
-
-impl SocketFile {
-    /// Make `path` free for binding a socket of type `kind`: absent is fine; a socket file
-    /// nobody listens on (a stale leftover) is removed; a live socket or another kind of file
-    /// is an error.
-    pub(crate) fn prepare(path: &Path, kind: socket2::Type) -> Result<(), LinkError> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(LinkError::Bind {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        };
-        if !meta.file_type().is_socket() {
-            return Err(LinkError::NotASocket {
-                path: path.to_owned(),
-            });
-        }
-        let bind_error = |source| LinkError::Bind {
-            path: path.to_owned(),
-            source,
-        };
-        let probe = socket2::Socket::new(socket2::Domain::UNIX, kind.nonblocking(), None)
-            .map_err(bind_error)?;
-        let addr = socket2::SockAddr::unix(path).map_err(bind_error)?;
-        match probe.connect(&addr) {
-            Ok(()) => Err(LinkError::PathInUse {
-                path: path.to_owned(),
-            }),
-            Err(e) => match e.raw_os_error() {
-                Some(libc::ECONNREFUSED) => match std::fs::remove_file(path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(source) => Err(bind_error(source)),
-                },
-                Some(libc::ENOENT) => Ok(()),
-                // Someone is there: listening with a full backlog, or a socket of another type.
-                Some(libc::EAGAIN | libc::EINPROGRESS | libc::EPROTOTYPE) => {
-                    Err(LinkError::PathInUse {
-                        path: path.to_owned(),
-                    })
-                }
-                _ => Err(bind_error(e)),
-            },
-        }
-    }
-
-    /// Remember the socket file just bound at `path`.
-    pub(crate) fn record(path: &Path) -> SocketFile {
-        let (dev, ino) = std::fs::symlink_metadata(path)
-            .map(|m| (m.dev(), m.ino()))
-            .unwrap_or((0, 0));
-        SocketFile {
-            path: path.to_owned(),
-            dev,
-            ino,
-        }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
-            if m.dev() == self.dev && m.ino() == self.ino {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
-}
-
-/// Map a bind error to a message a person can act on.
-pub(crate) fn bind_error(path: &Path, source: io::Error) -> LinkError {
-    if source.kind() == io::ErrorKind::AddrInUse {
-        LinkError::PathInUse {
-            path: path.to_owned(),
-        }
-    } else {
-        LinkError::Bind {
-            path: path.to_owned(),
-            source,
-        }
-    }
+/// A unix socket of type `kind` bound at `path` for a guest link, non-blocking: a stale socket
+/// file is replaced, a live one or any other kind of file refused ([`crate::unix_socket`]). The
+/// file's mode is 0777 less the umask, as a plain `bind` gives.
+pub(crate) fn bind_socket_file(
+    path: &Path,
+    kind: socket2::Type,
+) -> Result<(socket2::Socket, SocketFile), LinkError> {
+    let (socket, file) = SocketPlace::of_path(path)?.bind(kind, 0o777)?;
+    socket.set_nonblocking(true)?;
+    Ok((socket, file))
 }
 
 /// Accept loop shared by the listeners: keep going until `WouldBlock`; an error ends the loop
@@ -1491,54 +1395,6 @@ mod tests {
         io.room = usize::MAX / 2;
         framer.flush(&mut io).unwrap();
         assert_eq!(io.written, framed_be32(&batch[..fit]));
-    }
-
-    #[test]
-    fn stale_socket_file_is_replaced_live_one_is_not() {
-        let dir = testutil::TempDir::new();
-        let path = dir.path("s.sock");
-        // A stale file: bound then closed without unlinking.
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        assert!(path.exists());
-        SocketFile::prepare(&path, socket2::Type::STREAM).unwrap();
-        assert!(!path.exists());
-
-        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let err = SocketFile::prepare(&path, socket2::Type::STREAM).unwrap_err();
-        assert!(matches!(err, LinkError::PathInUse { .. }), "{err}");
-        assert!(err.to_string().contains("in use"));
-        // A live socket of another type is in use too.
-        let err = SocketFile::prepare(&path, socket2::Type::DGRAM).unwrap_err();
-        assert!(matches!(err, LinkError::PathInUse { .. }), "{err}");
-        drop(live);
-
-        let file = dir.path("plain");
-        std::fs::write(&file, b"x").unwrap();
-        let err = SocketFile::prepare(&file, socket2::Type::STREAM).unwrap_err();
-        assert!(matches!(err, LinkError::NotASocket { .. }), "{err}");
-        assert!(file.exists());
-    }
-
-    #[test]
-    fn socket_file_guard_removes_only_its_own_file() {
-        let dir = testutil::TempDir::new();
-        let path = dir.path("g.sock");
-        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let guard = SocketFile::record(&path);
-        drop(guard);
-        assert!(!path.exists());
-        drop(l);
-
-        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let guard = SocketFile::record(&path);
-        std::fs::remove_file(&path).unwrap();
-        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        drop(guard);
-        assert!(
-            path.exists(),
-            "a newer socket at the same path must survive"
-        );
-        drop(l);
     }
 }
 

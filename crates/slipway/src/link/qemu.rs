@@ -20,14 +20,15 @@
 
 use slipway_core::offload::RxChecksum;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use mio::event::Source;
 use mio::net::{UnixListener, UnixStream};
 
 use super::{
-    accept_all, bind_error, GuestLink, LengthPrefix, LinkCounters, LinkError, LinkListener,
-    LinkStatus, SocketFile, StreamFramer,
+    accept_all, bind_socket_file, GuestLink, LengthPrefix, LinkCounters, LinkError, LinkListener,
+    LinkStatus, SocketFile, StreamFramer, LISTEN_BACKLOG,
 };
 
 /// Listens for QEMU `stream` netdevs on a unix socket path.
@@ -40,16 +41,17 @@ pub struct QemuListener {
 impl QemuListener {
     pub fn bind(path: impl AsRef<Path>) -> Result<QemuListener, LinkError> {
         let path = path.as_ref();
-        SocketFile::prepare(path, socket2::Type::STREAM)?;
-        let listener = UnixListener::bind(path).map_err(|e| bind_error(path, e))?;
+        let (socket, file) = bind_socket_file(path, socket2::Type::STREAM)?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener = UnixListener::from_std(OwnedFd::from(socket).into());
         Ok(QemuListener {
             listener,
-            file: SocketFile::record(path),
+            file,
             next_id: 1,
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> std::path::PathBuf {
         self.file.path()
     }
 }

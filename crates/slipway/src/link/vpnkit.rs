@@ -39,8 +39,8 @@ use mio::event::Source;
 use mio::net::{UnixListener, UnixStream};
 
 use super::{
-    accept_all, bind_error, GuestLink, LengthPrefix, LinkCounters, LinkError, LinkListener,
-    LinkStatus, SocketFile, StreamFramer,
+    accept_all, bind_socket_file, GuestLink, LengthPrefix, LinkCounters, LinkError, LinkListener,
+    LinkStatus, SocketFile, StreamFramer, LISTEN_BACKLOG,
 };
 
 /// The vmnet protocol version hyperkit and vpnkit speak.
@@ -118,18 +118,19 @@ impl VpnkitListener {
             return Err(LinkError::InvalidMtu { mtu });
         }
         let path = path.as_ref();
-        SocketFile::prepare(path, socket2::Type::STREAM)?;
-        let listener = UnixListener::bind(path).map_err(|e| bind_error(path, e))?;
+        let (socket, file) = bind_socket_file(path, socket2::Type::STREAM)?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener = UnixListener::from_std(std::os::fd::OwnedFd::from(socket).into());
         Ok(VpnkitListener {
             listener,
-            file: SocketFile::record(path),
+            file,
             mtu,
             allocator: Rc::new(RefCell::new(mac_allocator)),
             next_id: 1,
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> std::path::PathBuf {
         self.file.path()
     }
 }
