@@ -3,8 +3,8 @@
 # 127.0.0.1, give a fresh network namespace and a real Linux VM in QEMU a network
 # through slipway, and fetch the page from inside the guest via host.slipway.internal.
 #
-#   sudo ./scripts/demo.sh           # a network namespace and a QEMU VM (Debian kernel + busybox)
-#   sudo ./scripts/demo.sh --no-vm   # only the namespace
+#   ./scripts/demo.sh           # as root: a network namespace and a QEMU VM (Debian kernel + busybox)
+#   ./scripts/demo.sh --no-vm   # as root: only the namespace
 #
 # Everything runs inside a network namespace that holds only loopback, so nothing leaves the
 # machine: the "host" server, slipway and the guests all live there.
@@ -14,7 +14,7 @@ want_vm=1
 [ "${1:-}" = --no-vm ] && want_vm=0
 
 if [ -z "${SLIPWAY_DEMO_INNER:-}" ]; then
-    [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces): sudo $0 $*" >&2; exit 2; }
+    [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces): $0 $*" >&2; exit 2; }
     ./scripts/install-deps.sh
     echo "== building slipway (cargo build --release)"
     cargo build --release --locked 2>&1 | tail -n 1

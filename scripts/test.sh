@@ -29,7 +29,7 @@ step() {
 }
 
 if [ "$(id -u)" != 0 ]; then
-    echo "scripts/test.sh needs root (network namespaces and TAP devices); run it with sudo" >&2
+    echo "scripts/test.sh needs root (network namespaces and TAP devices); run it as root" >&2
     exit 2
 fi
 

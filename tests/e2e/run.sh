@@ -10,7 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$here/../.." && pwd)
 
-all_tests=(harness-selftest guest-smoke test-netns test-ipv6 test-qemu test-qemu-forward test-multi-guest test-hostile-link test-forward test-api test-gvproxy test-slirp4netns test-run test-cni test-many-connections test-bulk test-lossy-link)
+all_tests=(harness-selftest guest-smoke test-netns test-ipv6 test-qemu test-qemu-forward test-multi-guest test-hostile-link test-forward test-guest-api test-api test-gvproxy test-slirp4netns test-run test-cni test-many-connections test-bulk test-lossy-link)
 if [ "$#" -gt 0 ]; then tests=("$@"); else tests=("${all_tests[@]}"); fi
 
 "$repo_root/scripts/install-deps.sh"
