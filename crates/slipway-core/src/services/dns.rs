@@ -649,7 +649,7 @@ mod tests {
             "not in the zone"
         );
         assert!(
-            z.answer(&a_query("example.org")).unwrap().is_none(),
+            z.answer(&a_query("elsewhere.test")).unwrap().is_none(),
             "forwarded"
         );
         assert_eq!(z.patterns().len(), 3);
