@@ -9,7 +9,11 @@
 # Checks: address/route/MTU configured, ping of gateway and alias, ping of an outside address
 # through an ICMP socket,
 # local names and a name forwarded to dnsmasq (UDP and TCP), HTTP download and upload of a
-# random multi-MiB file with sha256, UDP through a flow, iperf3 both ways, an egress refusal.
+# random multi-MiB file with sha256, "answer, then close" (the FIN reaches the guest at once,
+# also behind acknowledged bytes), UDP through a flow, iperf3 both ways, an egress refusal.
+#
+# With SLIPWAY_TEST_NO_TCP_PEEK_OFF=1 in the environment (run.sh's test-netns+no-peek-off),
+# slipway takes the TCP peek path of kernels before 6.9 (Debian 12, Ubuntu 22.04/24.04, RHEL 9).
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,6 +42,16 @@ while True:
 PY
 e2e_spawn udp-echo python3 "$E2E_WORK/udp-echo.py" "$udp_port"
 e2e_wait_udp "$udp_port"
+# "Answer, then close" (HTTP/1.0 style): a line, then the server closes.
+hi_port=$(e2e_free_port)
+e2e_spawn hi-server python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(b"hi\n"); c.close()
+' "$hi_port"
+e2e_wait_tcp "$hi_port"
 
 # A "slow destination" of our own: a link whose neighbours never answer (lib.sh's fake uplink,
 # both ends inside the isolated namespace). Connects to 192.0.2.200 hang in the kernel.
@@ -95,6 +109,26 @@ http_put() {
     [ "$got" = "$want" ] || { echo "server saw '$got', want '$want'"; return 1; }
 }
 check http_put http_put
+
+reply_then_close() {
+    # busybox nc ends when the server's FIN arrives; without it, it waits for its own timeout.
+    local i t0 t1 out
+    for i in 1 2 3; do
+        t0=$(e2e_now)
+        out=$(in_guest timeout 10 busybox nc 192.168.127.254 "$hi_port" </dev/null) || {
+            echo "round $i: nc ended with status $? after $(e2e_elapsed "$t0" "$(e2e_now)") s, output '$out'"
+            return 1
+        }
+        t1=$(e2e_now)
+        echo "round $i: '$out' in $(e2e_elapsed "$t0" "$t1") s"
+        [ "$out" = hi ] || return 1
+        awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 2) }' || return 1
+    done
+}
+check reply_then_close_reaches_guest reply_then_close
+if [ "${SLIPWAY_TEST_NO_TCP_PEEK_OFF:-}" = 1 ]; then
+    check peek_fallback_in_use grep -q "peeked without SO_PEEK_OFF" "$E2E_WORK/slipway.log"
+fi
 
 udp_echo() {
     in_guest python3 - "$udp_port" <<'PY'

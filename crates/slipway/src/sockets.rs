@@ -5,7 +5,12 @@
 //! (edge-triggered) under a token that encodes its [`SocketRef`]. TCP data toward the guest is
 //! peeked, never read: with `SO_PEEK_OFF` (TCP from Linux 6.9, unix sockets always) the kernel
 //! keeps the peek offset and one `recvmsg(MSG_PEEK)` scatters new bytes straight into frame
-//! payloads; without it, the already-sent prefix is peeked into a scratch buffer and skipped.
+//! payloads; without it (TCP before Linux 6.9: Debian 12, Ubuntu 22.04/24.04, RHEL 9), the
+//! already-sent prefix is peeked into a scratch buffer and skipped. On that path a peek that
+//! finds nothing past what was sent cannot see the end of the stream (a peek returns 0 only on an
+//! empty queue), so it asks `poll(POLLRDHUP)` whether the peer's FIN has arrived: if so, the end
+//! of the stream follows the queued bytes and the peek reports it. The environment variable
+//! `SLIPWAY_TEST_NO_TCP_PEEK_OFF=1` forces this path on any kernel (a test aid).
 //! Acknowledged bytes are dropped with `recv(MSG_TRUNC)`, in batches: an acknowledgment of
 //! less than [`DISCARD_BATCH_BYTES`] only moves the offset at which the next peek starts, until
 //! [`DISCARD_BATCH_COUNT`] of them are pending or [`HostSocketTable::flush_deferred_discards`]
@@ -107,7 +112,13 @@ pub struct HostSocketTable {
     /// TCP sockets that may hold a deferred discard (an entry per deferral that started one;
     /// entries of sockets closed since are harmless).
     deferred_discards: Vec<u32>,
+    /// Try `SO_PEEK_OFF` on TCP sockets (false: the fallback of kernels before 6.9, forced).
+    tcp_peek_off: bool,
 }
+
+/// Set to 1 to use the peek path of kernels without TCP `SO_PEEK_OFF` on any kernel (a test
+/// aid: CI runs tests on both paths).
+pub const NO_TCP_PEEK_OFF_ENV: &str = "SLIPWAY_TEST_NO_TCP_PEEK_OFF";
 
 /// Hands a guest's connection to the gateway's API port (and the guest's address) to the API.
 pub type GuestApiHandler = Box<dyn FnMut(UnixStream, std::net::Ipv4Addr) -> bool>;
@@ -258,7 +269,13 @@ impl HostSocketTable {
             outbound_v4: None,
             outbound_v6: None,
             deferred_discards: Vec::new(),
+            tcp_peek_off: !forced_no_peek_off(),
         }
+    }
+
+    /// Whether TCP sockets try `SO_PEEK_OFF` (tests of the fallback turn it off).
+    pub fn set_tcp_peek_off(&mut self, on: bool) {
+        self.tcp_peek_off = on;
     }
 
     /// True when some socket holds acknowledged data not yet discarded.
@@ -436,16 +453,17 @@ impl HostSocketTable {
 
     fn open_tcp_fd(&mut self, id: SocketRef, fd: OwnedFd, is_tcp: bool) -> io::Result<()> {
         // SAFETY: fd is a valid socket we own; the option value is a properly sized c_int.
-        let peek = unsafe {
-            let zero: libc::c_int = 0;
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEEK_OFF,
-                &zero as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        };
+        let peek = (self.tcp_peek_off || !is_tcp)
+            && unsafe {
+                let zero: libc::c_int = 0;
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PEEK_OFF,
+                    &zero as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                ) == 0
+            };
         self.register(fd.as_raw_fd(), id)?;
         *slot(&mut self.tcp, id.index) = Some(TcpSock {
             fd,
@@ -626,6 +644,10 @@ impl HostSockets for HostSocketTable {
             return Ok(0);
         }
         if n <= offset {
+            // Nothing new. If the peer's FIN has arrived, the stream ends after these bytes.
+            if n == offset && peer_shut_down(fd)? {
+                return Ok(0);
+            }
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let mut src = &self.scratch[offset..n];
@@ -821,6 +843,35 @@ impl HostSockets for HostSocketTable {
     ) -> io::Result<usize> {
         self.udp_listener(listener)?.send_to(payload, to)
     }
+}
+
+/// Whether [`NO_TCP_PEEK_OFF_ENV`] asks for the fallback (said once in the log).
+fn forced_no_peek_off() -> bool {
+    let forced = std::env::var_os(NO_TCP_PEEK_OFF_ENV).is_some_and(|v| v == "1");
+    if forced {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "{NO_TCP_PEEK_OFF_ENV}=1: TCP data is peeked without SO_PEEK_OFF, as on kernels before 6.9 (a test aid)"
+            )
+        });
+    }
+    forced
+}
+
+/// Whether the peer of the connected stream `fd` has shut down its sending side (its FIN has
+/// arrived: no byte will follow those queued).
+fn peer_shut_down(fd: RawFd) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
 }
 
 /// The fd of an open datagram socket in `table`.
@@ -1111,8 +1162,20 @@ mod tests {
 
     #[test]
     fn peek_offset_tracks_discards_on_tcp_loopback() {
+        tcp_loopback_peeks(true);
+    }
+
+    /// Kernels before 6.9 (no TCP SO_PEEK_OFF): the same sequence, the end of the stream seen
+    /// behind bytes already sent and behind a deferred discard.
+    #[test]
+    fn peeks_without_peek_off_track_discards_and_see_the_end_of_the_stream() {
+        tcp_loopback_peeks(false);
+    }
+
+    fn tcp_loopback_peeks(peek_off: bool) {
         let poll = mio::Poll::new().unwrap();
         let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
+        table.set_tcp_peek_off(peek_off);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let id = SocketRef {
             kind: FlowKind::Tcp,
@@ -1126,6 +1189,62 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
             table.tcp_connect_result(id).unwrap();
         }
+        if !peek_off {
+            assert_eq!(table.tcp[7].as_ref().unwrap().peek_off, None);
+        }
         peek_and_discard_sequence(&mut table, id, peer);
+    }
+
+    /// "Answer, then close" on the fallback path: the reply is sent, then acknowledged in a
+    /// deferred discard, and the peek that follows reports the end of the stream (the FIN the
+    /// guest must get) instead of "nothing yet".
+    #[test]
+    fn without_peek_off_a_reply_then_close_ends_the_stream() {
+        let poll = mio::Poll::new().unwrap();
+        let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
+        table.set_tcp_peek_off(false);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let id = SocketRef {
+            kind: FlowKind::Tcp,
+            index: 2,
+        };
+        let progress = table
+            .tcp_connect(id, TcpTarget::Host(listener.local_addr().unwrap()))
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        if progress == ConnectProgress::InProgress {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            table.tcp_connect_result(id).unwrap();
+        }
+        peer.write_all(b"hi\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut b = [0u8; 16];
+        let n = table
+            .tcp_peek(id, 0, &mut [IoSliceMut::new(&mut b)])
+            .unwrap();
+        assert_eq!(&b[..n], b"hi\n");
+        // Still open: nothing new is "would block", not the end.
+        let e = table
+            .tcp_peek(id, 3, &mut [IoSliceMut::new(&mut b)])
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        drop(peer);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            table
+                .tcp_peek(id, 3, &mut [IoSliceMut::new(&mut b)])
+                .unwrap(),
+            0
+        );
+        // Acknowledged but not yet discarded (deferred): still the end.
+        table.tcp_discard(id, 3).unwrap();
+        assert!(table.has_deferred_discards());
+        assert_eq!(
+            table
+                .tcp_peek(id, 0, &mut [IoSliceMut::new(&mut b)])
+                .unwrap(),
+            0
+        );
+        table.tcp_close(id, false);
     }
 }
