@@ -1172,14 +1172,19 @@ mod tests {
         tcp_loopback_peeks(false);
     }
 
-    fn tcp_loopback_peeks(peek_off: bool) {
+    /// A table with `peek_off` as asked and one host TCP socket at `index`, connected to a
+    /// loopback peer (returned with the poll the table registers with).
+    fn connected_table(
+        peek_off: bool,
+        index: u32,
+    ) -> (mio::Poll, HostSocketTable, SocketRef, std::net::TcpStream) {
         let poll = mio::Poll::new().unwrap();
         let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
         table.set_tcp_peek_off(peek_off);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let id = SocketRef {
             kind: FlowKind::Tcp,
-            index: 7,
+            index,
         };
         let progress = table
             .tcp_connect(id, TcpTarget::Host(listener.local_addr().unwrap()))
@@ -1189,6 +1194,11 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
             table.tcp_connect_result(id).unwrap();
         }
+        (poll, table, id, peer)
+    }
+
+    fn tcp_loopback_peeks(peek_off: bool) {
+        let (_poll, mut table, id, peer) = connected_table(peek_off, 7);
         if !peek_off {
             assert_eq!(table.tcp[7].as_ref().unwrap().peek_off, None);
         }
@@ -1200,22 +1210,7 @@ mod tests {
     /// guest must get) instead of "nothing yet".
     #[test]
     fn without_peek_off_a_reply_then_close_ends_the_stream() {
-        let poll = mio::Poll::new().unwrap();
-        let mut table = HostSocketTable::new(poll.registry().try_clone().unwrap(), None);
-        table.set_tcp_peek_off(false);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let id = SocketRef {
-            kind: FlowKind::Tcp,
-            index: 2,
-        };
-        let progress = table
-            .tcp_connect(id, TcpTarget::Host(listener.local_addr().unwrap()))
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
-        if progress == ConnectProgress::InProgress {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            table.tcp_connect_result(id).unwrap();
-        }
+        let (_poll, mut table, id, mut peer) = connected_table(false, 2);
         peer.write_all(b"hi\n").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut b = [0u8; 16];
