@@ -27,7 +27,7 @@
 #
 # Processes started with the helpers below are stopped by PID when the script exits (EXIT, INT,
 # TERM traps), namespaces made by e2e_netns_create are deleted. Logs go to $E2E_WORK (kept after
-# the run: .build/e2e/runs/NAME-PID/, the last 10 runs of each test).
+# the run: .build/e2e/runs/NAME-PID/, the last 5 runs of each test; files over 32 MiB only from failing runs).
 #
 # Functions (arguments in CAPS; [..] optional). Those that start a server set global variables
 # rather than print, because they must run in the calling shell to keep the PID.
@@ -90,7 +90,8 @@
 #   Host-side verdicts, counted for the closing line:
 #   e2e_ok NAME / e2e_not_ok NAME REASON   print "ok NAME" / "not ok NAME: REASON"
 #   e2e_expect_guest_pass LOG NAME...      e2e_ok or e2e_not_ok for each guest marker NAME
-#   e2e_summary                            prints "e2e: N passed, N failed"; returns 1 if any failed
+#   e2e_summary                            prints "e2e: N passed, N failed"; returns 1 if any failed;
+#                                          a passing run drops its files over 32 MiB
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -187,11 +188,11 @@ e2e_enter_isolated_netns() {
     name=$(basename "$0" .sh)
     E2E_WORK="${E2E_WORK:-$E2E_BUILD_DIR/runs/$name-$$}"
     mkdir -p "$E2E_WORK"
-    # Keep the logs of the last 10 runs of this test.
+    # Keep the logs of the last 5 runs of this test.
     while read -r old; do
         [ -n "$old" ] && rm -rf "$old"
     done < <(find "$E2E_BUILD_DIR/runs" -mindepth 1 -maxdepth 1 -type d -name "$name-*" \
-        -printf '%T@ %p\n' | sort -rn | tail -n +11 | cut -d' ' -f2-)
+        -printf '%T@ %p\n' | sort -rn | tail -n +6 | cut -d' ' -f2-)
     e2e_log "isolated network namespace (only lo); logs in $E2E_WORK"
 }
 
@@ -469,5 +470,11 @@ e2e_expect_guest_pass() {
 
 e2e_summary() {
     echo "e2e: $E2E_PASSED passed, $E2E_FAILED failed"
-    [ "$E2E_FAILED" = 0 ]
+    [ "$E2E_FAILED" = 0 ] || return 1
+    # A passing run keeps its logs but not its big artifacts (test-netns's capture of the iperf3
+    # runs is ~2 GB): CI's disk is shared and small. A failing run keeps everything.
+    if [ -n "${E2E_WORK:-}" ] && [ -d "$E2E_WORK" ]; then
+        find "$E2E_WORK" -type f -size +32M -print -delete | sed 's/^/e2e: removed (run passed): /'
+    fi
+    return 0
 }

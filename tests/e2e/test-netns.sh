@@ -198,7 +198,14 @@ if [ "${opened:-0}" -ge 1000 ]; then
 else
     e2e_not_ok slow_connects_reached_slipway "slipway saw ${opened:-no} TCP flows, expected at least 1000"
 fi
-[ -s "$E2E_WORK/slipway.pcap" ] && e2e_ok pcap_written || e2e_not_ok pcap_written "empty capture"
+# The capture starts with the pcap magic (little-endian, microseconds) and holds the guest's HTTP
+# request, which came before the iperf3 runs (so it is near the start of a file of ~2 GB).
+if [ "$(head -c 4 "$E2E_WORK/slipway.pcap" | od -An -tx1 | tr -d ' ')" = d4c3b2a1 ] &&
+    [ "$(head -c 64M "$E2E_WORK/slipway.pcap" | grep -ac "GET /")" -ge 1 ]; then
+    e2e_ok pcap_written
+else
+    e2e_not_ok pcap_written "no pcap header or no HTTP request in $E2E_WORK/slipway.pcap"
+fi
 for f in iperf3_guest_to_host iperf3_host_to_guest; do
     echo "$f: $(head -n 1 "$E2E_WORK/$f.out" 2>/dev/null)"
 done
